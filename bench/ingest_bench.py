@@ -1,0 +1,108 @@
+"""Ingest benchmark: the Spark ingest job vs a single-process baseline doing the same work, on the shared MNIST set.
+
+    python bench/ingest_bench.py            # all 70,000 files (make bench-ingest)
+    python bench/ingest_bench.py --limit 5000
+
+The archive is extracted once to a temp folder. The Spark figure runs from the ``ingest()`` call (session already up)
+until the manifest is committed, file listing included. The baseline decodes, converts, normalises, hashes,
+PNG-encodes and writes Parquet with the same pure functions in one Python process. The last line is JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from visionlake.cli import configure_logging
+from visionlake.config import load_config
+from visionlake.decode import DecodePlan, decode_records
+from visionlake.ingest import ingest
+from visionlake.spark import spark_session
+
+ROOT = Path(__file__).resolve().parents[1]
+ARCHIVE = ROOT.parent / "shared" / "datasets" / "mnist_png.tar.gz"
+BATCH = 2048
+
+
+def extract(archive: Path, target: Path, limit: int | None) -> list[Path]:
+    with tarfile.open(archive) as tar:
+        members = [m for m in tar.getmembers() if m.isfile() and m.name.endswith(".png")]
+        members.sort(key=lambda m: m.name)
+        if limit:
+            members = members[:: max(1, len(members) // limit)][:limit]
+        tar.extractall(target, members=members)
+    return [target / m.name for m in members]
+
+
+def run_baseline(files: list[Path], config, output: Path) -> float:
+    """Single process: read, decode, normalise, hash, PNG-encode, write one Parquet file per split."""
+    plan = DecodePlan(config.ingest, tuple(config.ingest.label.names))
+    started = time.perf_counter()
+    frames = []
+    for start in range(0, len(files), BATCH):
+        chunk = files[start:start + BATCH]
+        raw = pd.DataFrame({"source_path": [f"file:{p}" for p in chunk], "content": [p.read_bytes() for p in chunk],
+                            "length": [0] * len(chunk), "label_hint": [None] * len(chunk),
+                            "split_hint": [None] * len(chunk), "error": [None] * len(chunk)})
+        frames.append(decode_records(raw, plan))
+    decoded = pd.concat(frames, ignore_index=True)
+    accepted = decoded[decoded["reason"].isna()]
+    for split, rows in accepted.groupby("split"):
+        pq.write_table(pa.Table.from_pandas(rows.drop(columns=["reason", "detail"]), preserve_index=False),
+                       output / f"split={split}.parquet", row_group_size=10_000)
+    return time.perf_counter() - started
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--limit", type=int, default=None, help="use N images (spread over the set) instead of all")
+    parser.add_argument("overrides", nargs="*", metavar="key.path=value", help="config overrides for the Spark run")
+    args = parser.parse_args()
+    configure_logging()
+    if not ARCHIVE.exists():
+        print(f"skipped: {ARCHIVE} not found (the shared datasets folder must sit beside the project)")
+        return 0
+    work = Path(tempfile.mkdtemp(prefix="vl-ingest-bench-"))
+    try:
+        files = extract(ARCHIVE, work / "raw", args.limit)
+        config = load_config(str(ROOT / "conf" / "mnist.yaml"),
+                             [f"ingest.source.uri={work / 'raw' / 'mnist'}", f"lake.root={work / 'lake'}",
+                              "spark.conf.spark.ui.enabled=false", *args.overrides])
+        (work / "baseline").mkdir()
+        baseline_seconds = run_baseline(files, config, work / "baseline")
+        with spark_session(config.spark) as spark:
+            spark.sparkContext.setLogLevel("ERROR")
+            started = time.perf_counter()
+            summary = ingest(spark, config)
+            spark_seconds = time.perf_counter() - started
+            cores = spark.sparkContext.defaultParallelism
+        n = len(files)
+        result = {
+            "images": n, "cores": cores, "spark_seconds": round(spark_seconds, 2),
+            "spark_images_per_s": round(n / spark_seconds), "baseline_seconds": round(baseline_seconds, 2),
+            "baseline_images_per_s": round(n / baseline_seconds),
+            "speedup_vs_baseline": round(baseline_seconds / spark_seconds, 2),
+            "ingested": summary.images_added, "quarantined": sum(summary.quarantined.values()),
+        }
+        print(f"Spark ingest:       {result['spark_images_per_s']:>7} images/s ({spark_seconds:.1f}s, {cores} cores)")
+        print(f"single-process:     {result['baseline_images_per_s']:>7} images/s ({baseline_seconds:.1f}s)")
+        print(f"ratio Spark/single: {result['speedup_vs_baseline']:.2f}x  "
+              f"(targets: >= 1.5x and >= 6000 images/s)")
+        print(json.dumps(result))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

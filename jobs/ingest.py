@@ -1,0 +1,11 @@
+"""Ingest raw images into the lake: validated, normalised Parquet + TFRecord shards, quarantine for bad files.
+
+    spark-submit --py-files dist/visionlake-0.1.0-py3-none-any.whl jobs/ingest.py \
+        --conf conf/mnist.yaml ingest.source.uri=hdfs:///raw/mnist_png lake.root=hdfs:///lake
+"""
+import sys
+
+from visionlake.cli import ingest_job, run_job
+
+if __name__ == "__main__":
+    sys.exit(run_job(ingest_job, "Ingest raw images into the visionlake lake.", sys.argv[1:]))

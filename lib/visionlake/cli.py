@@ -1,0 +1,132 @@
+"""The ``visionlake`` command line and the shared runner behind every ``jobs/*.py`` entry point.
+
+Examples:
+    visionlake demo                                   # generate the demo raw data and ingest it (embedded config)
+    visionlake ingest --conf conf/mnist.yaml ingest.source.uri=/data/mnist
+    visionlake ingest ingest.full_rebuild=true        # rebuild the demo dataset from scratch
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Callable, Optional
+
+from visionlake.config import Config, ConfigError, load_config
+
+log = logging.getLogger("visionlake")
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+_EXAMPLES = {
+    "ingest": "visionlake ingest --conf conf/mnist.yaml ingest.source.uri=/data/mnist_png",
+    "demo-data": "visionlake demo-data demo.images_per_class=100",
+    "demo": "visionlake demo",
+    "show-config": "visionlake show-config --conf conf/mnist.yaml lake.root=/tmp/lake",
+}
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--conf", metavar="FILE", help="YAML config (default: the embedded conf/local.yaml)")
+    parser.add_argument("overrides", nargs="*", metavar="key.path=value",
+                        help="config overrides, e.g. ingest.dataset=mnist lake.root=/data/lake")
+
+
+def configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S", stream=sys.stderr)
+    for noisy in ("py4j", "pyspark"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _user_errors() -> tuple[type, ...]:
+    from visionlake.ingest import IngestError
+    from visionlake.lake import LakeError
+    from visionlake.sources import SourceError
+    from visionlake.storage import StorageError
+    return ConfigError, SourceError, IngestError, LakeError, StorageError
+
+
+def run_job(job: Callable, description: str, argv: Optional[list[str]] = None) -> int:
+    """Parses ``--conf`` and overrides, opens the Spark session, runs ``job(spark, config)``, returns an exit code.
+
+    Errors in the input or configuration print one actionable line and exit 2; anything else exits 1 with the
+    traceback. The session is stopped either way.
+    """
+    parser = argparse.ArgumentParser(description=description)
+    add_config_arguments(parser)
+    return _run(job, parser.parse_args(argv))
+
+
+def _run(job: Callable, args: argparse.Namespace) -> int:
+    from visionlake.spark import spark_session
+
+    configure_logging()
+    try:
+        config = load_config(args.conf, args.overrides)
+        log.info("config: %s", json.dumps(config.to_dict(), default=str))
+        with spark_session(config.spark) as spark:
+            spark.sparkContext.setLogLevel("WARN")
+            job(spark, config)
+    except _user_errors() as error:
+        log.error("%s", error)
+        return EXIT_BAD_INPUT
+    except Exception:  # noqa: BLE001 - the job boundary: report and turn into an exit status
+        log.exception("job failed")
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def ingest_job(spark, config: Config) -> None:
+    from visionlake.ingest import ingest
+
+    summary = ingest(spark, config)
+    print(summary.report())
+
+
+def demo_data_job(config: Config) -> Path:
+    from visionlake.demo import write_demo_dataset
+
+    target = Path(config.ingest.source.uri.removeprefix("file:"))
+    count = write_demo_dataset(target, config.demo)
+    log.info("demo raw dataset: %d files under %s", count, target)
+    return target
+
+
+def demo_job(spark, config: Config) -> None:
+    demo_data_job(config)
+    ingest_job(spark, config)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="visionlake", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    helps = {"ingest": "ingest raw images into the lake (Parquet + TFRecord + quarantine)",
+             "demo-data": "write the embedded demo raw dataset to ingest.source.uri",
+             "demo": "generate the demo data and run the pipeline on it",
+             "show-config": "print the resolved configuration"}
+    for name, text in helps.items():
+        sub = commands.add_parser(name, help=text, description=f"{text}.\n\nExample:\n  {_EXAMPLES[name]}",
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+        add_config_arguments(sub)
+    args = parser.parse_args(argv)
+    if args.command in ("show-config", "demo-data"):
+        configure_logging()
+        try:
+            config = load_config(args.conf, args.overrides)
+        except ConfigError as error:
+            log.error("%s", error)
+            return EXIT_BAD_INPUT
+        if args.command == "show-config":
+            print(json.dumps(config.to_dict(), indent=2, default=str))
+        else:
+            demo_data_job(config)
+        return EXIT_OK
+    return _run({"ingest": ingest_job, "demo": demo_job}[args.command], args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,303 @@
+"""One typed configuration object for every job: YAML file + ``key.path=value`` overrides -> ``Config``.
+
+The embedded default is ``visionlake/conf/local.yaml`` (``conf/local.yaml`` in the repository points at it). Unknown
+keys and wrong types are rejected with an error naming the dotted key, before any Spark or MLflow work starts.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """The configuration file or an override is invalid; the message names the key and what to do."""
+
+
+@dataclass(frozen=True)
+class SparkConfig:
+    master: str = "local[*]"
+    app_name: str = "visionlake"
+    # Extra Spark properties applied only when the session is created here (not under spark-submit).
+    conf: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LakeConfig:
+    root: str = "lake"
+    # Petastorm shards and shuffles by row group: ~4 MiB gives many row groups per table for even sharding and
+    # shuffling across Horovod ranks while keeping Parquet's per-row-group overhead negligible.
+    row_group_bytes: int = 4 * 1024 * 1024
+    tfrecord_compression: Literal["none", "gzip"] = "none"
+    # Parallelism of the write stages; 0 means "Spark's default parallelism".
+    write_partitions: int = 0
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    tracking_uri: str = "sqlite:///mlflow.db"
+    artifact_root: str = "mlartifacts"
+    experiment: str = "visionlake"
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    # A directory tree, a single archive, or a tree holding archives, on any Hadoop file system URI.
+    uri: str = "data/demo-raw"
+    # Optional CSV manifest (columns: path,label[,split]); relative paths resolve against the manifest's folder.
+    manifest: Optional[str] = None
+    expand_archives: bool = True
+    extensions: list[str] = field(
+        default_factory=lambda: [".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp"])
+
+
+@dataclass(frozen=True)
+class LabelConfig:
+    source: Literal["folder", "regex", "manifest"] = "folder"
+    # Regex with a named group ``label``, matched against the file name.
+    pattern: Optional[str] = None
+    # Ordered class names: index in this list = integer label. Empty: discovered from the data (kept stable across runs).
+    names: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    mode: Literal["hash", "source"] = "hash"
+    ratios: dict[str, float] = field(default_factory=lambda: {"train": 0.8, "val": 0.1, "test": 0.1})
+    # mode=source: folder name -> split, and the share of the source's train split moved to val (by hash).
+    source_names: dict[str, str] = field(
+        default_factory=lambda: {"train": "train", "training": "train", "val": "val", "validation": "val",
+                                 "test": "test", "testing": "test"})
+    val_from_train: float = 0.1
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    mode: Literal["L", "RGB"] = "L"
+    height: int = 28
+    width: int = 28
+    resize: Literal["pad", "crop", "stretch"] = "pad"
+    invert: bool = False
+    pad_value: int = 0
+    # Transparent pixels are composited over this grey level before the alpha channel is dropped.
+    alpha_background: int = 255
+    png_compress_level: int = 1
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    # Decompression-bomb guard: checked from the header, before any pixel is decoded.
+    max_pixels: int = 40_000_000
+    max_file_bytes: int = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    dataset: str = "demo"
+    source: SourceConfig = field(default_factory=SourceConfig)
+    label: LabelConfig = field(default_factory=LabelConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    image: ImageConfig = field(default_factory=ImageConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    full_rebuild: bool = False
+    tfrecord: bool = True
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    images_per_class: int = 40
+    seed: int = 7
+    image_size: int = 40
+
+
+@dataclass(frozen=True)
+class Config:
+    spark: SparkConfig = field(default_factory=SparkConfig)
+    lake: LakeConfig = field(default_factory=LakeConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    demo: DemoConfig = field(default_factory=DemoConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# Keys holding local paths or URIs; relative local paths are made absolute against the working directory at load.
+_PATH_KEYS = ("lake.root", "tracking.artifact_root", "ingest.source.uri", "ingest.source.manifest")
+
+
+def load_config(path: Optional[str] = None, overrides: Optional[list[str]] = None,
+                base_dir: Optional[str] = None) -> Config:
+    """Loads the YAML config (the embedded default when ``path`` is None) and applies ``key.path=value`` overrides.
+
+    Args:
+        path: YAML file; None for the embedded ``local.yaml``.
+        overrides: ``dotted.key=value`` strings; values are parsed as YAML scalars/lists.
+        base_dir: folder that relative paths in the config resolve against (default: the working directory).
+
+    Raises:
+        ConfigError: unreadable file, unknown key, wrong type or invalid value.
+    """
+    raw = _read_yaml(path)
+    for override in overrides or []:
+        key, sep, value = override.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {override!r} must look like key.path=value, e.g. ingest.dataset=mnist")
+        _set_dotted(raw, _split_key(key.strip()), yaml.safe_load(value) if value.strip() else "")
+    config = _build(Config, raw, "")
+    config = _absolutise_paths(config, Path(base_dir or os.getcwd()))
+    validate(config)
+    return config
+
+
+def validate(config: Config) -> None:
+    """Checks cross-field rules that types alone cannot express."""
+    ratios = config.ingest.split.ratios
+    if set(ratios) - {"train", "val", "test"}:
+        raise ConfigError(f"ingest.split.ratios: only train/val/test are allowed, got {sorted(ratios)}")
+    if any(r < 0 for r in ratios.values()) or abs(sum(ratios.values()) - 1.0) > 1e-6:
+        raise ConfigError(f"ingest.split.ratios must be non-negative and sum to 1, got {ratios}")
+    if not 0 <= config.ingest.split.val_from_train < 1:
+        raise ConfigError("ingest.split.val_from_train must be in [0, 1)")
+    if config.ingest.label.source == "regex":
+        pattern = config.ingest.label.pattern or ""
+        if "(?P<label>" not in pattern:
+            raise ConfigError("ingest.label.pattern needs a named group, e.g. '(?P<label>[a-z]+)_\\d+\\.png'")
+    if config.ingest.label.source == "manifest" and not config.ingest.source.manifest:
+        raise ConfigError("ingest.label.source=manifest needs ingest.source.manifest (a CSV with path,label)")
+    image = config.ingest.image
+    if not (1 <= image.height <= 4096 and 1 <= image.width <= 4096):
+        raise ConfigError("ingest.image.height/width must be between 1 and 4096")
+    for key, value in (("pad_value", image.pad_value), ("alpha_background", image.alpha_background)):
+        if not 0 <= value <= 255:
+            raise ConfigError(f"ingest.image.{key} must be a grey level in 0..255, got {value}")
+    if not 0 <= image.png_compress_level <= 9:
+        raise ConfigError("ingest.image.png_compress_level must be in 0..9")
+    if config.ingest.limits.max_pixels <= 0 or config.ingest.limits.max_file_bytes <= 0:
+        raise ConfigError("ingest.limits.max_pixels and max_file_bytes must be positive")
+    if not config.ingest.dataset.replace("-", "").replace("_", "").isalnum():
+        raise ConfigError(f"ingest.dataset {config.ingest.dataset!r}: use letters, digits, '-' and '_' only")
+
+
+def _read_yaml(path: Optional[str]) -> dict[str, Any]:
+    if path is None:
+        text = resources.files("visionlake").joinpath("conf/local.yaml").read_text()
+        source = "embedded local.yaml"
+    else:
+        try:
+            text = Path(path).read_text()
+        except OSError as error:
+            raise ConfigError(f"cannot read config file {path}: {error.strerror}; pass an existing YAML file "
+                              "with --conf, or leave it out for the embedded local defaults") from error
+        source = path
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{source} is not valid YAML: {error}") from error
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source} must hold a mapping of sections (spark, lake, ingest, ...)")
+    return data
+
+
+def _split_key(dotted: str) -> list[str]:
+    """Splits an override key by the config's structure: inside a mapping field (e.g. ``spark.conf``) the rest of
+    the key is one entry, so ``spark.conf.spark.ui.enabled`` sets the Spark property ``spark.ui.enabled``."""
+    parts, cls = dotted.split("."), Config
+    for depth, part in enumerate(parts):
+        hint = typing.get_type_hints(cls).get(part) if dataclasses.is_dataclass(cls) else None
+        if hint is None:
+            return parts
+        if typing.get_origin(hint) is dict:
+            return parts[:depth + 1] + [".".join(parts[depth + 1:])] if depth + 1 < len(parts) else parts
+        cls = hint
+    return parts
+
+
+def _set_dotted(tree: dict[str, Any], parts: list[str], value: Any) -> None:
+    *parents, leaf = parts
+    node = tree
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {'.'.join(parts)}: {part} is not a section")
+        node = child
+    node[leaf] = value
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'} must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"unknown config key {prefix}{unknown[0]}; known keys under "
+                          f"{prefix.rstrip('.') or 'the top level'}: {', '.join(sorted(known))}")
+    values = {name: _coerce(hints[name], value, f"{prefix}{name}") for name, value in data.items()}
+    return cls(**values)
+
+
+def _coerce(hint: Any, value: Any, key: str) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, key + ".")
+    if origin is Union:  # Optional[X]
+        if value is None:
+            return None
+        return _coerce(next(a for a in args if a is not type(None)), value, key)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key} must be one of {', '.join(map(str, args))}; got {value!r}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        return [_coerce(args[0], item, f"{key}[{i}]") for i, item in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} must be a mapping, got {value!r}")
+        return {str(k): _coerce(args[1], v, f"{key}.{k}") for k, v in value.items()}
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key} must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key} must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if isinstance(value, (dict, list)) or value is None:
+            raise ConfigError(f"{key} must be a string, got {value!r}")
+        return str(value).lower() if isinstance(value, bool) else str(value)
+    raise ConfigError(f"{key}: unsupported type {hint}")  # pragma: no cover - a programming error
+
+
+def _absolutise_paths(config: Config, base: Path) -> Config:
+    tree = config.to_dict()
+    for dotted in _PATH_KEYS:
+        *parents, leaf = dotted.split(".")
+        node = tree
+        for part in parents:
+            node = node[part]
+        node[leaf] = absolute_uri(node[leaf], base) if node[leaf] else node[leaf]
+    tracking = tree["tracking"]
+    if tracking["tracking_uri"].startswith("sqlite:///") and not tracking["tracking_uri"].startswith("sqlite:////"):
+        tracking["tracking_uri"] = "sqlite:///" + str(base / tracking["tracking_uri"][len("sqlite:///"):])
+    return _build(Config, tree, "")
+
+
+def absolute_uri(location: str, base: Path) -> str:
+    """Leaves URIs with a scheme (hdfs://, s3a://, file:/) alone; makes a local path absolute against ``base``."""
+    if "://" in location or location.startswith("file:"):
+        return location
+    return str((base / location).resolve())

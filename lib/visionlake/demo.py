@@ -1,0 +1,84 @@
+"""A small, deterministic raw dataset that ships with the package, so the demo needs no download.
+
+Synthetic "parts": shapes of several classes drawn with random size, position, rotation, colour and noise, saved in
+class folders as PNG and JPEG (plus a GIF, a BMP and a WebP), with a few deliberately bad files that the ingest must
+quarantine.
+"""
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from visionlake.config import DemoConfig
+
+SHAPES = ("circle", "square", "triangle", "cross", "ring")
+_FORMATS = (("PNG", ".png"), ("JPEG", ".jpg"), ("PNG", ".png"), ("JPEG", ".jpg"), ("GIF", ".gif"),
+            ("BMP", ".bmp"), ("WEBP", ".webp"))
+
+
+def draw_shape(shape: str, size: int, rng: np.random.Generator) -> Image.Image:
+    """One RGB image of ``shape`` with random geometry, colours and noise."""
+    background = tuple(int(v) for v in rng.integers(0, 70, 3))
+    colour = tuple(int(v) for v in rng.integers(150, 256, 3))
+    image = Image.new("RGB", (size, size), background)
+    draw = ImageDraw.Draw(image)
+    centre = rng.uniform(0.35, 0.65, 2) * size
+    radius = rng.uniform(0.22, 0.34) * size
+    angle = rng.uniform(0, 2 * math.pi)
+    width = max(2, int(radius / 3))
+    box = [centre[0] - radius, centre[1] - radius, centre[0] + radius, centre[1] + radius]
+    if shape == "circle":
+        draw.ellipse(box, fill=colour)
+    elif shape == "ring":
+        draw.ellipse(box, outline=colour, width=width)
+    elif shape in ("square", "triangle"):
+        corners = 4 if shape == "square" else 3
+        points = [(centre[0] + radius * math.cos(angle + 2 * math.pi * k / corners),
+                   centre[1] + radius * math.sin(angle + 2 * math.pi * k / corners)) for k in range(corners)]
+        draw.polygon(points, fill=colour)
+    elif shape == "cross":
+        for turn in (0, math.pi / 2):
+            dx, dy = radius * math.cos(angle + turn), radius * math.sin(angle + turn)
+            draw.line([(centre[0] - dx, centre[1] - dy), (centre[0] + dx, centre[1] + dy)], fill=colour, width=width)
+    else:
+        raise ValueError(f"unknown shape {shape!r}; choose one of {SHAPES}")
+    noisy = np.asarray(image, dtype=np.int16) + rng.normal(0, 12, (size, size, 3)).astype(np.int16)
+    return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
+
+
+def bad_files() -> dict[str, bytes]:
+    """Deliberately broken files, one per common failure, named for what is wrong with them."""
+    png = io.BytesIO()
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(png, "PNG")
+    return {
+        "circle/truncated.png": png.getvalue()[: len(png.getvalue()) // 2],
+        "square/empty.png": b"",
+        "triangle/notes.txt": b"these are not pixels\n",
+        "cross/corrupt.jpg": b"\xff\xd8\xff\xe0" + b"\x00" * 64,
+    }
+
+
+def write_demo_dataset(target: Path, config: DemoConfig) -> int:
+    """Writes the demo raw dataset under ``target/<class>/`` (idempotent); returns the number of files."""
+    rng = np.random.default_rng(config.seed)
+    count = 0
+    for shape in SHAPES:
+        folder = target / shape
+        folder.mkdir(parents=True, exist_ok=True)
+        for index in range(config.images_per_class):
+            image_format, suffix = _FORMATS[index % len(_FORMATS)]
+            image = draw_shape(shape, config.image_size, rng)
+            path = folder / f"{shape}_{index:04d}{suffix}"
+            if not path.exists():
+                image.save(path, image_format, **({"quality": 92} if image_format == "JPEG" else {}))
+            count += 1
+    for relative, payload in bad_files().items():
+        path = target / relative
+        if not path.exists():
+            path.write_bytes(payload)
+        count += 1
+    return count

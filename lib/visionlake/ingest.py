@@ -1,0 +1,245 @@
+"""The ingest job: raw images -> normalised ``images`` table, TFRecord shards, ``quarantine`` table, manifest.
+
+Every listed source file ends as exactly one ``images`` row or one ``quarantine`` row. Re-runs skip files already
+in the dataset (by source path), so re-running on the same input adds nothing and new files are appended; pixels
+already present under another path are quarantined as ``duplicate``. ``ingest.full_rebuild`` re-reads everything
+and replaces the dataset's contents in one commit.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Iterator, Optional
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from visionlake import manifest as M
+from visionlake.config import Config
+from visionlake.decode import DecodePlan, decode_partition, discover_label_names
+from visionlake.labels import merge_label_names
+from visionlake.lake import Lake, new_run_id
+from visionlake.schema import DECODED_SCHEMA, IMAGE_FIELDS, QUARANTINE_FIELDS
+from visionlake.sources import read_raw_records
+from visionlake.tfrecord import write_shards
+
+log = logging.getLogger(__name__)
+
+_SHARD_RESULT_SCHEMA = "split string, file string, records long"
+_DUPLICATE_SCHEMA = "source_path string, split string, label_name string, detail string"
+
+
+@contextlib.contextmanager
+def _phase(name: str) -> Iterator[None]:
+    started = time.perf_counter()
+    yield
+    log.info("%s: %.1fs", name, time.perf_counter() - started)
+
+
+class IngestError(RuntimeError):
+    """The ingest cannot proceed with this configuration and lake; the message says what to do."""
+
+
+@dataclass
+class IngestSummary:
+    dataset: str
+    version: int
+    run_id: str
+    added: dict[str, dict[str, int]]
+    quarantined: dict[str, int]
+    total: dict[str, int]
+    paths: dict[str, str]
+    seconds: float
+    examples: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def images_added(self) -> int:
+        return sum(sum(labels.values()) for labels in self.added.values())
+
+    def report(self) -> str:
+        lines = [f"ingest of dataset {self.dataset!r}: version {self.version}, run {self.run_id}, "
+                 f"{self.seconds:.1f}s",
+                 f"  added {self.images_added} image(s); dataset now holds "
+                 + ", ".join(f"{split}={n}" for split, n in sorted(self.total.items()))]
+        for split, labels in sorted(self.added.items()):
+            lines.append(f"  {split:5s} +" + ", ".join(f"{name}={n}" for name, n in labels.items()))
+        quarantined = sum(self.quarantined.values())
+        lines.append(f"  quarantined {quarantined} file(s)" + (": " + ", ".join(
+            f"{reason}={n}" for reason, n in sorted(self.quarantined.items())) if quarantined else ""))
+        for example in self.examples:
+            lines.append(f"    {example['reason']}: {example['source_path']} ({example['detail']})")
+        lines += [f"  {name}: {path}" for name, path in self.paths.items()]
+        return "\n".join(lines)
+
+
+def ingest(spark: SparkSession, config: Config) -> IngestSummary:
+    """Runs one ingest of ``config.ingest`` into the lake at ``config.lake.root`` and commits a new version.
+
+    Raises:
+        SourceError: the source or its manifest is missing or malformed.
+        IngestError: the configuration conflicts with the dataset already in the lake.
+        LakeError: the commit lost a race with another writer.
+    """
+    started = time.perf_counter()
+    settings = config.ingest
+    lake = Lake(spark, config.lake.root)
+    paths = lake.paths(settings.dataset)
+    lake.recover(settings.dataset)
+    previous = lake.read_manifest(settings.dataset)
+    if previous is not None and not settings.full_rebuild:
+        try:
+            M.check_compatible(previous, settings)
+        except ValueError as error:
+            raise IngestError(str(error)) from None
+    base = None if settings.full_rebuild else previous
+    run_id, now = new_run_id(), dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    partitions = config.lake.write_partitions or spark.sparkContext.defaultParallelism
+    log.info("ingest %s -> %s (run %s, %d partitions)", settings.source.uri, paths.base, run_id, partitions)
+
+    existing_images = lake.read_table(settings.dataset, "images", base) if base else None
+    processed = None
+    if base:
+        processed = existing_images.select("source_path").unionByName(
+            lake.read_table(settings.dataset, "quarantine", base).select("source_path"))
+    with _phase("listing + labels"):
+        raw = read_raw_records(spark, settings.source, settings.limits, processed, partitions)
+        label_names = _resolve_label_names(raw, settings, base, partitions)
+    plan = DecodePlan(settings, tuple(label_names))
+    decoded = raw.mapInPandas(partial(decode_partition, plan=plan), DECODED_SCHEMA).persist(
+        StorageLevel.MEMORY_AND_DISK)
+    try:
+        with _phase(f"decode {settings.source.uri} + find duplicates"):
+            duplicates = _find_duplicates(decoded, existing_images)
+        with _phase("statistics"):
+            stats = _group_statistics(decoded)
+        accepted = decoded.filter(F.col("reason").isNull())
+        duplicate_paths = spark.createDataFrame(duplicates, _DUPLICATE_SCHEMA) if duplicates else None
+        if duplicate_paths is not None:
+            accepted = accepted.join(F.broadcast(duplicate_paths.select("source_path")), "source_path", "left_anti")
+        images = accepted.select(*[f.name for f in IMAGE_FIELDS if f.name != "ingested_at"], "split",
+                                 F.lit(now).cast("timestamp").alias("ingested_at"))
+        rejected = decoded.filter(F.col("reason").isNotNull()).select("source_path", "reason", "detail",
+                                                                       "source_sha256")
+        if duplicate_paths is not None:
+            rejected = rejected.unionByName(
+                decoded.drop("detail").join(F.broadcast(duplicate_paths.select("source_path", "detail")),
+                                            "source_path")
+                .select("source_path", F.lit("duplicate").alias("reason"), "detail", "source_sha256"))
+        quarantine = rejected.select(*[f.name for f in QUARANTINE_FIELDS if f.name != "quarantined_at"],
+                                     F.lit(now).cast("timestamp").alias("quarantined_at"))
+        staging = paths.staging(run_id)
+        with _phase("images table"):
+            (images.write.partitionBy("split").option("parquet.block.size", config.lake.row_group_bytes)
+             .parquet(f"{staging}/images"))
+        with _phase("quarantine table"):
+            quarantine.coalesce(1).write.parquet(f"{staging}/quarantine")
+        with _phase("TFRecord shards"):
+            shards = _write_tfrecords(images, f"{staging}/tfrecord", config) if settings.tfrecord else []
+    finally:
+        decoded.unpersist()
+    added, quarantined, examples, fingerprint = summarise_statistics(stats, duplicates)
+
+    if previous is not None and not settings.full_rebuild and fingerprint[0] == 0:
+        log.info("nothing new under %s: dataset %r stays at version %d", settings.source.uri, settings.dataset,
+                 previous["version"])
+        return IngestSummary(dataset=settings.dataset, version=previous["version"], run_id=run_id, added={},
+                             quarantined={}, total=M.split_totals(previous), paths=_summary_paths(previous, paths),
+                             seconds=time.perf_counter() - started)
+    manifest = M.build_manifest(
+        previous=previous, base=base, settings=settings, run_id=run_id, created_at=now, label_names=label_names,
+        added=added, quarantined=quarantined, shards=shards, fingerprint=fingerprint, tables={name: paths.table(name) for name in
+                                                ("images", "quarantine", "tfrecord")},
+        compression=config.lake.tfrecord_compression, config=config.to_dict())
+    with _phase("commit"):
+        version = lake.publish_and_commit(settings.dataset, run_id, manifest)
+    summary = IngestSummary(
+        dataset=settings.dataset, version=version, run_id=run_id, added=added,
+        quarantined=quarantined, total=M.split_totals(manifest),
+        paths=_summary_paths(manifest, paths),
+        seconds=time.perf_counter() - started, examples=examples)
+    log.info("%s", summary.report())
+    return summary
+
+
+def _summary_paths(manifest: dict[str, Any], paths) -> dict[str, str]:
+    return {**manifest["tables"], "manifest": f"{paths.base}/manifest.json"}
+
+
+def _resolve_label_names(raw: DataFrame, settings, base: Optional[dict[str, Any]], partitions: int) -> list[str]:
+    configured = list(settings.label.names)
+    known = list(base["label_names"]) if base else []
+    if configured:
+        if known and configured[:len(known)] != known:
+            raise IngestError(f"ingest.label.names {configured} would renumber the labels of dataset "
+                              f"{settings.dataset!r} ({known}); append new names at the end, or set "
+                              "ingest.full_rebuild=true")
+        return configured
+    plan = DecodePlan(settings, ())
+    discovered = (raw.select("source_path", "label_hint")
+                  .mapInPandas(lambda batches: (discover_label_names(b, plan) for b in batches), "label_name string")
+                  .distinct().collect())
+    return merge_label_names(known, [row.label_name for row in discovered])
+
+
+def _find_duplicates(decoded: DataFrame, existing_images: Optional[DataFrame]) -> list[tuple]:
+    """(source_path, split, label_name, detail) of accepted images whose pixels were seen before: in the lake, or
+    under an alphabetically earlier path in this run. Works on ids and paths only, so no image bytes are shuffled;
+    the result is small (usually empty) and is collected."""
+    accepted = decoded.filter(F.col("reason").isNull()).select("id", "source_path", "split", "label_name")
+    repeated = (accepted.groupBy("id").agg(F.min("source_path").alias("first_path"), F.count(F.lit(1)).alias("n"))
+                .filter(F.col("n") > 1))
+    duplicates = accepted.join(repeated, "id").filter(F.col("source_path") != F.col("first_path")).select(
+        "source_path", "split", "label_name", F.concat(F.lit("same pixels as "), "first_path").alias("detail"))
+    if existing_images is not None:
+        known = existing_images.select("id", F.col("source_path").alias("existing_path")).dropDuplicates(["id"])
+        duplicates = accepted.join(F.broadcast(known), "id").select(
+            "source_path", "split", "label_name", F.concat(F.lit("same pixels as "), "existing_path").alias("detail")
+        ).unionByName(duplicates).dropDuplicates(["source_path"])
+    return [tuple(row) for row in duplicates.collect()]
+
+
+def _group_statistics(decoded: DataFrame) -> list[dict[str, Any]]:
+    """One small aggregate for the manifest and summary: counts per (reason, split, label), an example per group,
+    and the order-independent digest of the (path, sha256) pairs read."""
+    pair_hash = F.conv(F.substring(F.sha2(F.concat_ws("|", "source_path", F.coalesce("source_sha256", F.lit(""))),
+                                          256), 1, 15), 16, 10).cast("decimal(38,0)")
+    return [row.asDict() for row in decoded.groupBy("reason", "split", "label_name").agg(
+        F.count(F.lit(1)).alias("count"), F.sum(pair_hash).alias("digest"),
+        F.first("source_path").alias("example_path"), F.first("detail").alias("example_detail")).collect()]
+
+
+def summarise_statistics(stats: list[dict[str, Any]], duplicates: list[tuple]):
+    """Pure: (added per split and label, quarantined per reason, example rejections, (files, digest))."""
+    added: dict[str, dict[str, int]] = {}
+    quarantined: dict[str, int] = {}
+    examples, files, digest = [], 0, 0
+    for group in stats:
+        files += group["count"]
+        digest += int(group["digest"] or 0)
+        if group["reason"] is None:
+            labels = added.setdefault(group["split"], {})
+            labels[group["label_name"]] = labels.get(group["label_name"], 0) + group["count"]
+        else:
+            quarantined[group["reason"]] = quarantined.get(group["reason"], 0) + group["count"]
+            examples.append({"reason": group["reason"], "source_path": group["example_path"],
+                             "detail": group["example_detail"]})
+    for source_path, split, label_name, detail in duplicates:
+        added[split][label_name] -= 1
+        if "duplicate" not in quarantined:
+            examples.append({"reason": "duplicate", "source_path": source_path, "detail": detail})
+        quarantined["duplicate"] = quarantined.get("duplicate", 0) + 1
+    added = {split: {name: n for name, n in sorted(labels.items()) if n} for split, labels in sorted(added.items())}
+    return ({split: labels for split, labels in added.items() if labels}, dict(sorted(quarantined.items())),
+            examples[:8], (files, digest))
+
+def _write_tfrecords(images: DataFrame, staging_uri: str, config: Config) -> list[dict[str, Any]]:
+    log.info("writing TFRecord shards ...")
+    writer = partial(write_shards, staging_uri=staging_uri, compression=config.lake.tfrecord_compression)
+    rows = (images.select("id", "label", "split", "height", "width", "channels", "image")
+            .mapInPandas(writer, _SHARD_RESULT_SCHEMA).collect())
+    return [row.asDict() for row in rows]

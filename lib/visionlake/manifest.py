@@ -1,0 +1,87 @@
+"""Pure construction and checks of a dataset's manifest (the JSON document each commit writes)."""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Optional
+
+from visionlake.config import IngestConfig
+
+MANIFEST_FORMAT = 1
+_DIGEST_MODULUS = 2 ** 64
+
+
+def image_spec(settings: IngestConfig) -> dict[str, Any]:
+    image = settings.image
+    return {"mode": image.mode, "height": image.height, "width": image.width,
+            "channels": 1 if image.mode == "L" else 3, "resize": image.resize, "invert": image.invert}
+
+
+def check_compatible(previous: dict[str, Any], settings: IngestConfig) -> None:
+    """An incremental run must normalise images exactly as the dataset's earlier runs did.
+
+    Raises:
+        ValueError: the image settings differ; the message names both and the way out.
+    """
+    wanted, stored = image_spec(settings), previous["image"]
+    if wanted != stored:
+        changed = sorted(key for key in wanted if wanted[key] != stored.get(key))
+        raise ValueError(f"dataset {previous['dataset']!r} was built with image settings {stored}; this run asks "
+                         f"for {wanted} (differs in {', '.join(changed)}). Use another ingest.dataset name, or "
+                         "set ingest.full_rebuild=true to rebuild it with the new settings")
+
+
+def combine_counts(earlier: dict[str, dict[str, int]], added: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+    combined = {split: dict(labels) for split, labels in earlier.items()}
+    for split, labels in added.items():
+        target = combined.setdefault(split, {})
+        for name, count in labels.items():
+            target[name] = target.get(name, 0) + count
+    return {split: dict(sorted(labels.items())) for split, labels in sorted(combined.items())}
+
+
+def split_totals(manifest: dict[str, Any]) -> dict[str, int]:
+    return {split: sum(labels.values()) for split, labels in manifest["counts"].items()}
+
+
+def build_manifest(*, previous: Optional[dict[str, Any]], base: Optional[dict[str, Any]], settings: IngestConfig,
+                   run_id: str, created_at: dt.datetime, label_names: list[str], added: dict[str, dict[str, int]],
+                   quarantined: dict[str, int], shards: list[dict[str, Any]], fingerprint: tuple[int, int],
+                   tables: dict[str, str], compression: str, config: dict[str, Any]) -> dict[str, Any]:
+    """The next version's manifest: ``base`` (None for a first run or a full rebuild) plus this run's output.
+
+    ``previous`` only numbers the version and keeps the run history; ``base`` holds the contents carried forward.
+    """
+    files, digest = fingerprint
+    earlier_files, earlier_digest = (base["source"]["files"], int(base["source"]["digest"], 16)) if base else (0, 0)
+    new_files = {}
+    for shard in shards:
+        relative = f"tfrecord/split={shard['split']}/run_id={run_id}/{shard['file']}"
+        new_files.setdefault(shard["split"], []).append(relative)
+    tfrecord_files = {split: list(names) for split, names in (base or {}).get("tfrecord_files", {}).items()}
+    for split, names in new_files.items():
+        tfrecord_files[split] = tfrecord_files.get(split, []) + sorted(names)
+    quarantine_total = dict((base or {}).get("quarantine", {}))
+    for reason, count in quarantined.items():
+        quarantine_total[reason] = quarantine_total.get(reason, 0) + count
+    run = {"run_id": run_id, "created_at": created_at.isoformat(), "full_rebuild": settings.full_rebuild,
+           "added": added, "quarantined": dict(sorted(quarantined.items())), "source_files": files}
+    return {
+        "format": MANIFEST_FORMAT,
+        "dataset": settings.dataset,
+        "version": (previous["version"] if previous else 0) + 1,
+        "run_id": run_id,
+        "created_at": created_at.isoformat(),
+        "live_runs": ((base["live_runs"] if base else []) + [run_id]),
+        "image": image_spec(settings),
+        "label_names": label_names,
+        "label_map": {name: index for index, name in enumerate(label_names)},
+        "counts": combine_counts(base["counts"] if base else {}, added),
+        "quarantine": dict(sorted(quarantine_total.items())),
+        "tables": tables,
+        "tfrecord_compression": compression,
+        "tfrecord_files": tfrecord_files,
+        "source": {"uri": settings.source.uri, "manifest": settings.source.manifest, "files": earlier_files + files,
+                   "digest": f"{(earlier_digest + digest) % _DIGEST_MODULUS:016x}"},
+        "runs": (previous["runs"] if previous else []) + [run],
+        "config": config,
+    }

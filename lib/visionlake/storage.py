@@ -1,0 +1,96 @@
+"""File-system operations on any Hadoop URI (file:, hdfs://, s3a://, ...) through the Spark driver's JVM."""
+from __future__ import annotations
+
+import uuid
+from typing import Optional
+
+from pyspark.sql import SparkSession
+
+
+class StorageError(RuntimeError):
+    """A file-system operation failed; the message names the path."""
+
+
+class HadoopStorage:
+    """Thin wrapper over ``org.apache.hadoop.fs.FileSystem``: the only place the lake talks to storage directly."""
+
+    def __init__(self, spark: SparkSession):
+        self._jvm = spark.sparkContext._jvm
+        self._hadoop_conf = spark.sparkContext._jsc.hadoopConfiguration()
+
+    def _resolve(self, uri: str):
+        path = self._jvm.org.apache.hadoop.fs.Path(uri)
+        return path.getFileSystem(self._hadoop_conf), path
+
+    def qualify(self, uri: str) -> str:
+        """The fully qualified form Spark uses for this location (e.g. ``/data`` -> ``file:/data``)."""
+        fs, path = self._resolve(uri)
+        return fs.makeQualified(path).toString()
+
+    def exists(self, uri: str) -> bool:
+        fs, path = self._resolve(uri)
+        return bool(fs.exists(path))
+
+    def is_dir(self, uri: str) -> bool:
+        fs, path = self._resolve(uri)
+        return bool(fs.exists(path) and fs.getFileStatus(path).isDirectory())
+
+    def mkdirs(self, uri: str) -> None:
+        fs, path = self._resolve(uri)
+        if not fs.mkdirs(path):
+            raise StorageError(f"cannot create folder {uri}; check permissions")
+
+    def list_names(self, uri: str, directories_only: bool = False) -> list[str]:
+        fs, path = self._resolve(uri)
+        if not fs.exists(path):
+            return []
+        return sorted(status.getPath().getName() for status in fs.listStatus(path)
+                      if not directories_only or status.isDirectory())
+
+    def rename(self, source: str, target: str) -> None:
+        """Moves a file or folder; fails (never overwrites) when ``target`` exists."""
+        fs, source_path = self._resolve(source)
+        _, target_path = self._resolve(target)
+        if fs.exists(target_path):
+            raise StorageError(f"cannot move {source} to {target}: the target exists")
+        parent = target_path.getParent()
+        if parent is not None and not fs.exists(parent):
+            fs.mkdirs(parent)
+        if not fs.rename(source_path, target_path):
+            raise StorageError(f"cannot move {source} to {target}")
+
+    def delete(self, uri: str) -> None:
+        fs, path = self._resolve(uri)
+        if fs.exists(path):
+            fs.delete(path, True)
+
+    def read_text(self, uri: str) -> str:
+        fs, path = self._resolve(uri)
+        stream = fs.open(path)
+        try:
+            return self._jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8")
+        finally:
+            stream.close()
+
+    def write_text(self, uri: str, text: str, overwrite: bool = False) -> None:
+        fs, path = self._resolve(uri)
+        stream = fs.create(path, overwrite)
+        try:
+            stream.write(bytearray(text.encode("utf-8")))
+        finally:
+            stream.close()
+
+    def publish_text(self, uri: str, text: str) -> None:
+        """Writes a file that appears whole or not at all: temp file + rename; fails when ``uri`` exists."""
+        parent = uri.rsplit("/", 1)[0]
+        temporary = f"{parent}/.tmp-{uuid.uuid4().hex}"
+        self.write_text(temporary, text)
+        try:
+            self.rename(temporary, uri)
+        except StorageError:
+            self.delete(temporary)
+            raise
+
+    def file_size(self, uri: str) -> Optional[int]:
+        fs, path = self._resolve(uri)
+        return int(fs.getFileStatus(path).getLen()) if fs.exists(path) else None
