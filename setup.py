@@ -19,6 +19,7 @@ setup(
         "petastorm==0.13.1",
         "tensorflow-cpu>=2.15,<2.16",
         "mlflow>=3,<4",
+        "google-crc32c>=1.5",
     ],
     extras_require={"test": ["pytest>=8"]},
     entry_points={"console_scripts": ["visionlake=visionlake.cli:main"]},

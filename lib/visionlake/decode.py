@@ -35,7 +35,7 @@ def raw_label(source_path: str, label_hint: Optional[str], plan: DecodePlan,
     """The label name of one record before it is mapped to an index: the manifest's, else the path's."""
     if label_hint is not None and label_hint == label_hint and str(label_hint).strip():  # NaN-safe
         return str(label_hint).strip()
-    return L.label_from_path(source_path, plan.ingest.label.source, pattern)
+    return L.label_from_path(source_path, plan.ingest.label.source, pattern, plan.ingest.source.uri)
 
 
 def discover_label_names(frame: pd.DataFrame, plan: DecodePlan) -> pd.DataFrame:
@@ -96,8 +96,8 @@ def _split_for(record, content_hash: str, plan: DecodePlan) -> str:
     hinted = record.split_hint if isinstance(record.split_hint, str) and record.split_hint else None
     if hinted is None and split.mode == "source":
         hinted = L.split_from_path(record.source_path, split.source_names)
+    hinted = split.source_names.get(hinted.lower()) if hinted is not None else None
     if hinted is not None:
-        hinted = split.source_names.get(hinted.lower(), hinted.lower())
         return L.assign_source_split(hinted, content_hash, split.val_from_train)
     # No split in the source layout: fall back to the configured hash ratios rather than rejecting the image.
     return L.assign_split(content_hash, split.ratios)

@@ -13,10 +13,15 @@ def path_parts(source_path: str) -> list[str]:
     return [part for part in re.split(r"/|!/", without_scheme) if part]
 
 
-def label_from_path(source_path: str, source: str, pattern: Optional[re.Pattern] = None) -> Optional[str]:
-    """The label name a path carries: its parent folder's name, or the regex group ``label`` of its file name."""
+def label_from_path(source_path: str, source: str, pattern: Optional[re.Pattern] = None,
+                    root: str = "") -> Optional[str]:
+    """The label name a path carries: its parent folder's name below ``root`` (the source), or the regex group
+    ``label`` of its file name. A file directly in the source root has no folder label."""
     parts = path_parts(source_path)
     if source == "folder":
+        root_parts = path_parts(root)
+        if parts[:len(root_parts)] == root_parts:
+            parts = parts[len(root_parts):]
         return parts[-2] if len(parts) >= 2 else None
     if source == "regex":
         if pattern is None:

@@ -1,0 +1,262 @@
+"""The ingest job on real local Spark, with raw data built in each test."""
+from __future__ import annotations
+
+import io
+import shutil
+import tarfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import encoded, png_bytes
+from visionlake.demo import write_demo_dataset
+from visionlake.images import decode_png, normalise_image
+from visionlake.ingest import IngestError, ingest
+from visionlake.lake import Lake
+from visionlake.schema import IMAGES_SCHEMA, QUARANTINE_REASONS
+from visionlake.sources import SourceError
+from visionlake.storage import HadoopStorage, StorageError
+from visionlake.tfrecord import read_tfrecord_dataset
+
+SMALL = ["ingest.image.mode=L", "ingest.image.height=12", "ingest.image.width=12", "ingest.label.names=[cats, dogs]",
+         "ingest.source.uri=raw"]
+
+
+def write_class_images(root: Path, label: str, count: int, start: int = 0, image_format: str = "PNG") -> None:
+    folder = root / label
+    folder.mkdir(parents=True, exist_ok=True)
+    for index in range(start, start + count):
+        rng = np.random.default_rng(hash((label, index)) % 2 ** 32)
+        pixels = rng.integers(0, 256, (12, 12), dtype=np.uint8)
+        suffix = {"PNG": ".png", "JPEG": ".jpg"}[image_format]
+        (folder / f"{label}_{index:03d}{suffix}").write_bytes(encoded(Image.fromarray(pixels), image_format))
+
+
+def table_rows(spark, config, table: str):
+    lake = Lake(spark, config.lake.root)
+    return lake.read_table(config.ingest.dataset, table).collect()
+
+
+def test_every_file_becomes_an_image_or_a_quarantine_row_with_its_reason(spark, make_config, tmp_path):
+    raw = tmp_path / "raw"
+    write_class_images(raw, "cats", 5)
+    write_class_images(raw, "dogs", 5, image_format="JPEG")
+    bad = {
+        "cats/empty.png": b"",
+        "cats/notes.txt": b"not pixels\n",
+        "dogs/truncated.png": png_bytes(np.random.default_rng(3).integers(0, 255, (40, 40, 3), np.uint8))[:300],
+        "dogs/bomb.png": png_bytes(np.zeros((1500, 1500), np.uint8), optimize=True),
+        "dogs/float.tif": encoded(Image.fromarray(np.ones((8, 8), np.float32)), "TIFF"),
+        "cats/icon.ico": encoded(Image.new("RGB", (16, 16)), "ICO"),
+        "loose.png": png_bytes(np.zeros((12, 12), np.uint8)),
+        "birds/bird.png": png_bytes(np.full((12, 12), 9, np.uint8)),
+        "dogs/huge.png": png_bytes(np.random.default_rng(4).integers(0, 255, (200, 200, 3), np.uint8)),
+        "cats/zz_copy.png": (raw / "cats" / "cats_000.png").read_bytes(),
+        "broken.zip": b"PK\x03\x04 this is no zip",
+    }
+    for relative, payload in bad.items():
+        (raw / relative).parent.mkdir(parents=True, exist_ok=True)
+        (raw / relative).write_bytes(payload)
+    config = make_config(*SMALL, "ingest.limits.max_pixels=1000000", "ingest.limits.max_file_bytes=60000")
+
+    summary = ingest(spark, config)
+
+    images = table_rows(spark, config, "images")
+    quarantine = {Path(r.source_path).name: r.reason for r in table_rows(spark, config, "quarantine")}
+    assert quarantine == {"empty.png": "empty_file", "notes.txt": "not_an_image", "truncated.png": "truncated",
+                          "bomb.png": "too_many_pixels", "float.tif": "unsupported_mode",
+                          "icon.ico": "unsupported_format", "loose.png": "no_label", "bird.png": "no_label",
+                          "huge.png": "file_too_large", "zz_copy.png": "duplicate", "broken.zip": "unreadable"}
+    assert set(quarantine.values()) <= set(QUARANTINE_REASONS)
+    assert len(images) == 10 and summary.images_added == 10
+    assert sum(summary.quarantined.values()) == len(bad)
+    assert {r.label_name for r in images} == {"cats", "dogs"}
+    assert all((r.height, r.width, r.channels) == (12, 12, 1) for r in images)
+    read_back = Lake(spark, config.lake.root).read_table("demo", "images")
+    assert [f.name for f in read_back.schema.fields] == [f.name for f in IMAGES_SCHEMA.fields]
+
+
+def test_reruns_add_nothing_and_new_files_are_appended(spark, make_config, tmp_path):
+    raw = tmp_path / "raw"
+    write_class_images(raw, "cats", 6)
+    write_class_images(raw, "dogs", 6)
+    config = make_config(*SMALL)
+    first = ingest(spark, config)
+    again = ingest(spark, config)
+    assert (first.version, again.version, again.images_added) == (1, 1, 0)
+
+    write_class_images(raw, "dogs", 3, start=100)
+    (raw / "cats" / "renamed_copy.png").write_bytes((raw / "cats" / "cats_001.png").read_bytes())
+    third = ingest(spark, config)
+
+    assert third.version == 2 and third.images_added == 3 and third.quarantined == {"duplicate": 1}
+    images = table_rows(spark, config, "images")
+    assert len(images) == 15 and len({r.id for r in images}) == 15
+    assert len({r.source_path for r in images}) == 15
+    assert sum(third.total.values()) == 15
+    manifest = Lake(spark, config.lake.root).read_manifest("demo")
+    assert manifest["version"] == 2 and len(manifest["live_runs"]) == 2
+
+
+def test_a_failed_run_leaves_the_previous_version_readable(spark, make_config, tmp_path, monkeypatch):
+    raw = tmp_path / "raw"
+    write_class_images(raw, "cats", 4)
+    config = make_config(*SMALL)
+    ingest(spark, config)
+    lake = Lake(spark, config.lake.root)
+    write_class_images(raw, "dogs", 4)
+
+    def fail_midway(*args, **kwargs):
+        raise RuntimeError("executor lost while writing TFRecords")
+    monkeypatch.setattr("visionlake.ingest._write_tfrecords", fail_midway)
+    with pytest.raises(RuntimeError, match="executor lost"):
+        ingest(spark, config)
+    assert lake.latest_version("demo") == 1
+    assert len(lake.read_table("demo", "images").collect()) == 4
+    monkeypatch.undo()
+
+    # The process dies after publishing partitions but before the manifest commit: readers still see version 1,
+    # and the next run rolls the orphaned partitions back.
+    def die(*args, **kwargs):
+        raise SystemExit("killed")
+    monkeypatch.setattr(HadoopStorage, "publish_text", die)
+    with pytest.raises(SystemExit):
+        ingest(spark, config)
+    monkeypatch.undo()
+    assert len(lake.read_table("demo", "images").collect()) == 4
+    orphans = [p for p in (tmp_path / "lake" / "demo" / "images").rglob("run_id=*")]
+    assert len(orphans) > 1  # published but uncommitted partitions exist on disk ...
+
+    recovered = ingest(spark, config)
+    assert recovered.version == 2 and recovered.images_added == 4
+    live = set(lake.read_manifest("demo")["live_runs"])
+    on_disk = {p.name.split("=", 1)[1] for p in (tmp_path / "lake" / "demo").rglob("run_id=*")}
+    assert on_disk == live  # ... and are gone after the next run
+    assert len(lake.read_table("demo", "images").collect()) == 8
+
+
+def test_commit_refuses_to_overwrite_a_version_written_concurrently(spark, make_config, tmp_path, monkeypatch):
+    write_class_images(tmp_path / "raw", "cats", 3)
+    config = make_config(*SMALL)
+    real_publish = HadoopStorage.publish_text
+
+    def someone_else_commits_first(self, uri, text):
+        real_publish(self, uri, "{}")
+        return real_publish(self, uri, text)
+    monkeypatch.setattr(HadoopStorage, "publish_text", someone_else_commits_first)
+    with pytest.raises(Exception, match="another ingest may have committed"):
+        ingest(spark, config)
+    assert not list((tmp_path / "lake" / "demo" / "images").rglob("*.parquet"))
+
+
+def test_archives_are_read_in_memory_and_match_the_folder(spark, make_config, tmp_path):
+    raw = tmp_path / "tree"
+    write_class_images(raw, "cats", 4)
+    write_class_images(raw, "dogs", 4)
+    archives = tmp_path / "archives"
+    archives.mkdir()
+    with tarfile.open(archives / "part1.tar.gz", "w:gz") as tar:
+        tar.add(raw / "cats", arcname="cats")
+    with zipfile.ZipFile(archives / "part2.zip", "w") as archive:
+        for path in (raw / "dogs").iterdir():
+            archive.write(path, f"dogs/{path.name}")
+    from_folder = make_config(*SMALL, "ingest.source.uri=tree", "ingest.dataset=folder")
+    from_archives = make_config(*SMALL, "ingest.source.uri=archives", "ingest.dataset=archived")
+    ingest(spark, from_folder)
+    summary = ingest(spark, from_archives)
+    folder_ids = {(r.id, r.label_name) for r in table_rows(spark, from_folder, "images")}
+    archive_rows = table_rows(spark, from_archives, "images")
+    assert {(r.id, r.label_name) for r in archive_rows} == folder_ids and summary.images_added == 8
+    assert all("!/" in r.source_path for r in archive_rows)
+
+
+def test_manifest_sources_take_labels_and_report_missing_files(spark, make_config, tmp_path):
+    raw = tmp_path / "raw"
+    write_class_images(raw, "a", 3)
+    (raw / "manifest.csv").write_text("path,label\na/a_000.png,dogs\na/a_001.png,cats\n"
+                                      f"{raw}/a/a_002.png,cats\na/missing.png,cats\n")
+    config = make_config(*SMALL, "ingest.source.manifest=raw/manifest.csv", "ingest.label.source=manifest")
+    summary = ingest(spark, config)
+    labels = {Path(r.source_path).name: r.label_name for r in table_rows(spark, config, "images")}
+    assert labels == {"a_000.png": "dogs", "a_001.png": "cats", "a_002.png": "cats"}
+    assert summary.quarantined == {"missing_file": 1}
+
+
+def test_bad_sources_and_incompatible_reruns_fail_with_clear_errors(spark, make_config, tmp_path):
+    with pytest.raises(SourceError, match="does not exist; set ingest.source.uri"):
+        ingest(spark, make_config(*SMALL, "ingest.source.uri=nowhere"))
+    write_class_images(tmp_path / "raw", "cats", 2)
+    ingest(spark, make_config(*SMALL))
+    with pytest.raises(IngestError, match="full_rebuild=true"):
+        ingest(spark, make_config(*SMALL, "ingest.image.height=16"))
+    rebuilt = ingest(spark, make_config(*SMALL, "ingest.image.height=16", "ingest.full_rebuild=true"))
+    assert rebuilt.version == 2 and sum(rebuilt.total.values()) == 2
+    rows = table_rows(spark, make_config(*SMALL), "images")
+    assert len(rows) == 2 and {r.height for r in rows} == {16}
+
+
+def test_pixels_and_labels_round_trip_through_petastorm_and_tf_data(spark, make_config, tmp_path):
+    from petastorm import make_batch_reader
+
+    write_demo_dataset(tmp_path / "data" / "demo-raw", make_config().demo)
+    config = make_config()
+    summary = ingest(spark, config)
+    assert summary.images_added == 200 and summary.quarantined == {"empty_file": 1, "not_an_image": 2,
+                                                                   "truncated": 1}
+    expected = {}
+    for path in (tmp_path / "data" / "demo-raw").rglob("*"):
+        if path.is_file() and path.stat().st_size > 200:
+            image = normalise_image(path.read_bytes(), config.ingest.image, config.ingest.limits)
+            expected[image.content_hash] = (path.parent.name, image.pixels)
+    lake = Lake(spark, config.lake.root)
+    manifest = lake.read_manifest("demo")
+    train = manifest["tables"]["images"] + "/split=train"
+
+    seen = {}
+    for shard in range(2):
+        with make_batch_reader(train, num_epochs=1, workers_count=1, cur_shard=shard, shard_count=2) as reader:
+            for batch in reader:
+                for row_id, label, image in zip(batch.id, batch.label, batch.image):
+                    seen[row_id] = (manifest["label_names"][label], decode_png(image))
+    assert len(seen) == sum(manifest["counts"]["train"].values())
+    for row_id, (label_name, pixels) in seen.items():
+        assert expected[row_id][0] == label_name
+        assert np.array_equal(expected[row_id][1], pixels)
+
+    base = manifest["tables"]["tfrecord"].rsplit("/tfrecord", 1)[0]
+    files = [f"{base}/{relative}" for relative in manifest["tfrecord_files"]["train"]]
+    dataset = read_tfrecord_dataset(files, (32, 32, 3), batch_size=64)
+    from_tfrecords = {}
+    for batch in dataset:
+        for row_id, label, image in zip(batch["id"].numpy(), batch["label"].numpy(), batch["image"].numpy()):
+            from_tfrecords[row_id.decode()] = (manifest["label_names"][label], image)
+    assert from_tfrecords.keys() == seen.keys()
+    for row_id, (label_name, pixels) in from_tfrecords.items():
+        assert label_name == seen[row_id][0] and np.array_equal(pixels, seen[row_id][1])
+
+
+def test_a_sample_of_the_shared_mnist_archive(spark, make_config, tmp_path, shared_mnist):
+    sample = tmp_path / "mnist_sample.tar.gz"
+    with tarfile.open(shared_mnist) as source, tarfile.open(sample, "w:gz") as target:
+        for index, member in enumerate(source):
+            if member.isfile() and index % 35 == 0:
+                target.addfile(member, source.extractfile(member))
+    repo = Path(__file__).resolve().parents[2]
+    config = make_config(f"ingest.source.uri={sample}", conf=str(repo / "conf" / "mnist.yaml"))
+    summary = ingest(spark, config)
+    rows = table_rows(spark, config, "images")
+    assert summary.images_added == len(rows) > 1500 and not summary.quarantined
+    assert set(summary.total) == {"train", "val", "test"}
+    assert {r.label_name for r in rows} == set(config.ingest.label.names)
+    assert all(config.ingest.label.names[r.label] == r.label_name for r in rows)
+    for row in rows[:50]:
+        pixels = decode_png(row.image)
+        assert pixels.shape == (28, 28, 1)
+        assert pixels.mean() < 100  # inverted to white strokes on black, as MNIST arrays are
+        assert row.label_name in row.source_path.rsplit("/", 1)[1]
+    split_of = {r.source_path: r.split for r in rows}
+    assert all(split in ("train", "val") for path, split in split_of.items() if "/train/" in path)
+    assert all(split == "test" for path, split in split_of.items() if "/test/" in path)

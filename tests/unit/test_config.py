@@ -1,0 +1,52 @@
+import pytest
+
+from visionlake.config import ConfigError, load_config
+
+
+def test_embedded_default_is_local_and_resolves_paths_against_the_base(tmp_path):
+    config = load_config(base_dir=str(tmp_path))
+    assert config.spark.master == "local[*]"
+    assert config.lake.root == str(tmp_path / "lake")
+    assert config.tracking.tracking_uri == f"sqlite:///{tmp_path}/mlflow.db"
+    assert config.ingest.source.uri == str(tmp_path / "data" / "demo-raw")
+
+
+def test_overrides_are_typed_and_nested(tmp_path):
+    config = load_config(None, ["ingest.image.height=64", "ingest.label.names=[a, b]",
+                                "spark.conf.spark.ui.enabled=false", "lake.root=hdfs://nn:8020/lake"],
+                         base_dir=str(tmp_path))
+    assert config.ingest.image.height == 64
+    assert config.ingest.label.names == ["a", "b"]
+    assert config.spark.conf["spark.ui.enabled"] == "false"
+    assert config.lake.root == "hdfs://nn:8020/lake"  # URIs with a scheme are left alone
+
+
+@pytest.mark.parametrize("override, message", [
+    ("ingest.imgae.height=3", r"unknown config key ingest\.imgae"),
+    ("ingest.image.height=tall", r"ingest\.image\.height must be an integer"),
+    ("ingest.image.mode=CMYK", r"ingest\.image\.mode must be one of L, RGB"),
+    ("ingest.full_rebuild=maybe", r"ingest\.full_rebuild must be true or false"),
+    ("ingest.split.ratios={train: 0.5, test: 0.2}", r"sum to 1"),
+    ("ingest.label.source=regex", r"named group"),
+    ("ingest.image.pad_value=300", r"pad_value must be a grey level"),
+    ("nonsense", r"must look like key\.path=value"),
+])
+def test_bad_settings_are_rejected_with_the_key_named(tmp_path, override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override], base_dir=str(tmp_path))
+
+
+def test_missing_and_malformed_files_say_what_to_do(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read config file .*--conf"):
+        load_config(str(tmp_path / "absent.yaml"))
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("ingest: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(str(broken))
+
+
+def test_repository_configs_load(tmp_path):
+    from pathlib import Path
+    conf = Path(__file__).resolve().parents[2] / "conf"
+    for path in conf.glob("*.yaml"):
+        assert load_config(str(path), base_dir=str(tmp_path)).ingest.dataset

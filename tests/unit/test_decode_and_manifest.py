@@ -1,0 +1,75 @@
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.conftest import png_bytes
+from visionlake import manifest as M
+from visionlake.config import load_config
+from visionlake.decode import DecodePlan, decode_records
+from visionlake.ingest import summarise_statistics
+
+
+def raw_frame(rows):
+    return pd.DataFrame([{"source_path": p, "content": c, "length": len(c or b""), "label_hint": None,
+                          "split_hint": None, "error": e} for p, c, e in rows])
+
+
+def test_each_record_yields_one_accepted_or_rejected_row(tmp_path):
+    config = load_config(None, ["ingest.source.uri=/raw", "ingest.image.mode=L", "ingest.image.height=4",
+                                "ingest.image.width=4"], base_dir=str(tmp_path))
+    plan = DecodePlan(config.ingest, ("cat", "dog"))
+    image = png_bytes(np.full((4, 4), 7, np.uint8))
+    frame = raw_frame([
+        ("file:/raw/cat/a.png", image, None),
+        ("file:/raw/bird/b.png", image, None),        # label not in the map
+        ("file:/raw/dog/c.png", b"junk", None),
+        ("file:/raw/dog/d.png", None, "file_too_large: 9 bytes > limit 1"),
+    ])
+    result = decode_records(frame, plan).set_index("source_path")
+    assert result.loc["file:/raw/cat/a.png", "reason"] is None
+    assert result.loc["file:/raw/cat/a.png", "label"] == 0
+    assert result.loc["file:/raw/cat/a.png", "split"] in ("train", "val", "test")
+    assert result.loc["file:/raw/bird/b.png", "reason"] == "no_label"
+    assert result.loc["file:/raw/dog/c.png", "reason"] == "not_an_image"
+    assert result.loc["file:/raw/dog/d.png", "reason"] == "file_too_large"
+    assert result.loc["file:/raw/dog/d.png", "detail"] == "9 bytes > limit 1"
+
+
+def test_statistics_subtract_duplicates_and_sum_the_digest():
+    stats = [{"reason": None, "split": "train", "label_name": "cat", "count": 3, "digest": 5,
+              "example_path": "p", "example_detail": None},
+             {"reason": "truncated", "split": None, "label_name": None, "count": 1, "digest": 7,
+              "example_path": "q", "example_detail": "PNG"}]
+    added, quarantined, examples, fingerprint = summarise_statistics(stats, [("r", "train", "cat", "same as p")])
+    assert added == {"train": {"cat": 2}}
+    assert quarantined == {"duplicate": 1, "truncated": 1}
+    assert fingerprint == (4, 12)
+    assert {e["reason"] for e in examples} == {"truncated", "duplicate"}
+
+
+def test_incremental_manifest_adds_to_its_base(tmp_path):
+    settings = load_config(base_dir=str(tmp_path)).ingest
+    now = dt.datetime(2026, 1, 1)
+    common = dict(settings=settings, created_at=now, label_names=["a", "b"], tables={}, compression="none", config={})
+    first = M.build_manifest(previous=None, base=None, run_id="r1", added={"train": {"a": 2}},
+                             quarantined={"truncated": 1}, fingerprint=(3, 10),
+                             shards=[{"split": "train", "file": "part-0.tfrecord", "records": 2}], **common)
+    second = M.build_manifest(previous=first, base=first, run_id="r2", added={"train": {"a": 1, "b": 4}},
+                              quarantined={}, fingerprint=(5, 2 ** 64 - 1), shards=[], **common)
+    assert second["version"] == 2 and second["live_runs"] == ["r1", "r2"]
+    assert second["counts"] == {"train": {"a": 3, "b": 4}}
+    assert second["quarantine"] == {"truncated": 1}
+    assert second["tfrecord_files"]["train"] == ["tfrecord/split=train/run_id=r1/part-0.tfrecord"]
+    assert second["source"]["files"] == 8 and second["source"]["digest"] == f"{9:016x}"
+    rebuilt = M.build_manifest(previous=second, base=None, run_id="r3", added={"test": {"b": 1}}, quarantined={},
+                               fingerprint=(1, 1), shards=[], **common)
+    assert rebuilt["version"] == 3 and rebuilt["live_runs"] == ["r3"] and rebuilt["counts"] == {"test": {"b": 1}}
+
+
+def test_changed_image_settings_need_a_rebuild(tmp_path):
+    settings = load_config(base_dir=str(tmp_path)).ingest
+    stored = {"dataset": "demo", "image": {**M.image_spec(settings), "height": 64}}
+    with pytest.raises(ValueError, match="full_rebuild=true"):
+        M.check_compatible(stored, settings)
