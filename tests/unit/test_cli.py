@@ -4,9 +4,9 @@ import sys
 from visionlake.cli import EXIT_BAD_INPUT, main
 
 
-def test_bad_config_exits_2_naming_the_key_before_any_spark_work(capsys):
+def test_bad_config_exits_2_naming_the_key_before_any_spark_work(caplog):
     assert main(["ingest", "ingest.imgae.height=3"]) == EXIT_BAD_INPUT
-    assert "unknown config key ingest.imgae" in capsys.readouterr().err
+    assert "unknown config key ingest.imgae" in caplog.text
 
 
 def test_help_shows_a_real_example():
