@@ -9,7 +9,7 @@ STAMP := $(VENV)/.setup-stamp
 HOROVOD_BUILD := HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_MPI=1 \
 	HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1
 
-.PHONY: setup demo test test-unit bench-ingest clean
+.PHONY: setup demo test test-unit bench-ingest dist clean
 
 setup: $(STAMP)
 
@@ -34,6 +34,9 @@ test-unit: setup
 
 bench-ingest: setup
 	$(PY) bench/ingest_bench.py
+
+dist: setup
+	$(PIP) wheel --no-deps -w dist .
 
 clean:
 	rm -rf lake data mlartifacts mlflow.db spark-warehouse build dist lib/*.egg-info
