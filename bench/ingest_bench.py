@@ -17,6 +17,7 @@ import sys
 import tarfile
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -82,22 +83,25 @@ def main() -> int:
         baseline_seconds = run_baseline(files, config, work / "baseline")
         with spark_session(config.spark) as spark:
             spark.sparkContext.setLogLevel("ERROR")
-            started = time.perf_counter()
-            summary = ingest(spark, config)
-            spark_seconds = time.perf_counter() - started
             cores = spark.sparkContext.defaultParallelism
+            # "cold": the session's first Python job (workers start and import their libraries, the JIT warms up);
+            # "warm": the same ingest into a fresh dataset on the same session, as a long-lived session runs it.
+            timings = {}
+            for run, dataset in (("cold", "mnist_cold"), ("warm", "mnist")):
+                started = time.perf_counter()
+                summary = ingest(spark, replace(config, ingest=replace(config.ingest, dataset=dataset)))
+                timings[run] = time.perf_counter() - started
         n = len(files)
-        result = {
-            "images": n, "cores": cores, "spark_seconds": round(spark_seconds, 2),
-            "spark_images_per_s": round(n / spark_seconds), "baseline_seconds": round(baseline_seconds, 2),
-            "baseline_images_per_s": round(n / baseline_seconds),
-            "speedup_vs_baseline": round(baseline_seconds / spark_seconds, 2),
-            "ingested": summary.images_added, "quarantined": sum(summary.quarantined.values()),
-        }
-        print(f"Spark ingest:       {result['spark_images_per_s']:>7} images/s ({spark_seconds:.1f}s, {cores} cores)")
-        print(f"single-process:     {result['baseline_images_per_s']:>7} images/s ({baseline_seconds:.1f}s)")
-        print(f"ratio Spark/single: {result['speedup_vs_baseline']:.2f}x  "
-              f"(targets: >= 1.5x and >= 6000 images/s)")
+        result = {"images": n, "cores": cores, "baseline_seconds": round(baseline_seconds, 2),
+                  "baseline_images_per_s": round(n / baseline_seconds),
+                  "ingested": summary.images_added, "quarantined": sum(summary.quarantined.values())}
+        print(f"single-process:        {round(n / baseline_seconds):>7} images/s ({baseline_seconds:.1f}s)")
+        for run, seconds in timings.items():
+            result.update({f"spark_{run}_seconds": round(seconds, 2), f"spark_{run}_images_per_s": round(n / seconds),
+                           f"{run}_ratio_vs_baseline": round(baseline_seconds / seconds, 2)})
+            print(f"Spark ingest ({run}):   {round(n / seconds):>7} images/s ({seconds:.1f}s, {cores} cores), "
+                  f"ratio {baseline_seconds / seconds:.2f}x")
+        print("targets: ratio >= 1.5x and >= 6000 images/s")
         print(json.dumps(result))
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import hashlib
 import io
+import struct
 import warnings
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageChops, ImageOps, UnidentifiedImageError
 
 from visionlake.config import ImageConfig, LimitsConfig
 
@@ -60,10 +62,10 @@ def normalise_image(data: bytes, image: ImageConfig, limits: LimitsConfig,
     decoded = decode_image(data, limits, formats)
     converted = convert_mode(decoded, image.mode, image.alpha_background)
     if image.invert:
-        converted = ImageOps.invert(converted)
+        converted = ImageChops.invert(converted)  # C loop; ImageOps.invert builds a LUT in Python per call
     resized = resize_image(converted, image.height, image.width, image.resize, image.pad_value)
     pixels = np.asarray(resized, dtype=np.uint8).reshape(image.height, image.width, -1)
-    return NormalisedImage(pixels=pixels, png=encode_png(resized, image.png_compress_level),
+    return NormalisedImage(pixels=pixels, png=encode_png(pixels, image.png_compress_level),
                            content_hash=content_hash(pixels))
 
 
@@ -88,7 +90,8 @@ def decode_image(data: bytes, limits: LimitsConfig, formats: frozenset[str]) -> 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow warns on odd EXIF/palette chunks; rejections are explicit
             image.load()
-            return ImageOps.exif_transpose(image) or image
+            ImageOps.exif_transpose(image, in_place=True)  # in place: no copy for the usual unrotated image
+            return image
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as error:
         message = str(error)
         reason = "truncated" if "truncated" in message or isinstance(error, EOFError) else "corrupt"
@@ -119,7 +122,7 @@ def _sixteen_to_eight_bits(image: Image.Image, mode: str) -> np.ndarray:
 
 
 def _flatten_alpha(image: Image.Image, background: int) -> Image.Image:
-    rgba = image.convert("RGBA")
+    rgba = image if image.mode == "RGBA" else image.convert("RGBA")
     if rgba.getchannel("A").getextrema() == (255, 255):
         return rgba.convert("RGB")  # fully opaque (e.g. MNIST's RGBA PNGs): no compositing needed
     canvas = Image.new("RGBA", rgba.size, (background, background, background, 255))
@@ -154,10 +157,26 @@ def content_hash(pixels: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def encode_png(image: Image.Image, compress_level: int) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", compress_level=compress_level)
-    return buffer.getvalue()
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_COLOUR_TYPE = {1: 0, 3: 2}  # grey, RGB
+
+
+def _png_chunk(tag: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+
+def encode_png(pixels: np.ndarray, compress_level: int) -> bytes:
+    """A standard 8-bit grey/RGB PNG of ``pixels`` (height x width x 1|3).
+
+    Written directly (one IDAT chunk, no row filters) because Pillow's save machinery costs more per small image
+    than the compression itself; any PNG decoder reads the result.
+    """
+    height, width, channels = pixels.shape
+    rows = np.zeros((height, 1 + width * channels), np.uint8)  # each row starts with filter type 0
+    rows[:, 1:] = pixels.reshape(height, width * channels)
+    header = struct.pack(">IIBBBBB", width, height, 8, _PNG_COLOUR_TYPE[channels], 0, 0, 0)
+    return (_PNG_SIGNATURE + _png_chunk(b"IHDR", header)
+            + _png_chunk(b"IDAT", zlib.compress(rows.tobytes(), compress_level)) + _png_chunk(b"IEND", b""))
 
 
 def decode_png(png: bytes) -> np.ndarray:
