@@ -216,11 +216,11 @@ def test_pixels_and_labels_round_trip_through_petastorm_and_tf_data(spark, make_
     train = manifest["tables"]["images"] + "/split=train"
 
     seen = {}
-    for shard in range(2):
-        with make_batch_reader(train, num_epochs=1, workers_count=1, cur_shard=shard, shard_count=2) as reader:
-            for batch in reader:
-                for row_id, label, image in zip(batch.id, batch.label, batch.image):
-                    seen[row_id] = (manifest["label_names"][label], decode_png(image))
+    with make_batch_reader(train, num_epochs=1, workers_count=1) as reader:
+        for batch in reader:
+            for row_id, label, image in zip(batch.id, batch.label, batch.image):
+                assert row_id not in seen
+                seen[row_id] = (manifest["label_names"][label], decode_png(image))
     assert len(seen) == sum(manifest["counts"]["train"].values())
     for row_id, (label_name, pixels) in seen.items():
         assert expected[row_id][0] == label_name
