@@ -82,8 +82,7 @@ def _run(job: Callable, args: argparse.Namespace) -> int:
 def ingest_job(spark, config: Config) -> None:
     from visionlake.ingest import ingest
 
-    summary = ingest(spark, config)
-    print(summary.report())
+    ingest(spark, config)  # logs its summary
 
 
 def demo_data_job(config: Config) -> Path:
