@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Callable, Optional
@@ -25,6 +26,7 @@ _EXAMPLES = {
     "demo-data": "visionlake demo-data demo.images_per_class=100",
     "demo": "visionlake demo",
     "show-config": "visionlake show-config --conf conf/mnist.yaml lake.root=/tmp/lake",
+    "train": "visionlake train classifier --dataset mnist train.model=resnet_small train.epochs=8",
 }
 
 
@@ -34,11 +36,22 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                         help="config overrides, e.g. ingest.dataset=mnist lake.root=/data/lake")
 
 
+class _Py4JReconnectFilter(logging.Filter):
+    """Horovod's driver forks helper processes that inherit the py4j socket; when one exits, py4j logs the reset
+    with a traceback through the root logger and then reconnects on its own. The record is noise, not an error."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "Exception while sending command."
+
+
 def configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S", stream=sys.stderr)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_Py4JReconnectFilter())
     for noisy in ("py4j", "pyspark"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up banners, before it is imported
 
 
 def _user_errors() -> tuple[type, ...]:
@@ -46,7 +59,8 @@ def _user_errors() -> tuple[type, ...]:
     from visionlake.lake import LakeError
     from visionlake.sources import SourceError
     from visionlake.storage import StorageError
-    return ConfigError, SourceError, IngestError, LakeError, StorageError
+    from visionlake.tracking import TrackingError
+    return ConfigError, SourceError, IngestError, LakeError, StorageError, TrackingError
 
 
 def run_job(job: Callable, description: str, argv: Optional[list[str]] = None) -> int:
@@ -85,6 +99,15 @@ def ingest_job(spark, config: Config) -> None:
     ingest(spark, config)  # logs its summary
 
 
+def train_classifier_job(spark, config: Config) -> None:
+    from visionlake.train import train_classifier
+
+    summary = train_classifier(spark, config)
+    print(f"MLflow run {summary.run_id}; model {summary.model_name} version {summary.model_version} "
+          f"({summary.gate['gate.decision']}). Browse it: mlflow ui --backend-store-uri "
+          f"{config.tracking.tracking_uri} --host 127.0.0.1")
+
+
 def demo_data_job(config: Config) -> Path:
     from visionlake.demo import write_demo_dataset
 
@@ -97,6 +120,7 @@ def demo_data_job(config: Config) -> Path:
 def demo_job(spark, config: Config) -> None:
     demo_data_job(config)
     ingest_job(spark, config)
+    train_classifier_job(spark, config)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -106,12 +130,18 @@ def main(argv: Optional[list[str]] = None) -> int:
     helps = {"ingest": "ingest raw images into the lake (Parquet + TFRecord + quarantine)",
              "demo-data": "write the embedded demo raw dataset to ingest.source.uri",
              "demo": "generate the demo data and run the pipeline on it",
-             "show-config": "print the resolved configuration"}
+             "show-config": "print the resolved configuration",
+             "train": "train a model with Horovod on Spark, track it in MLflow, register and gate it"}
     for name, text in helps.items():
         sub = commands.add_parser(name, help=text, description=f"{text}.\n\nExample:\n  {_EXAMPLES[name]}",
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+        if name == "train":
+            sub.add_argument("kind", choices=["classifier"], help="what to train")
+            sub.add_argument("--dataset", help="lake dataset to train on (sets train.dataset)")
         add_config_arguments(sub)
     args = parser.parse_args(argv)
+    if getattr(args, "dataset", None):
+        args.overrides = [f"train.dataset={args.dataset}", *args.overrides]
     if args.command in ("show-config", "demo-data"):
         configure_logging()
         try:
@@ -124,7 +154,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         else:
             demo_data_job(config)
         return EXIT_OK
-    return _run({"ingest": ingest_job, "demo": demo_job}[args.command], args)
+    jobs = {"ingest": ingest_job, "demo": demo_job, "train": train_classifier_job}
+    return _run(jobs[args.command], args)
 
 
 if __name__ == "__main__":

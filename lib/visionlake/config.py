@@ -110,8 +110,45 @@ class IngestConfig:
 
 
 @dataclass(frozen=True)
+class AugmentConfig:
+    flip: bool = False
+    crop_fraction: float = 1.0  # < 1: random crop of this side fraction, resized back
+    brightness: float = 0.0     # max delta on [0, 1] pixels
+    contrast: float = 0.0       # factor range 1 +- contrast
+
+    @property
+    def enabled(self) -> bool:
+        return self.flip or self.crop_fraction < 1.0 or self.brightness > 0 or self.contrast > 0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    dataset: str = "demo"
+    model: Literal["lenet", "resnet_small"] = "lenet"
+    reader: Literal["petastorm", "tfrecord"] = "petastorm"
+    num_proc: int = 0            # Horovod ranks; 0 = Spark's default parallelism (the local core count)
+    threads_per_rank: int = 0    # 0 = cores / ranks
+    epochs: int = 5
+    batch_size: int = 32         # per rank
+    learning_rate: float = 0.001  # per rank: scaled by the number of ranks
+    scale_lr_by_ranks: bool = True
+    warmup_epochs: float = 1.0
+    lr_decay_factor: float = 0.5  # on a validation-loss plateau of lr_patience epochs
+    lr_patience: int = 2
+    early_stopping_patience: int = 4
+    max_steps_per_epoch: int = 0  # 0 = the whole shard
+    shuffle_buffer: int = 2048
+    seed: int = 42
+    mixed_precision: bool = False
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    checkpoint_root: str = "checkpoints"
+    resume_run_id: Optional[str] = None
+    registered_model: str = "visionlake-classifier"
+
+
+@dataclass(frozen=True)
 class DemoConfig:
-    images_per_class: int = 40
+    images_per_class: int = 120
     seed: int = 7
     image_size: int = 40
 
@@ -122,6 +159,7 @@ class Config:
     lake: LakeConfig = field(default_factory=LakeConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -129,7 +167,8 @@ class Config:
 
 
 # Keys holding local paths or URIs; relative local paths are made absolute against the working directory at load.
-_PATH_KEYS = ("lake.root", "tracking.artifact_root", "ingest.source.uri", "ingest.source.manifest")
+_PATH_KEYS = ("lake.root", "tracking.artifact_root", "ingest.source.uri", "ingest.source.manifest",
+              "train.checkpoint_root")
 
 
 def load_config(path: Optional[str] = None, overrides: Optional[list[str]] = None,
@@ -181,6 +220,11 @@ def validate(config: Config) -> None:
         raise ConfigError("ingest.image.png_compress_level must be in 0..9")
     if config.ingest.limits.max_pixels <= 0 or config.ingest.limits.max_file_bytes <= 0:
         raise ConfigError("ingest.limits.max_pixels and max_file_bytes must be positive")
+    train = config.train
+    if train.epochs < 1 or train.batch_size < 1 or train.learning_rate <= 0:
+        raise ConfigError("train.epochs and train.batch_size must be >= 1 and train.learning_rate > 0")
+    if not 0 < train.augment.crop_fraction <= 1:
+        raise ConfigError("train.augment.crop_fraction must be in (0, 1]")
     if not config.ingest.dataset.replace("-", "").replace("_", "").isalnum():
         raise ConfigError(f"ingest.dataset {config.ingest.dataset!r}: use letters, digits, '-' and '_' only")
 

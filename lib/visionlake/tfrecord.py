@@ -124,6 +124,22 @@ def write_shards(batches: Iterator[pd.DataFrame], staging_uri: str, compression:
 
 
 # ---- reading --------------------------------------------------------------------------------------------------------
+def tfrecord_examples(files: list[str], compression: str = "none"):
+    """Unbatched ``{"image/encoded", "label", "id"}`` examples of the lake's TFRecord shards."""
+    import tensorflow as tf
+
+    spec = {
+        "image/encoded": tf.io.FixedLenFeature([], tf.string),
+        "label": tf.io.FixedLenFeature([], tf.int64),
+        "id": tf.io.FixedLenFeature([], tf.string),
+    }
+    local_files = [re.sub(r"^file:(//)?", "", f) for f in files]
+    records = tf.data.TFRecordDataset(local_files, compression_type="GZIP" if compression == "gzip" else "",
+                                      num_parallel_reads=tf.data.AUTOTUNE if len(local_files) > 1 else None)
+    return records.map(lambda serialised: tf.io.parse_single_example(serialised, spec),
+                       num_parallel_calls=tf.data.AUTOTUNE)
+
+
 def read_tfrecord_dataset(files: list[str], image_shape: tuple[int, int, int], batch_size: int,
                           compression: str = "none", shuffle_buffer: int = 0, seed: Optional[int] = None,
                           drop_remainder: bool = False):
@@ -131,22 +147,14 @@ def read_tfrecord_dataset(files: list[str], image_shape: tuple[int, int, int], b
     import tensorflow as tf
 
     height, width, channels = image_shape
-    spec = {
-        "image/encoded": tf.io.FixedLenFeature([], tf.string),
-        "label": tf.io.FixedLenFeature([], tf.int64),
-        "id": tf.io.FixedLenFeature([], tf.string),
-    }
 
-    def parse(serialised):
-        example = tf.io.parse_single_example(serialised, spec)
+    def decode(example):
         image = tf.io.decode_png(example["image/encoded"], channels=channels)
-        image = tf.ensure_shape(image, (height, width, channels))
-        return {"image": image, "label": example["label"], "id": example["id"]}
+        return {"image": tf.ensure_shape(image, (height, width, channels)), "label": example["label"],
+                "id": example["id"]}
 
-    files = [re.sub(r"^file:(//)?", "", f) for f in files]
-    dataset = tf.data.TFRecordDataset(files, compression_type="GZIP" if compression == "gzip" else "",
-                                      num_parallel_reads=tf.data.AUTOTUNE)
+    dataset = tfrecord_examples(files, compression)
     if shuffle_buffer:
         dataset = dataset.shuffle(shuffle_buffer, seed=seed)
-    dataset = dataset.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)

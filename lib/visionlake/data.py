@@ -1,0 +1,143 @@
+"""The shared training input path: which lake files each rank reads, and the tf.data pipeline that reads them.
+
+Sharding is planned on the driver: the split's Parquet files are sorted and balanced over the ranks by row count,
+and every rank takes the same number of steps per epoch (the smallest shard's), so no rank waits at epoch end for
+a collective the others never reach. Each rank then reads only its files through petastorm (or its ``shard`` of the
+TFRecord records), decodes the PNGs, scales, augments, batches and prefetches.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any, Iterator, Literal
+
+from pyspark.sql import functions as F
+
+from visionlake.config import AugmentConfig
+
+
+@dataclass(frozen=True)
+class ShardPlan:
+    files: tuple[tuple[str, ...], ...]  # per rank
+    rows: tuple[int, ...]
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        return min(self.rows) // batch_size if self.rows else 0
+
+
+def plan_file_shards(file_rows: list[tuple[str, int]], num_shards: int) -> ShardPlan:
+    """Balances files over shards by row count (largest first, ties by name): the same input gives the same plan."""
+    if len(file_rows) < num_shards:
+        raise ValueError(f"{len(file_rows)} Parquet file(s) cannot feed {num_shards} ranks; re-ingest with "
+                         f"lake.write_partitions >= {num_shards} or train with fewer processes")
+    files: list[list[str]] = [[] for _ in range(num_shards)]
+    rows = [0] * num_shards
+    for path, count in sorted(file_rows, key=lambda item: (-item[1], item[0])):
+        target = rows.index(min(rows))
+        files[target].append(path)
+        rows[target] += count
+    return ShardPlan(tuple(tuple(sorted(f)) for f in files), tuple(rows))
+
+
+def split_file_rows(images, split: str) -> list[tuple[str, int]]:
+    """(file URI, rows) of one split of an ``images`` DataFrame (one small aggregate job)."""
+    counts = images.filter(F.col("split") == split).groupBy(F.input_file_name().alias("file")).count().collect()
+    return sorted((row["file"], row["count"]) for row in counts)
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    image_shape: tuple[int, int, int]
+    batch_size: int
+    reader: Literal["petastorm", "tfrecord"] = "petastorm"
+    scale: Literal["unit", "tanh"] = "unit"  # [0, 1] for classifiers, [-1, 1] for GANs
+    shuffle_buffer: int = 2048
+    seed: int = 0
+    augment: AugmentConfig = AugmentConfig()
+    tfrecord_compression: str = "none"
+
+
+def _petastorm_url(uri: str) -> str:
+    return "file:///" + uri[len("file:"):].lstrip("/") if uri.startswith("file:") else uri
+
+
+@contextlib.contextmanager
+def open_images(spec: InputSpec, files: tuple[str, ...], training: bool, shard: tuple[int, int] = (0, 1)
+                ) -> Iterator[Any]:
+    """Yields a ``tf.data.Dataset`` of ``(images float32, labels int32)`` batches; closes its reader on exit.
+
+    Args:
+        files: Parquet files (petastorm: this rank's files) or TFRecord files (all of the split's).
+        training: repeat forever, shuffle, augment and drop the last partial batch.
+        shard: (index, count) of this rank among the TFRecord readers; Parquet files are sharded by the plan.
+    """
+    import tensorflow as tf
+
+    reader = None
+    if not files:
+        encoded = tf.data.Dataset.from_tensor_slices((tf.constant([], tf.string), tf.constant([], tf.int64)))
+    elif spec.reader == "petastorm":
+        from petastorm import make_batch_reader
+        from petastorm.tf_utils import make_petastorm_dataset
+
+        reader = make_batch_reader([_petastorm_url(f) for f in files], schema_fields=["image", "label"],
+                                   num_epochs=None if training else 1, shuffle_row_groups=training,
+                                   seed=spec.seed, workers_count=2)
+        encoded = make_petastorm_dataset(reader).unbatch().map(lambda row: (row.image, row.label))
+    else:
+        from visionlake.tfrecord import tfrecord_examples
+
+        examples = tfrecord_examples(list(files), spec.tfrecord_compression).shard(shard[1], shard[0])
+        encoded = examples.map(lambda example: (example["image/encoded"], example["label"]))
+        if training:
+            encoded = encoded.repeat()
+    try:
+        yield _batches(encoded, spec, training)
+    finally:
+        if reader is not None:
+            reader.stop()
+            reader.join()
+
+
+def _batches(encoded, spec: InputSpec, training: bool):
+    import tensorflow as tf
+
+    height, width, channels = spec.image_shape
+
+    def decode(png, label):
+        image = tf.ensure_shape(tf.io.decode_png(png, channels=channels), (height, width, channels))
+        image = tf.cast(image, tf.float32) / 255.0
+        return image, tf.cast(label, tf.int32)
+
+    def augment(image, label):
+        return augment_image(image, spec.augment), label
+
+    def rescale(image, label):
+        return (image * 2.0 - 1.0 if spec.scale == "tanh" else image), label
+
+    dataset = encoded
+    if training and spec.shuffle_buffer:
+        dataset = dataset.shuffle(spec.shuffle_buffer, seed=spec.seed)
+    dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+    if training and spec.augment.enabled:
+        dataset = dataset.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.map(rescale, num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.batch(spec.batch_size, drop_remainder=training).prefetch(tf.data.AUTOTUNE)
+
+
+def augment_image(image, settings: AugmentConfig):
+    """Online augmentation of one [0, 1] image: flip, crop-and-resize, brightness, contrast (each from config)."""
+    import tensorflow as tf
+
+    height, width = image.shape[0], image.shape[1]
+    if settings.flip:
+        image = tf.image.random_flip_left_right(image)
+    if settings.crop_fraction < 1.0:
+        crop = (max(1, int(height * settings.crop_fraction)), max(1, int(width * settings.crop_fraction)))
+        image = tf.image.random_crop(image, (crop[0], crop[1], image.shape[2]))
+        image = tf.image.resize(image, (height, width))
+    if settings.brightness:
+        image = tf.image.random_brightness(image, settings.brightness)
+    if settings.contrast:
+        image = tf.image.random_contrast(image, 1.0 - settings.contrast, 1.0 + settings.contrast)
+    return tf.clip_by_value(image, 0.0, 1.0)

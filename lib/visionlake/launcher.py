@@ -1,0 +1,133 @@
+"""The shared Horovod-on-Spark launcher: every distributed trainer (classifier, GAN, VAE) runs through here.
+
+``run_on_ranks`` starts ``num_proc`` Horovod processes in Spark tasks (Gloo, loopback-only in local mode) and turns
+a failure in any rank into one ``TrainingError`` carrying that rank's traceback. ``init_rank`` is what every rank
+function calls first: Horovod init, seeds, thread budget, GPU pinning, optional mixed precision.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import traceback
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+from pyspark.sql import SparkSession
+
+log = logging.getLogger(__name__)
+
+_ERROR_MARKER = "VISIONLAKE-RANK-FAILED"
+_FORWARDED_LINE = re.compile(r"^\[(\d+)\]<stderr>:(.*)$")
+
+
+class TrainingError(RuntimeError):
+    """A rank failed; ``rank`` and ``rank_traceback`` say where and why."""
+
+    def __init__(self, rank: Optional[int], rank_traceback: str, cause: str):
+        where = f"rank {rank}" if rank is not None else "a rank"
+        super().__init__(f"distributed training failed on {where}: {cause}\n{rank_traceback}".rstrip())
+        self.rank = rank
+        self.rank_traceback = rank_traceback
+
+
+@dataclass(frozen=True)
+class RankSettings:
+    """What ``init_rank`` needs, decided on the driver."""
+    seed: int
+    threads: int
+    mixed_precision: bool = False
+
+
+class _ForwardedStderr:
+    """Horovod forwards each rank's stderr to the driver as "[rank]<stderr>:line"; keep the failing rank's report."""
+
+    def __init__(self, echo):
+        self._echo = echo
+        self._buffer = ""
+        self.failures: dict[int, list[str]] = {}
+        self._reporting: set[int] = set()
+
+    def write(self, text: str) -> int:
+        self._echo.write(text)
+        self._buffer += text
+        *lines, self._buffer = self._buffer.split("\n")
+        for line in lines:
+            match = _FORWARDED_LINE.match(line)
+            if not match:
+                continue
+            rank, content = int(match.group(1)), match.group(2)
+            if content.startswith(_ERROR_MARKER):
+                self._reporting.add(rank)
+                self.failures.setdefault(rank, [])
+            elif rank in self._reporting:
+                self.failures[rank].append(content)
+        return len(text)
+
+    def flush(self) -> None:
+        self._echo.flush()
+
+
+def _run_guarded(fn: Callable, args: tuple) -> Any:
+    try:
+        return fn(*args)
+    except BaseException:
+        # The marker lets the driver pick this rank's traceback out of the forwarded output.
+        print(_ERROR_MARKER, file=sys.stderr, flush=True)
+        print(traceback.format_exc(), file=sys.stderr, flush=True)
+        raise
+
+
+def run_on_ranks(spark: SparkSession, fn: Callable, args: tuple, num_proc: int) -> list[Any]:
+    """Runs ``fn(*args)`` on ``num_proc`` Horovod ranks, one Spark task each; returns the per-rank results.
+
+    Raises:
+        TrainingError: any rank raised or exited; the message holds the first failing rank's traceback.
+    """
+    import horovod.spark
+
+    local = spark.sparkContext.master.startswith("local")
+    env = {"TF_CPP_MIN_LOG_LEVEL": "2"}
+    if local:
+        env["HOROVOD_GLOO_IFACE"] = "lo"  # Horovod: Gloo rendezvous on loopback only, locally
+    forwarded = _ForwardedStderr(sys.stderr)
+    log.info("starting %d Horovod rank(s) on %s", num_proc, spark.sparkContext.master)
+    try:
+        return horovod.spark.run(_run_guarded, args=(fn, args), num_proc=num_proc, env=env, stderr=forwarded,
+                                 nics={"lo"} if local else None, verbose=0)
+    except Exception as error:  # noqa: BLE001 - Horovod raises plain RuntimeErrors; we add the rank's traceback
+        if forwarded.failures:
+            rank = min(forwarded.failures)
+            raise TrainingError(rank, "\n".join(forwarded.failures[rank]), str(error).splitlines()[0]) from error
+        raise TrainingError(None, "", str(error)) from error
+
+
+def default_num_proc(spark: SparkSession, configured: int) -> int:
+    return configured or spark.sparkContext.defaultParallelism
+
+
+def init_rank(settings: RankSettings):
+    """Horovod init and per-rank environment; returns the ``horovod.tensorflow`` module."""
+    import numpy as np
+    import tensorflow as tf
+    import horovod.tensorflow as hvd
+
+    hvd.init()  # Horovod: join the ranks
+    # Threads: N ranks on a machine share its cores instead of each starting one thread per core.
+    tf.config.threading.set_intra_op_parallelism_threads(settings.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(max(1, settings.threads // 2))
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:  # Horovod: one GPU per process, chosen by local rank
+        for gpu in gpus:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        tf.config.set_visible_devices(gpus[hvd.local_rank() % len(gpus)], "GPU")
+        if settings.mixed_precision:
+            tf.keras.mixed_precision.set_global_policy("mixed_float16")
+    # Same initial weights come from rank 0's broadcast; the seed makes runs repeatable, ranks differ by offset.
+    tf.keras.utils.set_random_seed(settings.seed)
+    np.random.seed(settings.seed + hvd.rank())
+    return hvd
+
+
+def threads_per_rank(total_cores: int, num_proc: int, configured: int) -> int:
+    return configured or max(1, total_cores // max(1, num_proc))
