@@ -1,0 +1,154 @@
+"""Distributed classifier training on real Spark, real Horovod (2 ranks) and a real MLflow SQLite store."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import cloudpickle
+import numpy as np
+import pytest
+
+from visionlake.demo import write_demo_dataset
+from visionlake.ingest import ingest
+from visionlake.launcher import RankSettings, TrainingError, init_rank, run_on_ranks
+from visionlake.tracking import TrackingError
+from visionlake.train import make_train_step, replace_train, train_classifier
+
+# Rank functions defined here travel to the Horovod processes by value, not by (test-only) module reference.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+TRAIN = ["train.epochs=6", "train.batch_size=16", "train.num_proc=2", "demo.images_per_class=100",
+         "train.augment.flip=false", "train.augment.crop_fraction=1.0", "train.augment.brightness=0.0",
+         "train.augment.contrast=0.0"]
+
+
+@pytest.fixture(scope="module")
+def demo_lake(tmp_path_factory, spark):
+    """The demo dataset ingested once for this module; each test gets its own MLflow store via ``workspace``."""
+    from visionlake.config import load_config
+
+    root = tmp_path_factory.mktemp("train-lake")
+    config = load_config(None, TRAIN, base_dir=str(root))
+    write_demo_dataset(root / "data" / "demo-raw", config.demo)
+    ingest(spark, config)
+    return root
+
+
+@pytest.fixture
+def workspace(demo_lake, tmp_path):
+    """Config over the shared lake with a fresh MLflow store and checkpoint folder per test."""
+    from visionlake.config import load_config
+
+    def make(*overrides: str):
+        return load_config(None, [*TRAIN, f"lake.root={demo_lake / 'lake'}",
+                                  f"tracking.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
+                                  f"tracking.artifact_root={tmp_path}/artifacts",
+                                  f"train.checkpoint_root={tmp_path}/checkpoints", *overrides],
+                           base_dir=str(tmp_path))
+    return make
+
+
+def mlflow_client(config):
+    from mlflow.tracking import MlflowClient
+    return MlflowClient(config.tracking.tracking_uri)
+
+
+def test_two_ranks_learn_register_and_end_identical(spark, workspace):
+    config = workspace()
+    summary = train_classifier(spark, config)
+
+    losses = [epoch["loss"] for epoch in summary.history]
+    assert losses[-1] < losses[0]
+    assert summary.best_val_accuracy > 0.5 and summary.test_accuracy > 0.5  # 5 classes: chance is 0.2
+    assert len(summary.rank_weight_digests) == 2 and len(set(summary.rank_weight_digests)) == 1
+    client = mlflow_client(config)
+    run = client.get_run(summary.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["train.batch_size"] == "16" and run.data.tags["dataset.version"] == "1"
+    assert [m.step for m in client.get_metric_history(summary.run_id, "val_accuracy")] == list(range(len(losses)))
+    artifacts = {a.path for a in client.list_artifacts(summary.run_id, "evaluation")}
+    assert artifacts == {"evaluation/training_curves.png", "evaluation/confusion_matrix.png",
+                         "evaluation/per_class_test.json"}
+    model = client.get_registered_model("visionlake-classifier")
+    assert model.aliases == {"candidate": 1, "champion": 1}
+
+    # The gate: a clearly worse model becomes the candidate but does not take champion.
+    worse = train_classifier(spark, workspace("train.epochs=1", "train.learning_rate=0.0000001"))
+    assert worse.gate["gate.decision"] == "kept_champion"
+    assert client.get_registered_model("visionlake-classifier").aliases == {"candidate": 2, "champion": 1}
+    assert client.get_model_version("visionlake-classifier", "2").tags["gate.champion_value"] == \
+        f"{summary.best_val_accuracy:.6f}"
+
+    # The registered champion loads by alias and predicts probabilities.
+    import mlflow.pyfunc
+    champion = mlflow.pyfunc.load_model("models:/visionlake-classifier@champion")
+    probabilities = np.asarray(champion.predict(np.zeros((3, 32, 32, 3), np.float32)))
+    assert probabilities.shape == (3, 5) and np.allclose(probabilities.sum(axis=1), 1, atol=1e-5)
+
+
+def test_a_restarted_run_continues_from_its_last_checkpoint(spark, workspace):
+    first = train_classifier(spark, workspace("train.epochs=1"))
+    resumed = train_classifier(spark, workspace("train.epochs=3", f"train.resume_run_id={first.run_id}"))
+    assert resumed.run_id == first.run_id
+    steps = [m.step for m in mlflow_client(workspace()).get_metric_history(first.run_id, "loss")]
+    assert steps == [0, 1, 2]  # epoch 0 was not trained again
+
+
+def test_a_failing_rank_is_reported_and_the_run_marked_failed(spark, workspace, demo_lake):
+    config = workspace()
+    victim = sorted((demo_lake / "lake" / "demo" / "images" / "split=train").rglob("*.parquet"))[-1]
+    checksum = victim.with_name(f".{victim.name}.crc")
+    original, original_checksum = victim.read_bytes(), checksum.read_bytes()
+    # Garbage in the data pages, footer intact: the driver's planning (footer row counts) passes, the rank that
+    # reads this file fails while decoding.
+    damaged = bytearray(original)
+    damaged[64:len(original) // 2] = b"\xee" * (len(original) // 2 - 64)
+    victim.write_bytes(bytes(damaged))
+    checksum.unlink()
+    try:
+        with pytest.raises(TrainingError, match=r"distributed training failed on rank \d") as failure:
+            train_classifier(spark, config)
+    finally:
+        victim.write_bytes(original)
+        checksum.write_bytes(original_checksum)
+    assert "Traceback" in str(failure.value)
+    client = mlflow_client(config)
+    runs = client.search_runs([client.get_experiment_by_name("visionlake").experiment_id])
+    assert [run.info.status for run in runs] == ["FAILED"]
+
+
+def test_an_unusable_tracking_store_fails_before_training(spark, workspace):
+    with pytest.raises(TrackingError, match="cannot use the MLflow tracking store"):
+        train_classifier(spark, workspace("tracking.tracking_uri=http://127.0.0.1:9"))
+
+
+def one_step_weights(batch_per_rank: int, seed: int):
+    """One optimiser step on this rank's slice of a fixed batch of 2 x batch_per_rank images."""
+    import tensorflow as tf
+
+    from visionlake.models import build_classifier
+
+    hvd = init_rank(RankSettings(seed=seed, threads=1))
+    model = build_classifier("lenet", (12, 12, 1), 3)
+    for layer in model.layers:
+        if isinstance(layer, tf.keras.layers.Dropout):
+            layer.rate = 0.0  # dropout masks would differ between the two layouts
+    hvd.broadcast_variables(model.variables, root_rank=0)
+    rng = np.random.default_rng(0)
+    images = rng.random((2 * batch_per_rank, 12, 12, 1), dtype=np.float32)
+    labels = rng.integers(0, 3, 2 * batch_per_rank).astype(np.int32)
+    share = len(images) // hvd.size()
+    mine = slice(hvd.rank() * share, (hvd.rank() + 1) * share)
+    step = make_train_step(model, tf.keras.optimizers.SGD(0.5), hvd)
+    step(tf.constant(images[mine]), tf.constant(labels[mine]))
+    return [w.copy() for w in model.get_weights()]
+
+
+def test_two_ranks_of_batch_b_step_like_one_rank_of_batch_2b(spark):
+    one_rank = run_on_ranks(spark, one_step_weights, (8, 3), num_proc=1)[0]
+    two_ranks = run_on_ranks(spark, one_step_weights, (8, 3), num_proc=2)
+    for rank_weights in two_ranks:
+        for expected, actual in zip(one_rank, rank_weights):
+            np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-6)
+    initial_changed = any(not np.allclose(w, 0) for w in one_rank)
+    assert initial_changed
