@@ -105,8 +105,8 @@ def main() -> int:
             f"tracking.tracking_uri=sqlite:///{work}/mlflow.db", f"tracking.artifact_root={work}/artifacts",
             f"train.checkpoint_root={work}/checkpoints", "train.dataset=mnist", "train.model=resnet_small",
             f"train.epochs={args.epochs}", "train.batch_size=64", "train.num_proc=2", "train.learning_rate=0.001",
-            "train.warmup_epochs=1", "train.augment.crop_fraction=0.9", "train.lr_patience=1",
-            "train.early_stopping_patience=3"], base_dir=str(work))
+            "train.warmup_epochs=1", "train.lr_schedule=cosine", "train.early_stopping_patience=100"],
+            base_dir=str(work))
         with spark_session(config.spark) as spark:
             spark.sparkContext.setLogLevel("ERROR")
             ingest(spark, config)

@@ -60,6 +60,7 @@ def _user_errors() -> tuple[type, ...]:
     from visionlake.sources import SourceError
     from visionlake.storage import StorageError
     from visionlake.tracking import TrackingError
+    # TrainingError is not here: a failed rank deserves its traceback (exit 1).
     return ConfigError, SourceError, IngestError, LakeError, StorageError, TrackingError
 
 

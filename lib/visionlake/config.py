@@ -133,6 +133,7 @@ class TrainConfig:
     learning_rate: float = 0.001  # per rank: scaled by the number of ranks
     scale_lr_by_ranks: bool = True
     warmup_epochs: float = 1.0
+    lr_schedule: Literal["plateau", "cosine"] = "plateau"  # after the warm-up
     lr_decay_factor: float = 0.5  # on a validation-loss plateau of lr_patience epochs
     lr_patience: int = 2
     early_stopping_patience: int = 4

@@ -8,6 +8,7 @@ TFRecord records), decodes the PNGs, scales, augments, batches and prefetches.
 from __future__ import annotations
 
 import contextlib
+import warnings
 from dataclasses import dataclass
 from typing import Any, Iterator, Literal
 
@@ -80,6 +81,10 @@ def open_images(spec: InputSpec, files: tuple[str, ...], training: bool, shard: 
         from petastorm import make_batch_reader
         from petastorm.tf_utils import make_petastorm_dataset
 
+        # petastorm 0.13 uses pyarrow's legacy dataset API, which the pinned pyarrow 14 deprecates on every read.
+        warnings.filterwarnings("ignore", category=FutureWarning, module="petastorm")
+        warnings.filterwarnings("ignore", message="schema_fields behavior has changed", module="petastorm")
+
         reader = make_batch_reader([_petastorm_url(f) for f in files], schema_fields=["image", "label"],
                                    num_epochs=None if training else 1, shuffle_row_groups=training,
                                    seed=spec.seed, workers_count=2)
@@ -133,8 +138,11 @@ def augment_image(image, settings: AugmentConfig):
     if settings.flip:
         image = tf.image.random_flip_left_right(image)
     if settings.crop_fraction < 1.0:
-        crop = (max(1, int(height * settings.crop_fraction)), max(1, int(width * settings.crop_fraction)))
-        image = tf.image.random_crop(image, (crop[0], crop[1], image.shape[2]))
+        # A random share in [crop_fraction, 1] of each side: identity included, so objects are not always enlarged.
+        fraction = tf.random.uniform([], settings.crop_fraction, 1.0)
+        crop_height = tf.cast(tf.math.round(fraction * height), tf.int32)
+        crop_width = tf.cast(tf.math.round(fraction * width), tf.int32)
+        image = tf.image.random_crop(image, tf.stack([crop_height, crop_width, image.shape[2]]))
         image = tf.image.resize(image, (height, width))
     if settings.brightness:
         image = tf.image.random_brightness(image, settings.brightness)

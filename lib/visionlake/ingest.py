@@ -108,7 +108,7 @@ def ingest(spark: SparkSession, config: Config) -> IngestSummary:
             lake.read_table(settings.dataset, "quarantine", base).select("source_path"))
     with _phase("listing + labels"):
         raw = read_raw_records(spark, settings.source, settings.limits, processed, partitions)
-        label_names = _resolve_label_names(raw, settings, base, partitions)
+        label_names = _resolve_label_names(raw, settings, base)
     plan = DecodePlan(settings, tuple(label_names))
     decoded = raw.mapInPandas(partial(decode_partition, plan=plan), DECODED_SCHEMA).persist(
         StorageLevel.MEMORY_AND_DISK)
@@ -170,7 +170,7 @@ def _summary_paths(manifest: dict[str, Any], paths) -> dict[str, str]:
     return {**manifest["tables"], "manifest": f"{paths.base}/manifest.json"}
 
 
-def _resolve_label_names(raw: DataFrame, settings, base: Optional[dict[str, Any]], partitions: int) -> list[str]:
+def _resolve_label_names(raw: DataFrame, settings, base: Optional[dict[str, Any]]) -> list[str]:
     configured = list(settings.label.names)
     known = list(base["label_names"]) if base else []
     if configured:

@@ -6,8 +6,8 @@ test split, logs artifacts and the model, registers it and lets the gate decide 
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
+import math
 import json
 import logging
 import tempfile
@@ -20,7 +20,7 @@ import numpy as np
 from pyspark.sql import SparkSession
 
 from visionlake import tracking
-from visionlake.config import Config, TrainConfig
+from visionlake.config import Config, ConfigError, TrainConfig
 from visionlake.data import InputSpec, ShardPlan, open_images, plan_file_shards, split_file_rows
 from visionlake.evaluation import confusion_matrix, per_class_report, plot_confusion_matrix, plot_curves
 from visionlake.lake import Lake
@@ -71,11 +71,16 @@ class TrainSummary:
 
 # ---- pure schedule logic ------------------------------------------------------------------------------------------
 def learning_rate_at(step: int, steps_per_epoch: int, settings: TrainConfig, ranks: int, decay: float) -> float:
-    """Linear warm-up from the single-rank rate to the rate scaled by the number of ranks, then ``decay`` x it."""
+    """Linear warm-up from the single-rank rate to the rate scaled by the number of ranks; then either that rate
+    times the plateau ``decay``, or a cosine decay to zero over the remaining epochs."""
     target = settings.learning_rate * (ranks if settings.scale_lr_by_ranks else 1)
     warmup_steps = settings.warmup_epochs * steps_per_epoch
     if warmup_steps and step < warmup_steps:
-        target = settings.learning_rate + (target - settings.learning_rate) * (step + 1) / warmup_steps
+        return settings.learning_rate + (target - settings.learning_rate) * (step + 1) / warmup_steps
+    if settings.lr_schedule == "cosine":
+        total = settings.epochs * steps_per_epoch
+        progress = min(1.0, (step - warmup_steps) / max(1.0, total - warmup_steps))
+        return target * 0.5 * (1.0 + math.cos(math.pi * progress))
     return target * decay
 
 
@@ -180,7 +185,7 @@ def train_rank(job: RankJob) -> dict[str, Any]:
             loss_sum, correct, count = hvd.allreduce(tf.constant(totals), op=hvd.Sum).numpy()
             for variable in model.non_trainable_variables:
                 variable.assign(hvd.allreduce(variable, op=hvd.Average))
-            with open_images(job.spec, job.val_files[rank], training=False) as val_batches:
+            with open_images(job.spec, job.val_files[rank], training=False, shard=(rank, size)) as val_batches:
                 val_loss, val_accuracy = _evaluate(model, val_batches, hvd)
             record = {"epoch": current, "loss": loss_sum / count, "accuracy": correct / count, "val_loss": val_loss,
                       "val_accuracy": val_accuracy, "learning_rate": float(optimizer.learning_rate.numpy()),
@@ -276,7 +281,10 @@ def _plan_inputs(lake: Lake, manifest: dict[str, Any], settings: TrainConfig, nu
         val_files = (files["val"],) * num_proc
     else:
         images = lake.read_table(manifest["dataset"], "images", manifest)
-        train_plan = plan_file_shards(split_file_rows(images, "train"), num_proc)
+        try:
+            train_plan = plan_file_shards(split_file_rows(images, "train"), num_proc)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
         val_rows = split_file_rows(images, "val")
         # Validation is summed over ranks, so a rank may get no file when the split has fewer files than ranks.
         val_files = (plan_file_shards(val_rows, num_proc).files if len(val_rows) >= num_proc
@@ -285,7 +293,7 @@ def _plan_inputs(lake: Lake, manifest: dict[str, Any], settings: TrainConfig, nu
     if settings.max_steps_per_epoch:
         steps = min(steps, settings.max_steps_per_epoch)
     if steps == 0:
-        raise ValueError(f"the train split of {manifest['dataset']!r} has too few images for {num_proc} rank(s) x "
+        raise ConfigError(f"the train split of {manifest['dataset']!r} has too few images for {num_proc} rank(s) x "
                          f"batch {settings.batch_size}; lower train.batch_size or train.num_proc")
     return train_plan.files, val_files, steps
 
@@ -351,7 +359,3 @@ def _log_and_register(model, spec: InputSpec, registered_name: str) -> str:
     info = mlflow.tensorflow.log_model(serving, name="model", signature=signature, input_example=example,
                                        registered_model_name=registered_name)
     return str(info.registered_model_version)
-
-
-def replace_train(config: Config, **changes) -> Config:
-    return dataclasses.replace(config, train=dataclasses.replace(config.train, **changes))

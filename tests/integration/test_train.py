@@ -12,7 +12,7 @@ from visionlake.demo import write_demo_dataset
 from visionlake.ingest import ingest
 from visionlake.launcher import RankSettings, TrainingError, init_rank, run_on_ranks
 from visionlake.tracking import TrackingError
-from visionlake.train import make_train_step, replace_train, train_classifier
+from visionlake.train import make_train_step, train_classifier
 
 # Rank functions defined here travel to the Horovod processes by value, not by (test-only) module reference.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -92,6 +92,12 @@ def test_a_restarted_run_continues_from_its_last_checkpoint(spark, workspace):
     assert resumed.run_id == first.run_id
     steps = [m.step for m in mlflow_client(workspace()).get_metric_history(first.run_id, "loss")]
     assert steps == [0, 1, 2]  # epoch 0 was not trained again
+
+
+def test_the_tfrecord_reader_trains_like_the_petastorm_reader(spark, workspace):
+    summary = train_classifier(spark, workspace("train.reader=tfrecord", "train.epochs=3"))
+    assert summary.history[-1]["loss"] < summary.history[0]["loss"]
+    assert summary.best_val_accuracy > 0.4 and len(set(summary.rank_weight_digests)) == 1
 
 
 def test_a_failing_rank_is_reported_and_the_run_marked_failed(spark, workspace, demo_lake):

@@ -1,0 +1,56 @@
+import numpy as np
+import pytest
+
+from visionlake.config import TrainConfig
+from visionlake.data import plan_file_shards
+from visionlake.evaluation import confusion_matrix, per_class_report
+from visionlake.train import Plateau, learning_rate_at
+
+
+def test_shards_are_balanced_deterministic_and_disjoint():
+    files = [("f1", 100), ("f2", 90), ("f3", 10), ("f4", 5), ("f5", 95)]
+    plan = plan_file_shards(files, 2)
+    assert plan == plan_file_shards(list(reversed(files)), 2)
+    assert sorted(f for shard in plan.files for f in shard) == ["f1", "f2", "f3", "f4", "f5"]
+    assert max(plan.rows) - min(plan.rows) <= 10
+    assert plan.steps_per_epoch(32) == min(plan.rows) // 32
+
+
+def test_too_few_files_for_the_ranks_is_a_clear_error():
+    with pytest.raises(ValueError, match="lake.write_partitions >= 3"):
+        plan_file_shards([("a", 10), ("b", 10)], 3)
+
+
+def test_learning_rate_warms_up_to_the_scaled_rate_then_decays():
+    settings = TrainConfig(learning_rate=0.001, warmup_epochs=1, scale_lr_by_ranks=True)
+    steps = 10
+    assert learning_rate_at(0, steps, settings, ranks=4, decay=1.0) == pytest.approx(0.001 + 0.003 / 10)
+    assert learning_rate_at(9, steps, settings, ranks=4, decay=1.0) == pytest.approx(0.004)
+    assert learning_rate_at(50, steps, settings, ranks=4, decay=0.5) == pytest.approx(0.002)
+    unscaled = TrainConfig(learning_rate=0.001, warmup_epochs=0, scale_lr_by_ranks=False)
+    assert learning_rate_at(0, steps, unscaled, ranks=4, decay=1.0) == pytest.approx(0.001)
+
+
+def test_cosine_schedule_falls_to_zero_after_the_warm_up():
+    settings = TrainConfig(learning_rate=0.001, warmup_epochs=1, epochs=5, lr_schedule="cosine")
+    rates = [learning_rate_at(step, 10, settings, ranks=2, decay=0.5) for step in range(50)]
+    assert rates[9] == pytest.approx(0.002) and rates[10] == pytest.approx(0.002)
+    assert rates[30] == pytest.approx(0.001) and rates[-1] < 0.00002
+    assert all(a >= b for a, b in zip(rates[10:], rates[11:]))
+
+
+def test_plateau_decays_then_stops():
+    plateau = Plateau(TrainConfig(lr_patience=2, lr_decay_factor=0.5, early_stopping_patience=3))
+    assert [plateau.update(loss) for loss in (1.0, 0.9, 0.95, 0.95)] == [False, False, False, False]
+    assert plateau.decay == 0.5
+    assert plateau.update(0.96) is True
+
+
+def test_confusion_matrix_and_per_class_report():
+    labels = np.array([0, 0, 1, 1, 2])
+    predicted = np.array([0, 1, 1, 1, 0])
+    matrix = confusion_matrix(labels, predicted, 3)
+    assert matrix.tolist() == [[1, 1, 0], [0, 2, 0], [1, 0, 0]]
+    report = per_class_report(matrix, ["a", "b", "c"])
+    assert report["b"] == {"precision": 2 / 3, "recall": 1.0, "support": 2}
+    assert report["c"] == {"precision": 0.0, "recall": 0.0, "support": 1}
