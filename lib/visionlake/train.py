@@ -12,7 +12,7 @@ import json
 import logging
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -324,7 +324,8 @@ def predict_split(model, lake: Lake, manifest: dict[str, Any], spec: InputSpec, 
     images = lake.read_table(manifest["dataset"], "images", manifest)
     files = tuple(f for f, _ in split_file_rows(images, split))
     labels, predicted = [], []
-    with open_images(spec, files, training=False) as batches:
+    # These are the Parquet files, so they are read through petastorm whatever train.reader is.
+    with open_images(replace(spec, reader="petastorm"), files, training=False) as batches:
         for batch_images, batch_labels in batches:
             labels.append(batch_labels.numpy())
             predicted.append(np.argmax(model(batch_images, training=False).numpy(), axis=-1))

@@ -204,8 +204,8 @@ def test_pixels_and_labels_round_trip_through_petastorm_and_tf_data(spark, make_
     write_demo_dataset(tmp_path / "data" / "demo-raw", make_config().demo)
     config = make_config()
     summary = ingest(spark, config)
-    assert summary.images_added == 200 and summary.quarantined == {"empty_file": 1, "not_an_image": 2,
-                                                                   "truncated": 1}
+    assert summary.images_added == 5 * config.demo.images_per_class
+    assert summary.quarantined == {"empty_file": 1, "not_an_image": 2, "truncated": 1}
     expected = {}
     for path in (tmp_path / "data" / "demo-raw").rglob("*"):
         if path.is_file() and path.stat().st_size > 200:
