@@ -116,22 +116,14 @@ def ingest(spark: SparkSession, config: Config) -> IngestSummary:
         with _phase(f"decode {settings.source.uri} + find duplicates"):
             duplicates = _find_duplicates(decoded, existing_images)
         with _phase("statistics"):
-            stats = _group_statistics(decoded)
-        accepted = decoded.filter(F.col("reason").isNull())
-        duplicate_paths = spark.createDataFrame(duplicates, _DUPLICATE_SCHEMA) if duplicates else None
-        if duplicate_paths is not None:
-            accepted = accepted.join(F.broadcast(duplicate_paths.select("source_path")), "source_path", "left_anti")
-        images = accepted.select(*[f.name for f in IMAGE_FIELDS if f.name != "ingested_at"], "split",
-                                 F.lit(now).cast("timestamp").alias("ingested_at"))
-        rejected = decoded.filter(F.col("reason").isNotNull()).select("source_path", "reason", "detail",
-                                                                       "source_sha256")
-        if duplicate_paths is not None:
-            rejected = rejected.unionByName(
-                decoded.drop("detail").join(F.broadcast(duplicate_paths.select("source_path", "detail")),
-                                            "source_path")
-                .select("source_path", F.lit("duplicate").alias("reason"), "detail", "source_sha256"))
-        quarantine = rejected.select(*[f.name for f in QUARANTINE_FIELDS if f.name != "quarantined_at"],
-                                     F.lit(now).cast("timestamp").alias("quarantined_at"))
+            added, quarantined, examples, fingerprint = summarise_statistics(_group_statistics(decoded), duplicates)
+        if previous is not None and not settings.full_rebuild and fingerprint[0] == 0:
+            log.info("nothing new under %s: dataset %r stays at version %d", settings.source.uri, settings.dataset,
+                     previous["version"])
+            return IngestSummary(dataset=settings.dataset, version=previous["version"], run_id=run_id, added={},
+                                 quarantined={}, total=M.split_totals(previous),
+                                 paths=_summary_paths(previous, paths), seconds=time.perf_counter() - started)
+        images, quarantine = _final_tables(spark, decoded, duplicates, now)
         staging = paths.staging(run_id)
         with _phase("images table"):
             (images.write.partitionBy("split").option("parquet.block.size", config.lake.row_group_bytes)
@@ -142,18 +134,11 @@ def ingest(spark: SparkSession, config: Config) -> IngestSummary:
             shards = _write_tfrecords(images, f"{staging}/tfrecord", config) if settings.tfrecord else []
     finally:
         decoded.unpersist()
-    added, quarantined, examples, fingerprint = summarise_statistics(stats, duplicates)
 
-    if previous is not None and not settings.full_rebuild and fingerprint[0] == 0:
-        log.info("nothing new under %s: dataset %r stays at version %d", settings.source.uri, settings.dataset,
-                 previous["version"])
-        return IngestSummary(dataset=settings.dataset, version=previous["version"], run_id=run_id, added={},
-                             quarantined={}, total=M.split_totals(previous), paths=_summary_paths(previous, paths),
-                             seconds=time.perf_counter() - started)
     manifest = M.build_manifest(
         previous=previous, base=base, settings=settings, run_id=run_id, created_at=now, label_names=label_names,
-        added=added, quarantined=quarantined, shards=shards, fingerprint=fingerprint, tables={name: paths.table(name) for name in
-                                                ("images", "quarantine", "tfrecord")},
+        added=added, quarantined=quarantined, shards=shards, fingerprint=fingerprint,
+        tables={name: paths.table(name) for name in ("images", "quarantine", "tfrecord")},
         compression=config.lake.tfrecord_compression, config=config.to_dict())
     with _phase("commit"):
         version = lake.publish_and_commit(settings.dataset, run_id, manifest)
@@ -184,6 +169,24 @@ def _resolve_label_names(raw: DataFrame, settings, base: Optional[dict[str, Any]
                   .mapInPandas(lambda batches: (discover_label_names(b, plan) for b in batches), "label_name string")
                   .distinct().collect())
     return merge_label_names(known, [row.label_name for row in discovered])
+
+
+def _final_tables(spark: SparkSession, decoded: DataFrame, duplicates: list[tuple],
+                  now) -> tuple[DataFrame, DataFrame]:
+    """The run's ``images`` rows (accepted, not duplicates) and ``quarantine`` rows (rejected and duplicates)."""
+    accepted = decoded.filter(F.col("reason").isNull())
+    rejected = decoded.filter(F.col("reason").isNotNull()).select("source_path", "reason", "detail", "source_sha256")
+    if duplicates:
+        duplicate_paths = F.broadcast(spark.createDataFrame(duplicates, _DUPLICATE_SCHEMA))
+        accepted = accepted.join(duplicate_paths.select("source_path"), "source_path", "left_anti")
+        rejected = rejected.unionByName(
+            decoded.drop("detail").join(duplicate_paths.select("source_path", "detail"), "source_path")
+            .select("source_path", F.lit("duplicate").alias("reason"), "detail", "source_sha256"))
+    images = accepted.select(*[f.name for f in IMAGE_FIELDS if f.name != "ingested_at"], "split",
+                             F.lit(now).cast("timestamp").alias("ingested_at"))
+    quarantine = rejected.select(*[f.name for f in QUARANTINE_FIELDS if f.name != "quarantined_at"],
+                                 F.lit(now).cast("timestamp").alias("quarantined_at"))
+    return images, quarantine
 
 
 def _find_duplicates(decoded: DataFrame, existing_images: Optional[DataFrame]) -> list[tuple]:

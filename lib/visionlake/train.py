@@ -14,7 +14,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 from pyspark.sql import SparkSession
@@ -170,6 +170,9 @@ def train_rank(job: RankJob) -> dict[str, Any]:
     train_step = make_train_step(model, optimizer, hvd)
     plateau = Plateau(job.train)
     history, best_accuracy = [], -1.0
+    if mlflow_client is not None and first_epoch > 0:  # resumed: the best weights so far came from earlier epochs
+        best_accuracy = max((m.value for m in mlflow_client.get_metric_history(job.run_id, "val_accuracy")),
+                            default=-1.0)
     best_weights = f"{job.checkpoint_dir}/best.weights.h5"
     with open_images(job.spec, job.train_files[rank], training=True, shard=(rank, size)) as train_batches:
         batches = iter(train_batches)

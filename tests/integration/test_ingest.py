@@ -1,8 +1,6 @@
 """The ingest job on real local Spark, with raw data built in each test."""
 from __future__ import annotations
 
-import io
-import shutil
 import tarfile
 import zipfile
 from pathlib import Path
@@ -18,7 +16,7 @@ from visionlake.ingest import IngestError, ingest
 from visionlake.lake import Lake
 from visionlake.schema import IMAGES_SCHEMA, QUARANTINE_REASONS
 from visionlake.sources import SourceError
-from visionlake.storage import HadoopStorage, StorageError
+from visionlake.storage import HadoopStorage
 from visionlake.tfrecord import read_tfrecord_dataset
 
 SMALL = ["ingest.image.mode=L", "ingest.image.height=12", "ingest.image.width=12", "ingest.label.names=[cats, dogs]",
