@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import tarfile
-import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -23,14 +21,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from _common import ARCHIVE, ROOT, archive_available, workspace
 from visionlake.cli import configure_logging
 from visionlake.config import load_config
 from visionlake.decode import DecodePlan, decode_records
 from visionlake.ingest import ingest
 from visionlake.spark import spark_session
 
-ROOT = Path(__file__).resolve().parents[1]
-ARCHIVE = ROOT.parent / "shared" / "datasets" / "mnist_png.tar.gz"
 BATCH = 2048
 
 
@@ -69,11 +66,9 @@ def main() -> int:
     parser.add_argument("overrides", nargs="*", metavar="key.path=value", help="config overrides for the Spark run")
     args = parser.parse_args()
     configure_logging()
-    if not ARCHIVE.exists():
-        print(f"skipped: {ARCHIVE} not found (the shared datasets folder must sit beside the project)")
+    if not archive_available():
         return 0
-    work = Path(tempfile.mkdtemp(prefix="vl-ingest-bench-"))
-    try:
+    with workspace("vl-ingest-bench-") as work:
         files = extract(ARCHIVE, work / "raw", args.limit)
         config = load_config(str(ROOT / "conf" / "mnist.yaml"),
                              [f"ingest.source.uri={work / 'raw' / 'mnist'}", f"lake.root={work / 'lake'}",
@@ -102,8 +97,6 @@ def main() -> int:
                   f"ratio {baseline_seconds / seconds:.2f}x")
         print("targets: ratio >= 1.5x and >= 6000 images/s")
         print(json.dumps(result))
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

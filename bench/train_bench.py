@@ -13,16 +13,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import tarfile
-import tempfile
 import time
 from pathlib import Path
 
 import cloudpickle
 import numpy as np
 
+from _common import ARCHIVE, ROOT, archive_available, workspace
 from visionlake.cli import configure_logging
 from visionlake.config import load_config
 from visionlake.data import InputSpec, open_images, plan_file_shards, split_file_rows
@@ -33,8 +32,6 @@ from visionlake.spark import spark_session
 from visionlake.train import make_train_step, train_classifier
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
-ROOT = Path(__file__).resolve().parents[1]
-ARCHIVE = ROOT.parent / "shared" / "datasets" / "mnist_png.tar.gz"
 BATCH = 128
 
 
@@ -94,11 +91,9 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=150, help="timed steps per throughput measurement")
     args = parser.parse_args()
     configure_logging()
-    if not ARCHIVE.exists():
-        print(f"skipped: {ARCHIVE} not found (the shared datasets folder must sit beside the project)")
+    if not archive_available():
         return 0
-    work = Path(tempfile.mkdtemp(prefix="vl-train-bench-"))
-    try:
+    with workspace("vl-train-bench-") as work:
         source = sample_archive(args.limit, work / "sample.tar.gz")
         config = load_config(str(ROOT / "conf" / "mnist.yaml"), [
             f"ingest.source.uri={source}", f"lake.root={work / 'lake'}", "spark.conf.spark.ui.enabled=false",
@@ -138,8 +133,6 @@ def main() -> int:
         print(f"quality: small ResNet test accuracy {summary.test_accuracy:.4f} (target >= 0.993) after "
               f"{len(summary.history)} epoch(s), {quality_seconds:.0f}s")
         print(json.dumps(result))
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
