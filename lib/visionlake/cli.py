@@ -1,9 +1,13 @@
 """The ``visionlake`` command line and the shared runner behind every ``jobs/*.py`` entry point.
 
 Examples:
-    visionlake demo                                   # generate the demo raw data and ingest it (embedded config)
+    visionlake demo                                   # generate the demo raw data and run the pipeline on it
     visionlake ingest --conf conf/mnist.yaml ingest.source.uri=/data/mnist
     visionlake ingest ingest.full_rebuild=true        # rebuild the demo dataset from scratch
+    visionlake train classifier --dataset mnist --conf conf/mnist.yaml
+    visionlake train gan --model cdcgan --dataset mnist --conf conf/mnist.yaml generative.epochs=10
+    visionlake train vae --dataset mnist --conf conf/mnist.yaml
+    visionlake generate --model visionlake-cdcgan@champion --per-class 1000 --dataset mnist --conf conf/mnist.yaml
 """
 from __future__ import annotations
 
@@ -26,8 +30,30 @@ _EXAMPLES = {
     "demo-data": "visionlake demo-data demo.images_per_class=100",
     "demo": "visionlake demo",
     "show-config": "visionlake show-config --conf conf/mnist.yaml lake.root=/tmp/lake",
-    "train": "visionlake train classifier --dataset mnist train.model=resnet_small train.epochs=8",
+    "train": "visionlake train classifier --dataset mnist train.model=resnet_small train.epochs=8\n"
+             "  visionlake train gan --model cdcgan --dataset mnist generative.epochs=10\n"
+             "  visionlake train vae --dataset mnist generative.autoencoder.latent_dim=16",
+    "generate": "visionlake generate --model visionlake-cdcgan@champion --per-class 1000 --dataset mnist",
 }
+
+# Command-line flags that are shorthands for config keys (flag -> key), shared by the CLI and jobs/*.py.
+FLAG_KEYS = {"dataset": "train.dataset", "model": None, "per_class": "synthetic.per_class"}
+
+
+def flag_overrides(args: argparse.Namespace) -> list[str]:
+    """``--dataset mnist`` etc. as ``key=value`` overrides, placed before the explicit ones so those win."""
+    overrides = []
+    for flag, key in FLAG_KEYS.items():
+        value = getattr(args, flag, None)
+        if value is None:
+            continue
+        if flag == "model":  # `train gan --model cdcgan` picks the architecture; `generate --model` the generator
+            key = "synthetic.model" if args.command == "generate" else "generative.model"
+        overrides.append(f"{key}={value}")
+    kind = getattr(args, "kind", None)
+    if kind in ("vae", "autoencoder"):
+        overrides.append(f"generative.model={kind}")
+    return overrides
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -64,15 +90,22 @@ def _user_errors() -> tuple[type, ...]:
     return ConfigError, SourceError, IngestError, LakeError, StorageError, TrackingError
 
 
-def run_job(job: Callable, description: str, argv: Optional[list[str]] = None) -> int:
-    """Parses ``--conf`` and overrides, opens the Spark session, runs ``job(spark, config)``, returns an exit code.
+def run_job(job: Callable, description: str, argv: Optional[list[str]] = None, command: str = "",
+            add_arguments: Optional[Callable[[argparse.ArgumentParser], None]] = None) -> int:
+    """Parses ``--conf``, flags and overrides, opens the Spark session, runs ``job(spark, config)``, returns an exit
+    code.
 
     Errors in the input or configuration print one actionable line and exit 2; anything else exits 1 with the
     traceback. The session is stopped either way.
     """
     parser = argparse.ArgumentParser(description=description)
+    if add_arguments:
+        add_arguments(parser)
     add_config_arguments(parser)
-    return _run(job, parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    args.command = command
+    args.overrides = [*flag_overrides(args), *args.overrides]
+    return _run(job, args)
 
 
 def _run(job: Callable, args: argparse.Namespace) -> int:
@@ -109,6 +142,32 @@ def train_classifier_job(spark, config: Config) -> None:
           f"{config.tracking.tracking_uri} --host 127.0.0.1")
 
 
+def train_generative_job(spark, config: Config) -> None:
+    from visionlake.generative import train_generative
+
+    summary = train_generative(spark, config)
+    print(f"MLflow run {summary.run_id}; model {summary.model_name} version {summary.model_version} "
+          f"({summary.gate['gate.decision']}); sample grids under the run's samples/ artifacts")
+
+
+def generate_job(spark, config: Config) -> None:
+    from visionlake.synthetic import generate_synthetic
+
+    print(generate_synthetic(spark, config).report())
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", help="lake dataset to train on (sets train.dataset)")
+    parser.add_argument("--model", choices=["dcgan", "cdcgan"], help="GAN architecture (sets generative.model)")
+
+
+def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", help="lake dataset to write the synthetic table of (sets train.dataset)")
+    parser.add_argument("--model", help="registered generator: name, name@alias, name/version or models:/ URI "
+                                        "(sets synthetic.model)")
+    parser.add_argument("--per-class", dest="per_class", type=int, help="images per class (sets synthetic.per_class)")
+
+
 def demo_data_job(config: Config) -> Path:
     from visionlake.demo import write_demo_dataset
 
@@ -132,17 +191,19 @@ def main(argv: Optional[list[str]] = None) -> int:
              "demo-data": "write the embedded demo raw dataset to ingest.source.uri",
              "demo": "generate the demo data and run the pipeline on it",
              "show-config": "print the resolved configuration",
-             "train": "train a model with Horovod on Spark, track it in MLflow, register and gate it"}
+             "train": "train a model with Horovod on Spark, track it in MLflow, register and gate it",
+             "generate": "write labelled synthetic images from a registered conditional generator to the lake"}
     for name, text in helps.items():
         sub = commands.add_parser(name, help=text, description=f"{text}.\n\nExample:\n  {_EXAMPLES[name]}",
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
         if name == "train":
-            sub.add_argument("kind", choices=["classifier"], help="what to train")
-            sub.add_argument("--dataset", help="lake dataset to train on (sets train.dataset)")
+            sub.add_argument("kind", choices=list(TRAINERS), help="what to train")
+            add_train_arguments(sub)
+        elif name == "generate":
+            add_generate_arguments(sub)
         add_config_arguments(sub)
     args = parser.parse_args(argv)
-    if getattr(args, "dataset", None):
-        args.overrides = [f"train.dataset={args.dataset}", *args.overrides]
+    args.overrides = [*flag_overrides(args), *args.overrides]
     if args.command in ("show-config", "demo-data"):
         configure_logging()
         try:
@@ -155,8 +216,14 @@ def main(argv: Optional[list[str]] = None) -> int:
         else:
             demo_data_job(config)
         return EXIT_OK
-    jobs = {"ingest": ingest_job, "demo": demo_job, "train": train_classifier_job}
+    if args.command == "train":
+        return _run(TRAINERS[args.kind], args)
+    jobs = {"ingest": ingest_job, "demo": demo_job, "generate": generate_job}
     return _run(jobs[args.command], args)
+
+
+TRAINERS = {"classifier": train_classifier_job, "gan": train_generative_job, "vae": train_generative_job,
+            "autoencoder": train_generative_job}
 
 
 if __name__ == "__main__":

@@ -145,6 +145,64 @@ class TrainConfig:
     checkpoint_root: str = "checkpoints"
     resume_run_id: Optional[str] = None
     registered_model: str = "visionlake-classifier"
+    # Share of each training batch drawn from the dataset's `synthetic` table (0 = real images only).
+    synthetic_fraction: float = 0.0
+
+
+@dataclass(frozen=True)
+class GanConfig:
+    latent_dim: int = 100
+    filters: int = 64             # the discriminator's first conv; the generator mirrors it
+    embedding_dim: int = 50       # cDCGAN label embedding concatenated with the latent vector
+    learning_rate: float = 0.0002
+    beta1: float = 0.5
+    loss: Literal["non_saturating", "minimax"] = "non_saturating"
+    real_label: float = 0.9       # one-sided label smoothing: the target for real images (1.0 = off)
+    discriminator_steps: int = 1  # k discriminator steps per generator step
+    dropout: float = 0.3
+
+
+@dataclass(frozen=True)
+class AutoencoderConfig:
+    latent_dim: int = 32
+    filters: int = 32
+    learning_rate: float = 0.001
+    kl_weight: float = 1.0        # VAE only: weight of the KL term against the summed squared error
+
+
+@dataclass(frozen=True)
+class QualityConfig:
+    # The classifier whose penultimate ("features") layer defines the FCD feature space; "" disables FCD.
+    classifier: str = "models:/visionlake-classifier@champion"
+    samples: int = 10000          # real and generated images per FCD estimate
+    every_epochs: int = 2         # quality metrics and a sample grid every N epochs, and after the last
+
+
+@dataclass(frozen=True)
+class GenerativeConfig:
+    model: Literal["dcgan", "cdcgan", "vae", "autoencoder"] = "cdcgan"
+    epochs: int = 5
+    batch_size: int = 64          # per rank
+    max_steps_per_epoch: int = 0  # 0 = the whole shard
+    registered_prefix: str = "visionlake"  # registered as <prefix>-<model>
+    gan: GanConfig = field(default_factory=GanConfig)
+    autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
+
+    def registered_name(self) -> str:
+        return f"{self.registered_prefix}-{self.model}"
+
+    @property
+    def is_gan(self) -> bool:
+        return self.model in ("dcgan", "cdcgan")
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    model: str = "visionlake-cdcgan@champion"  # registered name, name@alias, name/version or a models:/ URI
+    per_class: int = 1000
+    batch_size: int = 256         # images generated per model call on a worker
+    seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -161,6 +219,8 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    generative: GenerativeConfig = field(default_factory=GenerativeConfig)
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -226,6 +286,17 @@ def validate(config: Config) -> None:
         raise ConfigError("train.epochs and train.batch_size must be >= 1 and train.learning_rate > 0")
     if not 0 < train.augment.crop_fraction <= 1:
         raise ConfigError("train.augment.crop_fraction must be in (0, 1]")
+    if not 0 <= train.synthetic_fraction < 1:
+        raise ConfigError("train.synthetic_fraction must be in [0, 1): the share of each batch that is synthetic")
+    generative = config.generative
+    if generative.epochs < 1 or generative.batch_size < 1 or generative.quality.every_epochs < 1:
+        raise ConfigError("generative.epochs, generative.batch_size and generative.quality.every_epochs must be >= 1")
+    if generative.gan.discriminator_steps < 1 or not 0 < generative.gan.real_label <= 1:
+        raise ConfigError("generative.gan.discriminator_steps must be >= 1 and generative.gan.real_label in (0, 1]")
+    if min(generative.gan.latent_dim, generative.autoencoder.latent_dim, generative.quality.samples) < 1:
+        raise ConfigError("generative latent sizes and generative.quality.samples must be >= 1")
+    if config.synthetic.per_class < 1 or config.synthetic.batch_size < 1:
+        raise ConfigError("synthetic.per_class and synthetic.batch_size must be >= 1")
     if not config.ingest.dataset.replace("-", "").replace("_", "").isalnum():
         raise ConfigError(f"ingest.dataset {config.ingest.dataset!r}: use letters, digits, '-' and '_' only")
 

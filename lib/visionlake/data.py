@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Iterator, Literal
 
 from pyspark.sql import functions as F
@@ -47,6 +47,80 @@ def split_file_rows(images, split: str) -> list[tuple[str, int]]:
 
 
 @dataclass(frozen=True)
+class TrainingInputs:
+    """The files every rank reads, planned once on the driver."""
+    train_files: tuple[tuple[str, ...], ...]      # per rank
+    val_files: tuple[tuple[str, ...], ...]        # per rank (validation is summed over the ranks)
+    test_files: tuple[str, ...]                   # the whole test split (evaluated on one process)
+    steps: int                                    # per epoch, the same on every rank
+    synthetic_files: tuple[tuple[str, ...], ...] = ()
+    synthetic_rows: int = 0
+    synthetic_runs: tuple[str, ...] = ()
+
+    def mix_tags(self, fraction: float) -> dict[str, str]:
+        """What an MLflow run records about its real/synthetic mix."""
+        return {"data.synthetic_fraction": str(fraction), "data.synthetic_rows": str(self.synthetic_rows),
+                "data.synthetic_runs": ",".join(self.synthetic_runs) or "none"}
+
+
+def _files_per_rank(file_rows: list[tuple[str, int]], num_proc: int) -> tuple[tuple[str, ...], ...]:
+    """Balanced shards, or round-robin when there are fewer files than ranks (some ranks then read nothing)."""
+    if len(file_rows) >= num_proc:
+        return plan_file_shards(file_rows, num_proc).files
+    return tuple(tuple(f for f, _ in file_rows[r::num_proc]) for r in range(num_proc))
+
+
+def plan_inputs(lake, manifest: dict[str, Any], *, num_proc: int, batch_size: int, max_steps: int,
+                reader: str = "petastorm", synthetic_fraction: float = 0.0, section: str = "train"
+                ) -> TrainingInputs:
+    """Shards the dataset's splits over ``num_proc`` ranks and sets the steps per epoch.
+
+    With ``synthetic_fraction`` > 0, a (1 - fraction) share of each batch is real, so an epoch still passes over the
+    real shard about once. ``section`` names the config section in error messages.
+
+    Raises:
+        ConfigError: too few files or images for the ranks and batch size, or no synthetic images to mix in.
+    """
+    from visionlake.config import ConfigError
+
+    images = lake.read_table(manifest["dataset"], "images", manifest)
+    test_files = tuple(f for f, _ in split_file_rows(images, "test"))
+    if reader == "tfrecord":
+        base = manifest["tables"]["tfrecord"].rsplit("/tfrecord", 1)[0]
+        files = {split: tuple(f"{base}/{f}" for f in manifest["tfrecord_files"].get(split, []))
+                 for split in ("train", "val")}
+        train_rows = sum(manifest["counts"].get("train", {}).values()) // num_proc
+        train_plan = ShardPlan((files["train"],) * num_proc, (train_rows,) * num_proc)
+        val_files = (files["val"],) * num_proc
+    else:
+        try:
+            train_plan = plan_file_shards(split_file_rows(images, "train"), num_proc)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+        val_files = _files_per_rank(split_file_rows(images, "val"), num_proc)
+    synthetic_files, synthetic_rows, synthetic_runs = (), 0, ()
+    if synthetic_fraction > 0:
+        synthetic = lake.read_table(manifest["dataset"], "synthetic", manifest)
+        file_rows = split_file_rows(synthetic, "train")
+        if not file_rows:
+            raise ConfigError(f"{section}.synthetic_fraction={synthetic_fraction} but dataset "
+                              f"{manifest['dataset']!r} has no synthetic images; run `visionlake generate` first "
+                              f"or set {section}.synthetic_fraction=0")
+        synthetic_files = _files_per_rank(file_rows, num_proc)
+        synthetic_rows = sum(count for _, count in file_rows)
+        synthetic_runs = tuple(sorted(manifest.get("synthetic", {}).get("live_runs", [])))
+    real_per_batch = max(1, round(batch_size * (1.0 - synthetic_fraction)))
+    steps = min(train_plan.rows) // real_per_batch if train_plan.rows else 0
+    if max_steps:
+        steps = min(steps, max_steps)
+    if steps == 0:
+        raise ConfigError(f"the train split of {manifest['dataset']!r} has too few images for {num_proc} rank(s) x "
+                          f"batch {batch_size}; lower {section}.batch_size or train.num_proc")
+    return TrainingInputs(train_plan.files, val_files, test_files, steps, synthetic_files, synthetic_rows,
+                          synthetic_runs)
+
+
+@dataclass(frozen=True)
 class InputSpec:
     image_shape: tuple[int, int, int]
     batch_size: int
@@ -63,21 +137,36 @@ def _petastorm_url(uri: str) -> str:
 
 
 @contextlib.contextmanager
-def open_images(spec: InputSpec, files: tuple[str, ...], training: bool, shard: tuple[int, int] = (0, 1)
-                ) -> Iterator[Any]:
-    """Yields a ``tf.data.Dataset`` of ``(images float32, labels int32)`` batches; closes its reader on exit.
+def open_images(spec: InputSpec, files: tuple[str, ...], training: bool, shard: tuple[int, int] = (0, 1),
+                synthetic_files: tuple[str, ...] = (), synthetic_fraction: float = 0.0) -> Iterator[Any]:
+    """Yields a ``tf.data.Dataset`` of ``(images float32, labels int32)`` batches; closes its readers on exit.
 
     Args:
         files: Parquet files (petastorm: this rank's files) or TFRecord files (all of the split's).
         training: repeat forever, shuffle, augment and drop the last partial batch.
         shard: (index, count) of this rank among the TFRecord readers; Parquet files are sharded by the plan.
+        synthetic_files, synthetic_fraction: training only: Parquet files of the ``synthetic`` table, drawn at
+            random for this share of the examples (real and synthetic images then pass the same augmentation).
     """
     import tensorflow as tf
 
-    reader = None
+    with contextlib.ExitStack() as readers:
+        encoded = _encoded_examples(spec, files, training, shard, readers)
+        if training and synthetic_files and synthetic_fraction > 0:
+            synthetic = _encoded_examples(replace(spec, reader="petastorm"), synthetic_files, True, shard, readers)
+            encoded = tf.data.Dataset.sample_from_datasets(
+                [encoded, synthetic], weights=[1.0 - synthetic_fraction, synthetic_fraction], seed=spec.seed)
+        yield _batches(encoded, spec, training)
+
+
+def _encoded_examples(spec: InputSpec, files: tuple[str, ...], training: bool, shard: tuple[int, int],
+                      readers: contextlib.ExitStack):
+    """(PNG bytes, label) pairs from the files; a petastorm reader is registered with ``readers`` to be closed."""
+    import tensorflow as tf
+
     if not files:
-        encoded = tf.data.Dataset.from_tensor_slices((tf.constant([], tf.string), tf.constant([], tf.int64)))
-    elif spec.reader == "petastorm":
+        return tf.data.Dataset.from_tensor_slices((tf.constant([], tf.string), tf.constant([], tf.int32)))
+    if spec.reader == "petastorm":
         from petastorm import make_batch_reader
         from petastorm.tf_utils import make_petastorm_dataset
 
@@ -88,20 +177,18 @@ def open_images(spec: InputSpec, files: tuple[str, ...], training: bool, shard: 
         reader = make_batch_reader([_petastorm_url(f) for f in files], schema_fields=["image", "label"],
                                    num_epochs=None if training else 1, shuffle_row_groups=training,
                                    seed=spec.seed, workers_count=2)
-        encoded = make_petastorm_dataset(reader).unbatch().map(lambda row: (row.image, row.label))
-    else:
-        from visionlake.tfrecord import tfrecord_examples
+        readers.callback(_close_reader, reader)
+        return make_petastorm_dataset(reader).unbatch().map(lambda row: (row.image, tf.cast(row.label, tf.int32)))
+    from visionlake.tfrecord import tfrecord_examples
 
-        examples = tfrecord_examples(list(files), spec.tfrecord_compression).shard(shard[1], shard[0])
-        encoded = examples.map(lambda example: (example["image/encoded"], example["label"]))
-        if training:
-            encoded = encoded.repeat()
-    try:
-        yield _batches(encoded, spec, training)
-    finally:
-        if reader is not None:
-            reader.stop()
-            reader.join()
+    examples = tfrecord_examples(list(files), spec.tfrecord_compression).shard(shard[1], shard[0])
+    encoded = examples.map(lambda example: (example["image/encoded"], tf.cast(example["label"], tf.int32)))
+    return encoded.repeat() if training else encoded
+
+
+def _close_reader(reader) -> None:
+    reader.stop()
+    reader.join()
 
 
 def _batches(encoded, spec: InputSpec, training: bool):

@@ -25,18 +25,21 @@ def per_class_report(matrix: np.ndarray, names: list[str]) -> dict[str, dict[str
     return report
 
 
-def plot_curves(history: list[dict[str, float]], path: Path) -> Path:
+CLASSIFIER_PANELS = {"loss": ("loss", "val_loss"), "accuracy": ("accuracy", "val_accuracy")}
+
+
+def plot_curves(history: list[dict[str, float]], path: Path, panels: dict[str, tuple[str, ...]] = CLASSIFIER_PANELS
+                ) -> Path:
+    """One panel per entry of ``panels`` (title -> metric keys), each metric against the epoch."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     epochs = [h["epoch"] for h in history]
-    figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(10, 4))
-    for key in ("loss", "val_loss"):
-        loss_axis.plot(epochs, [h[key] for h in history], marker="o", label=key)
-    for key in ("accuracy", "val_accuracy"):
-        accuracy_axis.plot(epochs, [h[key] for h in history], marker="o", label=key)
-    for axis, title in ((loss_axis, "loss"), (accuracy_axis, "accuracy")):
+    figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+    for axis, (title, keys) in zip(axes[0], panels.items()):
+        for key in keys:
+            axis.plot(epochs, [h.get(key, float("nan")) for h in history], marker="o", label=key)
         axis.set_xlabel("epoch")
         axis.set_title(title)
         axis.legend()

@@ -5,6 +5,7 @@ Layout of one dataset under the lake root::
     <root>/<dataset>/
         images/split=<split>/run_id=<run>/part-*.parquet      Hive-partitioned, readable by Spark and petastorm
         tfrecord/split=<split>/run_id=<run>/part-*.tfrecord   tf.train.Example shards
+        synthetic/split=train/run_id=<run>/part-*.parquet     generated images: the images columns plus lineage
         quarantine/run_id=<run>/part-*.parquet
         _manifests/v000001.json, v000002.json, ...           the commit log: the highest version is the truth
         manifest.json                                       a copy of the latest version, for people
@@ -28,12 +29,13 @@ from typing import Any, Optional
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from visionlake.schema import IMAGES_SCHEMA, QUARANTINE_SCHEMA
+from visionlake.schema import IMAGES_SCHEMA, QUARANTINE_SCHEMA, SYNTHETIC_SCHEMA
 from visionlake.storage import HadoopStorage, StorageError
 
 log = logging.getLogger(__name__)
 
-TABLES_BY_SPLIT = ("images", "tfrecord")
+TABLES_BY_SPLIT = ("images", "tfrecord", "synthetic")
+TABLE_SCHEMAS = {"images": IMAGES_SCHEMA, "synthetic": SYNTHETIC_SCHEMA, "quarantine": QUARANTINE_SCHEMA}
 _VERSION_FILE = re.compile(r"^v(\d{6})\.json$")
 
 
@@ -105,7 +107,7 @@ class Lake:
     def read_table(self, dataset: str, table: str, manifest: Optional[dict[str, Any]] = None) -> DataFrame:
         """A table restricted to the manifest's live runs (empty with the right schema before the first commit)."""
         manifest = manifest if manifest is not None else self.read_manifest(dataset)
-        schema = IMAGES_SCHEMA if table == "images" else QUARANTINE_SCHEMA
+        schema = TABLE_SCHEMAS[table]
         location = self.paths(dataset).table(table)
         if manifest is None or not self.storage.exists(location):
             return self.spark.createDataFrame([], schema)

@@ -11,9 +11,12 @@ import re
 import sys
 import traceback
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from pyspark.sql import SparkSession
+
+if TYPE_CHECKING:
+    from visionlake.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -131,3 +134,10 @@ def init_rank(settings: RankSettings):
 
 def threads_per_rank(total_cores: int, num_proc: int, configured: int) -> int:
     return configured or max(1, total_cores // max(1, num_proc))
+
+
+def rank_settings(spark: SparkSession, train: "TrainConfig", num_proc: int) -> RankSettings:
+    """The per-rank environment from the shared ``train`` settings (seed, thread budget, precision)."""
+    return RankSettings(seed=train.seed, mixed_precision=train.mixed_precision,
+                        threads=threads_per_rank(spark.sparkContext.defaultParallelism, num_proc,
+                                                 train.threads_per_rank))

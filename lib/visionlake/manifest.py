@@ -84,4 +84,6 @@ def build_manifest(*, previous: Optional[dict[str, Any]], base: Optional[dict[st
                    "digest": f"{(earlier_digest + digest) % _DIGEST_MODULUS:016x}"},
         "runs": (previous["runs"] if previous else []) + [run],
         "config": config,
+        # Generated images survive incremental ingests; a full rebuild starts the dataset (and them) afresh.
+        **({"synthetic": base["synthetic"]} if base and "synthetic" in base else {}),
     }

@@ -35,6 +35,14 @@ IMAGE_FIELDS = [
 PARTITION_FIELDS = [T.StructField("split", T.StringType(), False), T.StructField("run_id", T.StringType(), False)]
 IMAGES_SCHEMA = T.StructType(IMAGE_FIELDS + PARTITION_FIELDS)
 
+# The `synthetic` table: the `images` columns plus where each generated image came from.
+LINEAGE_FIELDS = [
+    T.StructField("source_model", T.StringType(), False),          # registered model name
+    T.StructField("source_model_version", T.StringType(), False),
+    T.StructField("generation_run_id", T.StringType(), False),     # the MLflow run of the generation job
+]
+SYNTHETIC_SCHEMA = T.StructType(IMAGE_FIELDS + LINEAGE_FIELDS + PARTITION_FIELDS)
+
 QUARANTINE_FIELDS = [
     T.StructField("source_path", T.StringType(), False),
     T.StructField("reason", T.StringType(), False),

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from dataclasses import dataclass
 from typing import Any, Iterator, Optional
 
 from visionlake.config import TrackingConfig
@@ -88,10 +89,75 @@ def tracked_run(experiment_id: str, run_name: str, resume_run_id: Optional[str] 
     mlflow.end_run(status="FINISHED")
 
 
-def gate_and_promote(model_name: str, version: str, metric: str, value: float) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ModelRef:
+    """A registered model version resolved from a reference such as ``name@champion``."""
+    name: str
+    version: str
+    run_id: str
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+
+def parse_model_reference(reference: str) -> tuple[str, Optional[str], Optional[str]]:
+    """``[models:/]name[@alias|/version]`` -> (name, alias, version); a bare name means its ``champion``.
+
+    Raises:
+        ValueError: an empty name.
+    """
+    body = reference.strip().removeprefix("models:/")
+    if "@" in body:
+        name, alias = body.split("@", 1)
+        version = None
+    elif "/" in body:
+        name, version = body.rsplit("/", 1)
+        alias = None
+    else:
+        name, alias, version = body, CHAMPION, None
+    if not name or (alias is not None and not alias) or (version is not None and not version.isdigit()):
+        raise ValueError(f"model reference {reference!r}: use name, name@alias, name/version or models:/...")
+    return name, alias, version
+
+
+def resolve_model(reference: str, what: str) -> ModelRef:
+    """Resolves a registry reference to one version, before any Spark or training work.
+
+    Raises:
+        TrackingError: malformed, or no such model, alias or version; ``what`` names the config key to fix.
+    """
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    try:
+        name, alias, version = parse_model_reference(reference)
+    except ValueError as error:
+        raise TrackingError(f"{what}: {error}") from None
+    client = MlflowClient()
+    try:
+        found = (client.get_model_version_by_alias(name, alias) if alias
+                 else client.get_model_version(name, version))
+    except MlflowException as error:
+        known = [m.name for m in client.search_registered_models(max_results=50)]
+        raise TrackingError(f"{what}: model {reference!r} is not in the registry at {mlflow_uri()} "
+                            f"({str(error).splitlines()[0][:200]}). Registered models: {known or 'none'}. Train and "
+                            "register it first, or point the setting at an existing name@alias") from None
+    return ModelRef(found.name, str(found.version), found.run_id)
+
+
+def mlflow_uri() -> str:
+    import mlflow
+
+    return mlflow.get_tracking_uri()
+
+
+def gate_and_promote(model_name: str, version: str, metric: str, value: Optional[float],
+                     higher_is_better: bool = True) -> dict[str, Any]:
     """Sets ``candidate`` on the new version and moves ``champion`` to it only if it beats the current champion.
 
-    The decision and both figures are recorded as tags on the model version and on its run.
+    A version without a figure (``value`` None) only becomes champion when there is none. The decision and both
+    figures are recorded as tags on the model version and on its run.
     """
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
@@ -103,11 +169,17 @@ def gate_and_promote(model_name: str, version: str, metric: str, value: float) -
         champion_value = client.get_run(champion.run_id).data.metrics.get(metric)
         champion_version = champion.version
     except MlflowException:
-        champion_value, champion_version = None, None
-    promoted = champion_value is None or value > champion_value
+        champion, champion_value, champion_version = None, None, None
+    if champion is None:
+        promoted = True
+    elif value is None:
+        promoted = False
+    else:
+        promoted = champion_value is None or (value > champion_value if higher_is_better else value < champion_value)
     if promoted:
         client.set_registered_model_alias(model_name, CHAMPION, version)
-    decision = {"gate.metric": metric, "gate.candidate_value": f"{value:.6f}",
+    decision = {"gate.metric": metric, "gate.direction": "higher" if higher_is_better else "lower",
+                "gate.candidate_value": "none" if value is None else f"{value:.6f}",
                 "gate.champion_value": "none" if champion_value is None else f"{champion_value:.6f}",
                 "gate.champion_version": str(champion_version or "none"),
                 "gate.decision": "promoted" if promoted else "kept_champion"}
@@ -115,6 +187,6 @@ def gate_and_promote(model_name: str, version: str, metric: str, value: float) -
     for key, tag in decision.items():
         client.set_model_version_tag(model_name, version, key, tag)
         client.set_tag(run_id, key, tag)
-    log.info("model %s version %s: %s (%s %.4f vs champion %s)", model_name, version, decision["gate.decision"],
-             metric, value, decision["gate.champion_value"])
+    log.info("model %s version %s: %s (%s %s vs champion %s)", model_name, version, decision["gate.decision"],
+             metric, decision["gate.candidate_value"], decision["gate.champion_value"])
     return decision

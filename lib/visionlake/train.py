@@ -6,7 +6,6 @@ test split, logs artifacts and the model, registers it and lets the gate decide 
 """
 from __future__ import annotations
 
-import hashlib
 import math
 import json
 import logging
@@ -21,10 +20,11 @@ from pyspark.sql import SparkSession
 
 from visionlake import tracking
 from visionlake.config import Config, ConfigError, TrainConfig
-from visionlake.data import InputSpec, ShardPlan, open_images, plan_file_shards, split_file_rows
+from visionlake.data import InputSpec, open_images, plan_inputs, split_file_rows
 from visionlake.evaluation import confusion_matrix, per_class_report, plot_confusion_matrix, plot_curves
 from visionlake.lake import Lake
-from visionlake.launcher import RankSettings, default_num_proc, init_rank, run_on_ranks, threads_per_rank
+from visionlake.launcher import default_num_proc, init_rank, rank_settings, run_on_ranks
+from visionlake.loop import LoopJob, RankTask, load_weights, run_loop
 
 log = logging.getLogger(__name__)
 
@@ -34,16 +34,9 @@ GATE_METRIC = "best_val_accuracy"
 @dataclass(frozen=True)
 class RankJob:
     """Everything a rank needs, decided on the driver (picklable)."""
+    loop: LoopJob
     train: TrainConfig
-    spec: InputSpec
     num_classes: int
-    train_files: tuple[tuple[str, ...], ...]  # per rank
-    val_files: tuple[tuple[str, ...], ...]
-    steps_per_epoch: int
-    tracking_uri: str
-    run_id: str
-    checkpoint_dir: str
-    threads: int
 
 
 @dataclass
@@ -104,13 +97,6 @@ class Plateau:
 
 
 # ---- the rank side ------------------------------------------------------------------------------------------------
-def weights_digest(model) -> str:
-    digest = hashlib.sha256()
-    for weights in model.get_weights():
-        digest.update(np.ascontiguousarray(weights).tobytes())
-    return digest.hexdigest()
-
-
 def make_train_step(model, optimizer, hvd):
     """One optimisation step with gradients averaged over the ranks; returns (mean loss, correct count)."""
     import tensorflow as tf
@@ -146,77 +132,46 @@ def _evaluate(model, dataset, hvd) -> tuple[float, float]:
     return (loss_sum / count, correct / count) if count else (float("nan"), float("nan"))
 
 
+class ClassifierTask(RankTask):
+    """Cross-entropy with a warm-up/plateau or cosine learning rate, validated every epoch, early stopping."""
+
+    def __init__(self, job: RankJob, hvd):
+        import tensorflow as tf
+
+        from visionlake.models import build_classifier
+
+        self.job, self.hvd = job, hvd
+        self.model = build_classifier(job.train.model, job.loop.spec.image_shape, job.num_classes)
+        self.optimizer = tf.keras.optimizers.Adam(job.train.learning_rate)
+        self.networks, self.optimizers = {"model": self.model}, {"model": self.optimizer}
+        self._step = make_train_step(self.model, self.optimizer, hvd)
+        self.plateau = Plateau(job.train)
+
+    def before_step(self, global_step: int) -> None:
+        self.optimizer.learning_rate.assign(learning_rate_at(
+            global_step, self.job.loop.steps_per_epoch, self.job.train, self.hvd.size(), self.plateau.decay))
+
+    def train_step(self, images, labels) -> dict[str, Any]:
+        loss, correct = self._step(images, labels)
+        return {"loss": loss, "accuracy": float(correct) / len(labels)}
+
+    def validate(self, val_files: tuple[str, ...]) -> dict[str, float]:
+        with open_images(self.job.loop.spec, val_files, training=False,
+                         shard=(self.hvd.rank(), self.hvd.size())) as batches:
+            val_loss, val_accuracy = _evaluate(self.model, batches, self.hvd)
+        return {"val_loss": val_loss, "val_accuracy": val_accuracy}
+
+    def epoch_figures(self) -> dict[str, float]:
+        return {"learning_rate": float(self.optimizer.learning_rate.numpy())}
+
+    def should_stop(self, record: dict[str, float]) -> bool:
+        return self.plateau.update(record["val_loss"])
+
+
 def train_rank(job: RankJob) -> dict[str, Any]:
-    """The training loop every Horovod rank runs."""
-    import tensorflow as tf
-
-    from visionlake.models import build_classifier
-
-    hvd = init_rank(RankSettings(job.train.seed, job.threads, job.train.mixed_precision))
-    rank, size = hvd.rank(), hvd.size()
-    model = build_classifier(job.train.model, job.spec.image_shape, job.num_classes)
-    optimizer = tf.keras.optimizers.Adam(job.train.learning_rate)
-    optimizer.build(model.trainable_variables)
-    epoch = tf.Variable(0, dtype=tf.int64)
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch)
-    manager = tf.train.CheckpointManager(checkpoint, job.checkpoint_dir, max_to_keep=2)
-    if rank == 0 and manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).expect_partial()  # resume the interrupted run
-    hvd.broadcast_variables(model.variables, root_rank=0)  # Horovod: every rank starts from rank 0's state
-    hvd.broadcast_variables(optimizer.variables, root_rank=0)
-    epoch.assign(hvd.broadcast(epoch, root_rank=0))
-    first_epoch = int(epoch.numpy())
-    mlflow_client = _rank_zero_client(job) if rank == 0 else None
-    train_step = make_train_step(model, optimizer, hvd)
-    plateau = Plateau(job.train)
-    history, best_accuracy = [], -1.0
-    if mlflow_client is not None and first_epoch > 0:  # resumed: the best weights so far came from earlier epochs
-        best_accuracy = max((m.value for m in mlflow_client.get_metric_history(job.run_id, "val_accuracy")),
-                            default=-1.0)
-    best_weights = f"{job.checkpoint_dir}/best.weights.h5"
-    with open_images(job.spec, job.train_files[rank], training=True, shard=(rank, size)) as train_batches:
-        batches = iter(train_batches)
-        for current in range(first_epoch, job.train.epochs):
-            started, totals = time.perf_counter(), np.zeros(3)
-            for step in range(job.steps_per_epoch):
-                optimizer.learning_rate.assign(learning_rate_at(
-                    current * job.steps_per_epoch + step, job.steps_per_epoch, job.train, size, plateau.decay))
-                images, labels = next(batches)
-                loss, correct = train_step(images, labels)
-                totals += [float(loss) * len(labels), float(correct), len(labels)]
-            # Horovod: average metrics and batch-norm statistics so every rank holds the same model and figures.
-            loss_sum, correct, count = hvd.allreduce(tf.constant(totals), op=hvd.Sum).numpy()
-            for variable in model.non_trainable_variables:
-                variable.assign(hvd.allreduce(variable, op=hvd.Average))
-            with open_images(job.spec, job.val_files[rank], training=False, shard=(rank, size)) as val_batches:
-                val_loss, val_accuracy = _evaluate(model, val_batches, hvd)
-            record = {"epoch": current, "loss": loss_sum / count, "accuracy": correct / count, "val_loss": val_loss,
-                      "val_accuracy": val_accuracy, "learning_rate": float(optimizer.learning_rate.numpy()),
-                      "images_per_s": count / (time.perf_counter() - started)}
-            history.append(record)
-            epoch.assign(current + 1)
-            stop = plateau.update(val_loss)
-            if rank == 0:  # Horovod: one writer for checkpoints and logs
-                manager.save()
-                if val_accuracy > best_accuracy:
-                    best_accuracy = val_accuracy
-                    model.save_weights(best_weights)
-                for key, value in record.items():
-                    if key != "epoch":
-                        mlflow_client.log_metric(job.run_id, key, value, step=current)
-                print(f"epoch {current}: " + ", ".join(f"{k}={v:.4f}" for k, v in record.items() if k != "epoch"),
-                      flush=True)
-            if stop:
-                break
-    if rank == 0 and best_accuracy < 0:  # resumed after the last epoch: keep the restored weights
-        model.save_weights(best_weights)
-    return {"rank": rank, "history": history, "weights_digest": weights_digest(model), "best_weights": best_weights}
-
-
-def _rank_zero_client(job: RankJob):
-    from mlflow.tracking import MlflowClient
-
-    return MlflowClient(job.tracking_uri)
+    """What every Horovod rank runs for a classifier."""
+    hvd = init_rank(job.loop.rank_settings)
+    return run_loop(job.loop, ClassifierTask(job, hvd), hvd)
 
 
 # ---- the driver side ----------------------------------------------------------------------------------------------
@@ -241,7 +196,9 @@ def train_classifier(spark: SparkSession, config: Config) -> TrainSummary:
                      batch_size=settings.batch_size, reader=settings.reader, shuffle_buffer=settings.shuffle_buffer,
                      seed=settings.seed, augment=settings.augment,
                      tfrecord_compression=manifest.get("tfrecord_compression", "none"))
-    train_files, val_files, steps = _plan_inputs(lake, manifest, settings, num_proc)
+    inputs = plan_inputs(lake, manifest, num_proc=num_proc, batch_size=settings.batch_size,
+                         max_steps=settings.max_steps_per_epoch, reader=settings.reader,
+                         synthetic_fraction=settings.synthetic_fraction, section="train")
     label_names = manifest["label_names"]
     with tracking.tracked_run(experiment_id, f"{settings.model}-{settings.dataset}", settings.resume_run_id) as run:
         run_id = run.info.run_id
@@ -250,13 +207,15 @@ def train_classifier(spark: SparkSession, config: Config) -> TrainSummary:
             mlflow.set_tags({"dataset": settings.dataset, "dataset.version": manifest["version"],
                              "dataset.digest": manifest["source"]["digest"], "dataset.run_id": manifest["run_id"],
                              "horovod.num_proc": num_proc, "model.architecture": settings.model})
-        job = RankJob(train=settings, spec=spec, num_classes=len(label_names), train_files=train_files,
-                      val_files=val_files, steps_per_epoch=steps, tracking_uri=config.tracking.tracking_uri,
-                      run_id=run_id, checkpoint_dir=f"{settings.checkpoint_root}/{run_id}",
-                      threads=threads_per_rank(spark.sparkContext.defaultParallelism, num_proc,
-                                               settings.threads_per_rank))
+            mlflow.set_tags(inputs.mix_tags(settings.synthetic_fraction))
+        loop = LoopJob(rank_settings=rank_settings(spark, settings, num_proc), spec=spec, epochs=settings.epochs,
+                       steps_per_epoch=inputs.steps, train_files=inputs.train_files, val_files=inputs.val_files,
+                       tracking_uri=config.tracking.tracking_uri, run_id=run_id,
+                       checkpoint_dir=f"{settings.checkpoint_root}/{run_id}", selection=("val_accuracy", "max"),
+                       synthetic_files=inputs.synthetic_files, synthetic_fraction=settings.synthetic_fraction)
+        job = RankJob(loop=loop, train=settings, num_classes=len(label_names))
         log.info("training %s on %s v%d: %d rank(s), %d step(s)/epoch of %d, up to %d epoch(s); run %s",
-                 settings.model, settings.dataset, manifest["version"], num_proc, steps, settings.batch_size,
+                 settings.model, settings.dataset, manifest["version"], num_proc, inputs.steps, settings.batch_size,
                  settings.epochs, run_id)
         results = sorted(run_on_ranks(spark, train_rank, (job,), num_proc), key=lambda r: r["rank"])
         history = _full_history(run_id, results[0]["history"])
@@ -272,33 +231,6 @@ def train_classifier(spark: SparkSession, config: Config) -> TrainSummary:
                            rank_weight_digests=[r["weights_digest"] for r in results])
     log.info("%s", summary.report())
     return summary
-
-
-def _plan_inputs(lake: Lake, manifest: dict[str, Any], settings: TrainConfig, num_proc: int):
-    if settings.reader == "tfrecord":
-        base = manifest["tables"]["tfrecord"].rsplit("/tfrecord", 1)[0]
-        files = {split: tuple(f"{base}/{f}" for f in manifest["tfrecord_files"].get(split, []))
-                 for split in ("train", "val")}
-        train_rows = sum(manifest["counts"].get("train", {}).values()) // num_proc
-        train_plan = ShardPlan((files["train"],) * num_proc, (train_rows,) * num_proc)
-        val_files = (files["val"],) * num_proc
-    else:
-        images = lake.read_table(manifest["dataset"], "images", manifest)
-        try:
-            train_plan = plan_file_shards(split_file_rows(images, "train"), num_proc)
-        except ValueError as error:
-            raise ConfigError(str(error)) from None
-        val_rows = split_file_rows(images, "val")
-        # Validation is summed over ranks, so a rank may get no file when the split has fewer files than ranks.
-        val_files = (plan_file_shards(val_rows, num_proc).files if len(val_rows) >= num_proc
-                     else tuple(tuple(f for f, _ in val_rows[r::num_proc]) for r in range(num_proc)))
-    steps = train_plan.steps_per_epoch(settings.batch_size)
-    if settings.max_steps_per_epoch:
-        steps = min(steps, settings.max_steps_per_epoch)
-    if steps == 0:
-        raise ConfigError(f"the train split of {manifest['dataset']!r} has too few images for {num_proc} rank(s) x "
-                         f"batch {settings.batch_size}; lower train.batch_size or train.num_proc")
-    return train_plan.files, val_files, steps
 
 
 def _full_history(run_id: str, rank_zero_history: list[dict[str, float]]) -> list[dict[str, float]]:
@@ -318,7 +250,7 @@ def _load_model(settings: TrainConfig, spec: InputSpec, num_classes: int, weight
     from visionlake.models import build_classifier
 
     model = build_classifier(settings.model, spec.image_shape, num_classes)
-    model.load_weights(weights)
+    load_weights({"model": model}, weights)
     return model
 
 

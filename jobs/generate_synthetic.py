@@ -1,0 +1,12 @@
+"""Generate labelled synthetic images with a registered conditional generator into a dataset's synthetic table.
+
+    spark-submit --py-files dist/visionlake-0.1.0-py3-none-any.whl jobs/generate_synthetic.py \
+        --model visionlake-cdcgan@champion --per-class 1000 --dataset mnist --conf conf/mnist.yaml
+"""
+import sys
+
+from visionlake.cli import add_generate_arguments, generate_job, run_job
+
+if __name__ == "__main__":
+    sys.exit(run_job(generate_job, "Write synthetic images from a registered cDCGAN to the lake.", sys.argv[1:],
+                     command="generate", add_arguments=add_generate_arguments))

@@ -1,0 +1,12 @@
+"""Train a DCGAN or conditional DCGAN with Horovod on Spark; FCD and samples in MLflow; register and gate it.
+
+    spark-submit --py-files dist/visionlake-0.1.0-py3-none-any.whl jobs/train_gan.py --model cdcgan \
+        --dataset mnist --conf conf/mnist.yaml generative.epochs=10 train.num_proc=8
+"""
+import sys
+
+from visionlake.cli import add_train_arguments, run_job, train_generative_job
+
+if __name__ == "__main__":
+    sys.exit(run_job(train_generative_job, "Train a (conditional) DCGAN on a visionlake dataset.", sys.argv[1:],
+                     command="train", add_arguments=add_train_arguments))

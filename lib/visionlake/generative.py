@@ -1,0 +1,417 @@
+"""Distributed training of the generative models (DCGAN, cDCGAN, VAE, autoencoder) on the shared Horovod loop.
+
+GANs: separate Adam optimizers for G and D (distinct names), one ``DistributedGradientTape`` each, k discriminator
+steps per generator step, non-saturating or minimax G loss, one-sided label smoothing, per-rank noise streams.
+VAE/autoencoder: summed squared error (+ KL for the VAE) with the reparameterisation trick.
+Quality metrics and sample grids are computed on rank 0 every ``generative.quality.every_epochs`` epochs and after
+the last; the driver then registers the generator (or the autoencoder) and gates it on FCD (or test MSE).
+"""
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from pyspark.sql import SparkSession
+
+from visionlake import tracking
+from visionlake.config import Config, ConfigError, GenerativeConfig
+from visionlake.data import InputSpec, plan_inputs
+from visionlake.evaluation import plot_curves
+from visionlake.lake import Lake
+from visionlake.launcher import default_num_proc, init_rank, rank_settings, run_on_ranks
+from visionlake.loop import LoopJob, RankTask, load_weights, run_loop
+
+log = logging.getLogger(__name__)
+
+# What the registry gate compares, per model kind: (metric, higher is better).
+GATES = {"dcgan": ("fcd", False), "cdcgan": ("fcd", False), "vae": ("test_mse", False),
+         "autoencoder": ("test_mse", False)}
+LOSS_PANELS = {"gan": {"losses": ("d_loss", "g_loss"), "discriminator": ("d_real", "d_fake")},
+               "autoencoder": {"loss": ("loss", "val_loss"), "terms": ("reconstruction", "kl")}}
+NOISE_STREAM_STRIDE = 1_000_003  # ranks draw from disjoint noise streams: seed + rank * stride
+
+
+@dataclass(frozen=True)
+class GenerativeJob:
+    loop: LoopJob
+    settings: GenerativeConfig
+    num_classes: int
+    test_files: tuple[str, ...]
+    quality_train_files: tuple[str, ...]  # real training images for the FCD(train, test) floor
+    judge_uri: Optional[str]               # the resolved FCD classifier, models:/name/version
+
+
+@dataclass
+class GenerativeSummary:
+    run_id: str
+    model_kind: str
+    model_name: str
+    model_version: str
+    gate: dict[str, Any]
+    metrics: dict[str, float]
+    history: list[dict[str, float]]
+    seconds: float
+    rank_weight_digests: list[str] = field(default_factory=list)
+    rank_initial_digests: list[str] = field(default_factory=list)
+
+    def report(self) -> str:
+        figures = ", ".join(f"{k} {v:.4f}" for k, v in sorted(self.metrics.items()))
+        return (f"trained {self.model_kind} run {self.run_id} in {self.seconds:.0f}s over {len(self.history)} "
+                f"epoch(s): {figures}\n  registered {self.model_name} version {self.model_version}: "
+                f"{self.gate['gate.decision']} ({self.gate['gate.metric']} {self.gate['gate.candidate_value']} vs "
+                f"champion's {self.gate['gate.champion_value']})")
+
+
+# ---- the rank side ------------------------------------------------------------------------------------------------
+def _noise(job: GenerativeJob, rank: int):
+    import tensorflow as tf
+
+    return tf.random.Generator.from_seed(job.loop.rank_settings.seed + rank * NOISE_STREAM_STRIDE)
+
+
+def _log_grid(client, run_id: str, grid, epoch: int) -> None:
+    """A sample grid as the MLflow artifact samples/epoch_NNN.png (rank 0)."""
+    from visionlake.quality import write_png
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / f"epoch_{epoch:03d}.png"
+        write_png(grid, path)
+        client.log_artifact(run_id, str(path), artifact_path="samples")
+
+
+def _quality_due(job: GenerativeJob, epoch: int, last: bool) -> bool:
+    return last or (epoch + 1) % job.settings.quality.every_epochs == 0
+
+
+def make_gan_steps(generator, discriminator, g_optimizer, d_optimizer, noise, settings, conditional: bool, hvd):
+    """The discriminator and generator steps, each with its own tape, optimizer and Horovod allreduce."""
+    import tensorflow as tf
+
+    bce = tf.keras.losses.BinaryCrossentropy(from_logits=True)
+    latent_dim = settings.latent_dim
+
+    def inputs(images_or_noise, labels):
+        return [images_or_noise, labels[:, None]] if conditional else images_or_noise
+
+    @tf.function
+    def discriminator_step(real, labels):
+        latent = noise.normal([tf.shape(real)[0], latent_dim])
+        with tf.GradientTape() as tape:
+            fake = generator(inputs(latent, labels), training=True)
+            real_logits = discriminator(inputs(real, labels), training=True)
+            fake_logits = discriminator(inputs(fake, labels), training=True)
+            # One-sided label smoothing: real targets at settings.real_label, fake targets stay 0.
+            loss = (bce(tf.fill(tf.shape(real_logits), settings.real_label), real_logits)
+                    + bce(tf.zeros_like(fake_logits), fake_logits))
+        tape = hvd.DistributedGradientTape(tape)  # Horovod: average D's gradients over the ranks
+        gradients = tape.gradient(loss, discriminator.trainable_variables)
+        d_optimizer.apply_gradients(zip(gradients, discriminator.trainable_variables))
+        return loss, tf.reduce_mean(tf.sigmoid(real_logits)), tf.reduce_mean(tf.sigmoid(fake_logits))
+
+    @tf.function
+    def generator_step(labels):
+        latent = noise.normal([tf.shape(labels)[0], latent_dim])
+        with tf.GradientTape() as tape:
+            fake_logits = discriminator(inputs(generator(inputs(latent, labels), training=True), labels),
+                                        training=True)
+            if settings.loss == "non_saturating":  # maximise log D(G(z)): strong gradients early on
+                loss = bce(tf.ones_like(fake_logits), fake_logits)
+            else:  # the original minimax: minimise log(1 - D(G(z)))
+                loss = -bce(tf.zeros_like(fake_logits), fake_logits)
+        tape = hvd.DistributedGradientTape(tape)  # Horovod: average G's gradients over the ranks
+        gradients = tape.gradient(loss, generator.trainable_variables)
+        g_optimizer.apply_gradients(zip(gradients, generator.trainable_variables))
+        return loss
+
+    return discriminator_step, generator_step
+
+
+class GanTask(RankTask):
+    def __init__(self, job: GenerativeJob, hvd):
+        import tensorflow as tf
+
+        from visionlake.generative_models import build_discriminator, build_generator
+
+        self.job, self.hvd = job, hvd
+        gan = job.settings.gan
+        self.conditional = job.settings.model == "cdcgan"
+        classes = job.num_classes if self.conditional else 0
+        shape = job.loop.spec.image_shape
+        self.generator = build_generator(shape, gan, classes)
+        self.discriminator = build_discriminator(shape, gan, classes)
+        self.networks = {"generator": self.generator, "discriminator": self.discriminator}
+        # Distinct names keep the two optimizers' slots (and their Horovod broadcasts) apart.
+        self.optimizers = {
+            "generator": tf.keras.optimizers.Adam(gan.learning_rate, beta_1=gan.beta1, name="generator_adam"),
+            "discriminator": tf.keras.optimizers.Adam(gan.learning_rate, beta_1=gan.beta1,
+                                                      name="discriminator_adam")}
+        self._d_step, self._g_step = make_gan_steps(
+            self.generator, self.discriminator, self.optimizers["generator"], self.optimizers["discriminator"],
+            _noise(job, hvd.rank()), gan, self.conditional, hvd)
+        self._steps, self._g_loss = 0, float("nan")
+        self._quality = None
+
+    def train_step(self, images, labels) -> dict[str, Any]:
+        d_loss, d_real, d_fake = self._d_step(images, labels)
+        self._steps += 1
+        if self._steps % self.job.settings.gan.discriminator_steps == 0:
+            self._g_loss = float(self._g_step(labels))
+        return {"d_loss": d_loss, "d_real": d_real, "d_fake": d_fake, "g_loss": self._g_loss}
+
+    def on_epoch_end_rank_zero(self, epoch: int, last: bool, client, run_id: str) -> dict[str, float]:
+        from visionlake.quality import GanQuality, Judge, gan_grid
+
+        if not _quality_due(self.job, epoch, last):
+            return {}
+        seed = self.job.loop.rank_settings.seed
+        _log_grid(client, run_id, gan_grid(self.generator, self.job.num_classes, seed), epoch)
+        if not self.job.judge_uri:
+            return {}
+        if self._quality is None:
+            self._quality = GanQuality.prepare(Judge.load(self.job.judge_uri), self.job.loop.spec,
+                                               self.job.test_files, self.job.quality_train_files,
+                                               self.job.settings.quality.samples, self.job.num_classes, seed)
+        return self._quality.evaluate(self.generator)
+
+
+class AutoencoderTask(RankTask):
+    def __init__(self, job: GenerativeJob, hvd):
+        import tensorflow as tf
+
+        from visionlake.generative_models import build_autoencoder
+
+        self.job, self.hvd = job, hvd
+        settings = job.settings.autoencoder
+        self.variational = job.settings.model == "vae"
+        self.autoencoder = build_autoencoder(job.loop.spec.image_shape, settings, self.variational)
+        self.networks = {"autoencoder": self.autoencoder.model}
+        self.optimizers = {"autoencoder": tf.keras.optimizers.Adam(settings.learning_rate, name="autoencoder_adam")}
+        self._step = self._make_step(_noise(job, hvd.rank()), settings.kl_weight)
+        self._quality = None
+
+    def _losses(self, images, noise, training: bool):
+        """(objective, summed squared error, KL) per batch; the VAE samples z only when training."""
+        import tensorflow as tf
+
+        from visionlake.quality import kl_divergence
+
+        code = self.autoencoder.encoder(images, training=training)
+        if self.variational:
+            z_mean, z_log_var = code
+            z = z_mean + tf.exp(0.5 * z_log_var) * noise.normal(tf.shape(z_mean)) if training else z_mean
+            kl = tf.reduce_mean(kl_divergence(z_mean, z_log_var))
+        else:
+            z, kl = code, tf.constant(0.0)
+        reconstructed = self.autoencoder.decoder(z, training=training)
+        squared_error = tf.reduce_mean(tf.reduce_sum(tf.square(images - reconstructed), axis=[1, 2, 3]))
+        return squared_error + self.job.settings.autoencoder.kl_weight * kl, squared_error, kl
+
+    def _make_step(self, noise, kl_weight: float):
+        import tensorflow as tf
+
+        model, optimizer, hvd = self.autoencoder.model, self.optimizers["autoencoder"], self.hvd
+
+        @tf.function
+        def step(images):
+            with tf.GradientTape() as tape:
+                loss, squared_error, kl = self._losses(images, noise, training=True)
+            tape = hvd.DistributedGradientTape(tape)  # Horovod: average the gradients over the ranks
+            gradients = tape.gradient(loss, model.trainable_variables)
+            optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+            return loss, squared_error, kl
+
+        return step
+
+    def train_step(self, images, labels) -> dict[str, Any]:
+        loss, squared_error, kl = self._step(images)
+        figures = {"loss": loss, "reconstruction": squared_error}
+        return {**figures, "kl": kl} if self.variational else figures
+
+    def validate(self, val_files: tuple[str, ...]) -> dict[str, float]:
+        import numpy as np
+        import tensorflow as tf
+
+        from visionlake.data import open_images
+
+        totals = np.zeros(2)
+        with open_images(self.job.loop.spec, val_files, training=False,
+                         shard=(self.hvd.rank(), self.hvd.size())) as batches:
+            for images, _ in batches:
+                loss, _, _ = self._losses(images, None, training=False)
+                totals += [float(loss) * len(images), len(images)]
+        loss_sum, count = self.hvd.allreduce(tf.constant(totals), op=self.hvd.Sum).numpy()  # Horovod: global sums
+        return {"val_loss": loss_sum / count if count else float("nan")}
+
+    def on_epoch_end_rank_zero(self, epoch: int, last: bool, client, run_id: str) -> dict[str, float]:
+        from visionlake.quality import ReconstructionQuality
+
+        if not _quality_due(self.job, epoch, last):
+            return {}
+        seed = self.job.loop.rank_settings.seed
+        if self._quality is None:
+            self._quality = ReconstructionQuality.prepare(self.job.loop.spec, self.job.test_files,
+                                                          self.job.settings.quality.samples, seed)
+        if len(self._quality.test_images):
+            _log_grid(client, run_id, self._quality.grid(self.autoencoder), epoch)
+        return self._quality.evaluate(self.autoencoder)
+
+
+def generative_rank(job: GenerativeJob) -> dict[str, Any]:
+    """What every Horovod rank runs for a generative model."""
+    hvd = init_rank(job.loop.rank_settings)
+    task = GanTask(job, hvd) if job.settings.is_gan else AutoencoderTask(job, hvd)
+    return run_loop(job.loop, task, hvd)
+
+
+# ---- the driver side ----------------------------------------------------------------------------------------------
+def train_generative(spark: SparkSession, config: Config) -> GenerativeSummary:
+    """Trains ``config.generative.model`` on ``config.train.dataset``; logs, registers and gates it.
+
+    Raises:
+        LakeError: the dataset has no committed version.
+        TrackingError: the MLflow store is unusable, or the FCD classifier is not registered (checked first).
+        ConfigError: the dataset's image shape does not suit the networks or the FCD classifier.
+        TrainingError: a rank failed; the MLflow run is marked FAILED.
+    """
+    import mlflow
+
+    started = time.perf_counter()
+    settings, shared = config.generative, config.train
+    lake = Lake(spark, config.lake.root)
+    manifest = lake.require_manifest(shared.dataset)
+    experiment_id = tracking.connect(config.tracking)
+    image = manifest["image"]
+    image_shape = (image["height"], image["width"], image["channels"])
+    _check_geometry(image_shape)
+    judge = _resolve_judge(settings, image_shape) if settings.is_gan else None
+    num_proc = default_num_proc(spark, shared.num_proc)
+    spec = InputSpec(image_shape=image_shape, batch_size=settings.batch_size, reader="petastorm", scale="tanh",
+                     shuffle_buffer=shared.shuffle_buffer, seed=shared.seed)
+    inputs = plan_inputs(lake, manifest, num_proc=num_proc, batch_size=settings.batch_size,
+                         max_steps=settings.max_steps_per_epoch, section="generative")
+    label_names = manifest["label_names"]
+    registered = settings.registered_name()
+    with tracking.tracked_run(experiment_id, f"{settings.model}-{shared.dataset}", shared.resume_run_id) as run:
+        run_id = run.info.run_id
+        if not shared.resume_run_id:
+            tree = config.to_dict()
+            mlflow.log_params(tracking.flatten({"generative": tree["generative"], "train.seed": shared.seed,
+                                                "train.num_proc": num_proc, "lake": tree["lake"]}))
+            mlflow.set_tags({"dataset": shared.dataset, "dataset.version": manifest["version"],
+                             "dataset.digest": manifest["source"]["digest"], "horovod.num_proc": num_proc,
+                             "model.kind": settings.model, "model.num_classes": len(label_names),
+                             "quality.classifier": judge.uri if judge else "none"})
+        loop = LoopJob(rank_settings=rank_settings(spark, shared, num_proc), spec=spec, epochs=settings.epochs,
+                       steps_per_epoch=inputs.steps, train_files=inputs.train_files, val_files=inputs.val_files,
+                       tracking_uri=config.tracking.tracking_uri, run_id=run_id,
+                       checkpoint_dir=f"{shared.checkpoint_root}/{run_id}")
+        job = GenerativeJob(loop=loop, settings=settings, num_classes=len(label_names), test_files=inputs.test_files,
+                            quality_train_files=tuple(f for files in inputs.train_files for f in files),
+                            judge_uri=judge.uri if judge else None)
+        log.info("training %s on %s v%d: %d rank(s), %d step(s)/epoch of %d, %d epoch(s); run %s", settings.model,
+                 shared.dataset, manifest["version"], num_proc, inputs.steps, settings.batch_size, settings.epochs,
+                 run_id)
+        results = sorted(run_on_ranks(spark, generative_rank, (job,), num_proc), key=lambda r: r["rank"])
+        metrics = _final_metrics(run_id)
+        history = _history(run_id, results[0]["history"])
+        model = _load_registrable(job, results[0]["best_weights"])
+        _log_curves(history, settings)
+        version = _log_and_register(model, registered)
+        metric, higher = GATES[settings.model]
+        gate = tracking.gate_and_promote(registered, version, metric, metrics.get(metric), higher_is_better=higher)
+    summary = GenerativeSummary(run_id=run_id, model_kind=settings.model, model_name=registered,
+                                model_version=version, gate=gate, metrics=metrics, history=history,
+                                seconds=time.perf_counter() - started,
+                                rank_weight_digests=[r["weights_digest"] for r in results],
+                                rank_initial_digests=[r["initial_digest"] for r in results])
+    log.info("%s", summary.report())
+    return summary
+
+
+def _check_geometry(image_shape: tuple[int, int, int]) -> None:
+    from visionlake.generative_models import geometry
+
+    try:
+        geometry(image_shape)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+
+
+def _resolve_judge(settings: GenerativeConfig, image_shape: tuple[int, int, int]) -> Optional[tracking.ModelRef]:
+    """The FCD classifier, resolved to one version, whose input must match the dataset's images."""
+    from mlflow.models import get_model_info
+
+    if not settings.quality.classifier:
+        log.warning("generative.quality.classifier is empty: no FCD, and the gate promotes only a first version")
+        return None
+    judge = tracking.resolve_model(settings.quality.classifier, "generative.quality.classifier")
+    expected = get_model_info(judge.uri).signature.inputs.to_dict()[0]["tensor-spec"]["shape"][1:]
+    if tuple(expected) != tuple(image_shape):
+        raise ConfigError(f"generative.quality.classifier {judge.uri} takes {tuple(expected)} images but the dataset "
+                          f"has {image_shape}; train a classifier on this dataset first")
+    return judge
+
+
+def _final_metrics(run_id: str) -> dict[str, float]:
+    from mlflow.tracking import MlflowClient
+
+    return dict(MlflowClient().get_run(run_id).data.metrics)
+
+
+def _history(run_id: str, rank_zero_history: list[dict[str, float]]) -> list[dict[str, float]]:
+    """Per-epoch metrics from MLflow, so a resumed run's curves include the epochs before the restart."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    keys = {k for record in rank_zero_history for k in record if k != "epoch"} or set(
+        client.get_run(run_id).data.metrics)
+    by_epoch: dict[int, dict[str, float]] = {}
+    for key in keys:
+        for metric in client.get_metric_history(run_id, key):
+            by_epoch.setdefault(metric.step, {"epoch": metric.step})[key] = metric.value
+    return [by_epoch[e] for e in sorted(by_epoch)] or rank_zero_history
+
+
+def _load_registrable(job: GenerativeJob, weights_folder: str):
+    """The network that is registered: the generator, or the whole autoencoder (its encoder and decoder inside)."""
+    from visionlake.generative_models import build_autoencoder, build_discriminator, build_generator
+
+    shape, settings = job.loop.spec.image_shape, job.settings
+    if settings.is_gan:
+        classes = job.num_classes if settings.model == "cdcgan" else 0
+        networks = {"generator": build_generator(shape, settings.gan, classes),
+                    "discriminator": build_discriminator(shape, settings.gan, classes)}
+        load_weights(networks, weights_folder)
+        return networks["generator"]
+    autoencoder = build_autoencoder(shape, settings.autoencoder, settings.model == "vae")
+    load_weights({"autoencoder": autoencoder.model}, weights_folder)
+    return autoencoder.model
+
+
+def _log_curves(history: list[dict[str, float]], settings: GenerativeConfig) -> None:
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "loss_curves.png"
+        plot_curves(history, path, LOSS_PANELS["gan" if settings.is_gan else "autoencoder"])
+        mlflow.log_artifact(str(path), artifact_path="evaluation")
+
+
+def _log_and_register(model, registered_name: str) -> str:
+    """Logs the Keras model with its tensor signature and registers it."""
+    import mlflow
+    import numpy as np
+    from mlflow.models import infer_signature
+
+    examples = {name: np.zeros((2, *tensor.shape[1:]), tensor.dtype.as_numpy_dtype)
+                for name, tensor in zip(model.input_names, model.inputs)}
+    model_input = examples if len(examples) > 1 else next(iter(examples.values()))
+    signature = infer_signature(model_input, model.predict(list(examples.values()) if len(examples) > 1
+                                                           else model_input, verbose=0))
+    info = mlflow.tensorflow.log_model(model, name="model", signature=signature,
+                                       registered_model_name=registered_name)
+    return str(info.registered_model_version)

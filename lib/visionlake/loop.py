@@ -1,0 +1,177 @@
+"""The one distributed training loop every model runs on a Horovod rank: classifier, GANs, VAE and autoencoder.
+
+A model contributes a ``RankTask`` (its networks, optimizers and one training step); the loop owns everything
+else: checkpoint restore and the rank-0 broadcast, the shared input pipeline, epoch metrics averaged over the ranks,
+batch-norm statistics averaged so every rank ends with the same weights, rank-0 checkpoints, MLflow metrics and
+best-weights selection, early stopping and the per-rank weight digests the tests compare.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+
+from visionlake.data import InputSpec, open_images
+from visionlake.launcher import RankSettings
+
+
+@dataclass(frozen=True)
+class LoopJob:
+    """The model-independent part of a rank's job, decided on the driver (picklable)."""
+    rank_settings: RankSettings
+    spec: InputSpec
+    epochs: int
+    steps_per_epoch: int
+    train_files: tuple[tuple[str, ...], ...]  # per rank
+    val_files: tuple[tuple[str, ...], ...]    # per rank
+    tracking_uri: str
+    run_id: str
+    checkpoint_dir: str
+    # ("val_accuracy", "max") keeps the best epoch's weights; None keeps the last epoch's.
+    selection: Optional[tuple[str, str]] = None
+    synthetic_files: tuple[tuple[str, ...], ...] = ()  # per rank, mixed into training batches
+    synthetic_fraction: float = 0.0
+
+
+class RankTask:
+    """What a model adds to the loop. ``train_step`` returns batch-mean metrics as scalars."""
+
+    networks: dict[str, Any]
+    optimizers: dict[str, Any]  # keyed by the network each one trains
+
+    def before_step(self, global_step: int) -> None:
+        """E.g. a learning-rate schedule."""
+
+    def train_step(self, images, labels) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def validate(self, val_files: tuple[str, ...]) -> dict[str, float]:
+        """Collective (every rank calls it): metrics over all ranks' validation shards."""
+        return {}
+
+    def epoch_figures(self) -> dict[str, float]:
+        """Extra per-epoch figures, e.g. the learning rate."""
+        return {}
+
+    def should_stop(self, record: dict[str, float]) -> bool:
+        """Must depend only on rank-averaged figures so all ranks stop together."""
+        return False
+
+    def on_epoch_end_rank_zero(self, epoch: int, last: bool, client, run_id: str) -> dict[str, float]:
+        """Rank 0 only, after the epoch is logged: quality metrics and artifacts; returns metrics to log."""
+        return {}
+
+
+def weights_digest(*models) -> str:
+    digest = hashlib.sha256()
+    for model in models:
+        for weights in model.get_weights():
+            digest.update(np.ascontiguousarray(weights).tobytes())
+    return digest.hexdigest()
+
+
+def _improved(value: float, best: Optional[float], mode: str) -> bool:
+    return best is None or (value > best if mode == "max" else value < best)
+
+
+def run_loop(job: LoopJob, task: RankTask, hvd) -> dict[str, Any]:
+    """Trains ``task`` for the job's epochs on this rank; returns the rank's history, digests and weights folder."""
+    import tensorflow as tf
+
+    rank, size = hvd.rank(), hvd.size()
+    for name, optimizer in task.optimizers.items():
+        optimizer.build(task.networks[name].trainable_variables)  # so its slots exist to restore and broadcast
+    epoch = tf.Variable(0, dtype=tf.int64)
+    checkpoint = tf.train.Checkpoint(epoch=epoch, **task.networks,
+                                     **{f"{name}_optimizer": opt for name, opt in task.optimizers.items()})
+    manager = tf.train.CheckpointManager(checkpoint, job.checkpoint_dir, max_to_keep=2)
+    if rank == 0 and manager.latest_checkpoint:
+        checkpoint.restore(manager.latest_checkpoint).expect_partial()  # resume the interrupted run
+    for variables in [n.variables for n in task.networks.values()] + [o.variables for o in task.optimizers.values()]:
+        hvd.broadcast_variables(variables, root_rank=0)  # Horovod: every rank starts from rank 0's state
+    epoch.assign(hvd.broadcast(epoch, root_rank=0))
+    first_epoch = int(epoch.numpy())
+    initial_digest = weights_digest(*task.networks.values())
+    client = _mlflow_client(job.tracking_uri) if rank == 0 else None
+    best = _best_so_far(client, job) if client is not None and first_epoch > 0 else None
+    best_folder = f"{job.checkpoint_dir}/best"
+    history: list[dict[str, float]] = []
+    with open_images(job.spec, job.train_files[rank], training=True, shard=(rank, size),
+                     synthetic_files=job.synthetic_files[rank] if job.synthetic_files else (),
+                     synthetic_fraction=job.synthetic_fraction) as train_batches:
+        batches = iter(train_batches)
+        for current in range(first_epoch, job.epochs):
+            started, sums, count = time.perf_counter(), {}, 0
+            for step in range(job.steps_per_epoch):
+                task.before_step(current * job.steps_per_epoch + step)
+                images, labels = next(batches)
+                for key, value in task.train_step(images, labels).items():
+                    sums[key] = sums.get(key, 0.0) + float(value) * len(labels)
+                count += len(labels)
+            keys = sorted(sums)
+            # Horovod: sum metrics over ranks, and average batch-norm statistics so all ranks hold one model.
+            totals = hvd.allreduce(tf.constant([sums[k] for k in keys] + [count], tf.float64), op=hvd.Sum).numpy()
+            for network in task.networks.values():
+                for variable in network.non_trainable_variables:
+                    variable.assign(hvd.allreduce(variable, op=hvd.Average))
+            record = {key: totals[i] / totals[-1] for i, key in enumerate(keys)}
+            record["images_per_s"] = totals[-1] / (time.perf_counter() - started)
+            record.update(task.validate(job.val_files[rank] if job.val_files else ()))
+            record.update(task.epoch_figures())
+            epoch.assign(current + 1)
+            stop = task.should_stop(record)
+            last = stop or current == job.epochs - 1
+            if rank == 0:  # Horovod: one writer for checkpoints and logs
+                manager.save()
+                if job.selection is None or _improved(record[job.selection[0]], best, job.selection[1]):
+                    best = record[job.selection[0]] if job.selection else None
+                    _save_weights(task.networks, best_folder)
+                for key, value in record.items():
+                    client.log_metric(job.run_id, key, value, step=current)
+                quality = task.on_epoch_end_rank_zero(current, last, client, job.run_id)
+                for key, value in quality.items():
+                    client.log_metric(job.run_id, key, value, step=current)
+                record.update(quality)
+                print(f"epoch {current}: " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(record.items())),
+                      flush=True)
+            history.append({"epoch": current, **record})
+            if stop:
+                break
+    if rank == 0 and not history and not tf.io.gfile.exists(best_folder):  # resumed after the last epoch
+        _save_weights(task.networks, best_folder)
+    return {"rank": rank, "history": history, "initial_digest": initial_digest,
+            "weights_digest": weights_digest(*task.networks.values()), "best_weights": best_folder}
+
+
+def _save_weights(networks: dict[str, Any], folder: str) -> None:
+    import tensorflow as tf
+
+    tf.io.gfile.makedirs(folder)
+    for name, network in networks.items():
+        network.save_weights(f"{folder}/{name}.weights.h5")
+
+
+def load_weights(networks: dict[str, Any], folder: str) -> None:
+    for name, network in networks.items():
+        network.load_weights(f"{folder}/{name}.weights.h5")
+
+
+def _mlflow_client(tracking_uri: str):
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    mlflow.set_tracking_uri(tracking_uri)  # rank 0 also loads registered models (e.g. the FCD classifier)
+    return MlflowClient(tracking_uri)
+
+
+def _best_so_far(client, job: LoopJob) -> Optional[float]:
+    """A resumed run's best selection figure so far, from MLflow (the weights of that epoch are on disk)."""
+    if job.selection is None:
+        return None
+    values = [m.value for m in client.get_metric_history(job.run_id, job.selection[0])]
+    if not values:
+        return None
+    return max(values) if job.selection[1] == "max" else min(values)

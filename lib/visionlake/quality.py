@@ -1,0 +1,208 @@
+"""Quality of generative models, measured with TensorFlow on one process (rank 0 during training, or a notebook).
+
+* ``Judge``: a registered classifier seen as a feature extractor (its "features" layer) and a labeller; the
+  Fréchet Classifier Distance (FCD) is the Fréchet distance between Gaussian fits of its features.
+* ``GanQuality``: FCD of generated vs real test images next to the real-vs-real floor FCD(train, test), the
+  conditional accuracy of a cDCGAN, and the sample grid (fixed noise; one row per class when conditional).
+* ``ReconstructionQuality``: test reconstruction MSE and SSIM (on [0, 1] pixels), the VAE's KL term, and a grid of
+  originals, reconstructions and (VAE) samples from the prior.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Optional
+
+import numpy as np
+
+from visionlake.data import InputSpec, open_images
+from visionlake.metrics import (conditional_accuracy, fit_gaussian, frechet_distance, image_grid, per_image_mse,
+                                to_uint8, to_unit)
+
+PREDICT_BATCH = 500
+GRID_COLUMNS = 10
+
+
+class Judge:
+    """A registered classifier (inputs in [0, 1]) used to judge images given in [-1, 1]."""
+
+    def __init__(self, classifier):
+        import tensorflow as tf
+
+        self.classifier = classifier
+        self.extractor = tf.keras.Model(classifier.inputs, [classifier.get_layer("features").output,
+                                                            classifier.outputs[0]])
+
+    @classmethod
+    def load(cls, model_uri: str) -> "Judge":
+        import mlflow.tensorflow
+
+        return cls(mlflow.tensorflow.load_model(model_uri))
+
+    def features_and_labels(self, images_tanh: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        features, predicted = [], []
+        for start in range(0, len(images_tanh), PREDICT_BATCH):
+            batch_features, outputs = self.extractor(to_unit(images_tanh[start:start + PREDICT_BATCH]),
+                                                     training=False)
+            features.append(batch_features.numpy().reshape(len(batch_features), -1))
+            predicted.append(np.argmax(outputs.numpy(), axis=-1))
+        return np.concatenate(features), np.concatenate(predicted)
+
+    def features(self, images_tanh: np.ndarray) -> np.ndarray:
+        return self.features_and_labels(images_tanh)[0]
+
+
+def read_images(spec: InputSpec, files: tuple[str, ...], limit: int) -> tuple[np.ndarray, np.ndarray]:
+    """Up to ``limit`` images in [-1, 1] and their labels, in file order (no shuffling, no augmentation)."""
+    images, labels, count = [], [], 0
+    with open_images(replace(spec, scale="tanh"), files, training=False) as batches:
+        for batch_images, batch_labels in batches:
+            images.append(batch_images.numpy())
+            labels.append(batch_labels.numpy())
+            count += len(batch_labels)
+            if count >= limit:
+                break
+    if not images:
+        return np.zeros((0, *spec.image_shape), np.float32), np.zeros((0,), np.int32)
+    return np.concatenate(images)[:limit], np.concatenate(labels)[:limit]
+
+
+def generate(generator, count: int, num_classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` images from a (conditional) generator with labels cycling over the classes; labels are -1 for an
+    unconditional generator."""
+    import tensorflow as tf
+
+    from visionlake.generative_models import is_conditional, latent_size
+
+    noise = tf.random.Generator.from_seed(seed)
+    conditional = is_conditional(generator)
+    labels = (np.arange(count) % num_classes).astype(np.int32) if conditional else np.full(count, -1, np.int32)
+    images = []
+    for start in range(0, count, PREDICT_BATCH):
+        batch_labels = labels[start:start + PREDICT_BATCH]
+        latent = noise.normal([len(batch_labels), latent_size(generator)])
+        inputs = [latent, batch_labels[:, None]] if conditional else latent
+        images.append(generator(inputs, training=False).numpy())
+    return np.concatenate(images), labels
+
+
+@dataclass
+class GanQuality:
+    """Prepared once per run on rank 0: the judge, the real test features and the real-vs-real floor."""
+    judge: Judge
+    test_features: np.ndarray
+    floor_fcd: float
+    samples: int
+    num_classes: int
+    seed: int
+
+    @classmethod
+    def prepare(cls, judge: Judge, spec: InputSpec, test_files: tuple[str, ...], train_files: tuple[str, ...],
+                samples: int, num_classes: int, seed: int) -> "GanQuality":
+        test_images, _ = read_images(spec, test_files, samples)
+        if len(test_images) < 2:
+            raise ValueError("FCD needs at least two test images; the dataset's test split is empty")
+        count = len(test_images)  # the same sample size for every FCD of the run
+        train_images, _ = read_images(spec, train_files, count)
+        test_features = judge.features(test_images)
+        floor = frechet_distance(fit_gaussian(judge.features(train_images)), fit_gaussian(test_features))
+        return cls(judge, test_features, floor, count, num_classes, seed)
+
+    def evaluate(self, generator) -> dict[str, float]:
+        from visionlake.generative_models import is_conditional
+
+        images, labels = generate(generator, self.samples, self.num_classes, self.seed)
+        features, predicted = self.judge.features_and_labels(images)
+        figures = {"fcd": frechet_distance(fit_gaussian(features), fit_gaussian(self.test_features)),
+                   "fcd_train_test": self.floor_fcd, "fcd_samples": float(self.samples)}
+        if is_conditional(generator):
+            figures["conditional_accuracy"] = conditional_accuracy(labels, predicted)
+        return figures
+
+
+def gan_grid(generator, num_classes: int, seed: int) -> np.ndarray:
+    """Fixed noise: one row per class (conditional) or an 8 x 8 grid."""
+    from visionlake.generative_models import is_conditional
+
+    count = num_classes * GRID_COLUMNS if is_conditional(generator) else 64
+    images, _ = generate(generator, count, num_classes, seed)
+    if is_conditional(generator):  # generate() cycles labels; regroup so that each row is one class
+        order = np.argsort(np.arange(count) % num_classes, kind="stable")
+        images = images[order]
+    return image_grid(to_uint8(images), GRID_COLUMNS if is_conditional(generator) else 8)
+
+
+@dataclass
+class ReconstructionQuality:
+    test_images: np.ndarray  # [-1, 1]
+    seed: int
+
+    @classmethod
+    def prepare(cls, spec: InputSpec, test_files: tuple[str, ...], samples: int, seed: int) -> "ReconstructionQuality":
+        images, _ = read_images(spec, test_files, samples)
+        return cls(images, seed)
+
+    def evaluate(self, autoencoder) -> dict[str, float]:
+        """autoencoder: ``generative_models.Autoencoder``. MSE and SSIM on [0, 1] pixels."""
+        import tensorflow as tf
+
+        if not len(self.test_images):
+            return {}
+        reconstructions, kls = [], []
+        for start in range(0, len(self.test_images), PREDICT_BATCH):
+            batch = self.test_images[start:start + PREDICT_BATCH]
+            code = autoencoder.encoder(batch, training=False)
+            mean = code[0] if autoencoder.variational else code
+            reconstructions.append(autoencoder.decoder(mean, training=False).numpy())
+            if autoencoder.variational:
+                kls.append(kl_divergence(code[0], code[1]).numpy())
+        original, reconstructed = to_unit(self.test_images), to_unit(np.concatenate(reconstructions))
+        figures = {"test_mse": float(per_image_mse(original, reconstructed).mean()),
+                   "test_ssim": float(tf.reduce_mean(tf.image.ssim(original, reconstructed, max_val=1.0)))}
+        if kls:
+            figures["test_kl"] = float(np.concatenate(kls).mean())
+        return figures
+
+    def grid(self, autoencoder, columns: int = GRID_COLUMNS) -> np.ndarray:
+        """Rows: originals, reconstructions and, for a VAE, samples from the prior."""
+        originals = self.test_images[:columns]
+        code = autoencoder.encoder(originals, training=False)
+        rows = [originals, autoencoder.decoder(code[0] if autoencoder.variational else code, training=False).numpy()]
+        if autoencoder.variational:
+            rows.append(sample_prior(autoencoder.decoder, columns, self.seed))
+        return image_grid(to_uint8(np.concatenate(rows)), len(originals))
+
+
+def kl_divergence(z_mean, z_log_var):
+    """Per-image KL(q(z|x) || N(0, I)), summed over the latent dimensions."""
+    import tensorflow as tf
+
+    return -0.5 * tf.reduce_sum(1.0 + z_log_var - tf.square(z_mean) - tf.exp(z_log_var), axis=-1)
+
+
+def sample_prior(decoder, count: int, seed: int) -> np.ndarray:
+    """Images decoded from N(0, I) latents: how a VAE generates."""
+    import tensorflow as tf
+
+    from visionlake.generative_models import latent_size
+
+    latent = tf.random.Generator.from_seed(seed).normal([count, latent_size(decoder)])
+    return decoder(latent, training=False).numpy()
+
+
+def decoder_of(registered_autoencoder):
+    """The decoder inside a registered VAE/autoencoder (for sampling); None if the model has none."""
+    try:
+        return registered_autoencoder.get_layer("decoder")
+    except ValueError:
+        return None
+
+
+def write_png(grid: np.ndarray, path) -> None:
+    from visionlake.images import encode_png
+
+    with open(path, "wb") as handle:
+        handle.write(encode_png(grid, 6))
+
+
+def optional_judge(model_uri: Optional[str]) -> Optional[Judge]:
+    return Judge.load(model_uri) if model_uri else None
