@@ -9,7 +9,7 @@ STAMP := $(VENV)/.setup-stamp
 HOROVOD_BUILD := HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_MPI=1 \
 	HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1
 
-.PHONY: setup demo test test-unit bench-ingest bench-train dist clean mlflow-ui
+.PHONY: setup demo test test-unit bench-ingest bench-train bench-gan dist clean mlflow-ui
 
 setup: $(STAMP)
 
@@ -38,6 +38,9 @@ bench-ingest: setup
 bench-train: setup
 	$(PY) bench/train_bench.py
 
+bench-gan: setup
+	$(PY) bench/gan_bench.py --keep bench-results/gan
+
 mlflow-ui: setup
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
 
@@ -45,4 +48,4 @@ dist: setup
 	$(PIP) wheel --no-deps -w dist .
 
 clean:
-	rm -rf lake data mlartifacts mlflow.db checkpoints spark-warehouse build dist lib/*.egg-info
+	rm -rf lake data mlartifacts mlflow.db checkpoints spark-warehouse build dist lib/*.egg-info bench-results

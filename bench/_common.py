@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import tarfile
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -25,3 +26,15 @@ def workspace(prefix: str) -> Iterator[Path]:
         yield folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def sample_archive(limit: int | None, target: Path, keep=None) -> Path:
+    """The shared archive itself, or a spread-out sample of ``limit`` of its members that ``keep`` accepts."""
+    if not limit and keep is None:
+        return ARCHIVE
+    with tarfile.open(ARCHIVE) as source, tarfile.open(target, "w:gz") as sample:
+        members = [m for m in source.getmembers() if m.isfile() and (keep is None or keep(m.name))]
+        limit = limit or len(members)
+        for member in members[:: max(1, len(members) // limit)][:limit]:
+            sample.addfile(member, source.extractfile(member))
+    return target

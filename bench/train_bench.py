@@ -14,14 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tarfile
 import time
 from pathlib import Path
 
 import cloudpickle
 import numpy as np
 
-from _common import ARCHIVE, ROOT, archive_available, workspace
+from _common import ROOT, archive_available, sample_archive, workspace
 from visionlake.cli import configure_logging
 from visionlake.config import load_config
 from visionlake.data import InputSpec, open_images, plan_file_shards, split_file_rows
@@ -33,16 +32,6 @@ from visionlake.train import make_train_step, train_classifier
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 BATCH = 128
-
-
-def sample_archive(limit: int | None, target: Path) -> Path:
-    if not limit:
-        return ARCHIVE
-    with tarfile.open(ARCHIVE) as source, tarfile.open(target, "w:gz") as sample:
-        members = [m for m in source.getmembers() if m.isfile()]
-        for member in members[:: max(1, len(members) // limit)][:limit]:
-            sample.addfile(member, source.extractfile(member))
-    return target
 
 
 def timed_steps(model_name: str, batches, steps: int, hvd) -> float:

@@ -228,7 +228,7 @@ def _check_generator(model: tracking.ModelRef, manifest: dict[str, Any]) -> None
     inputs = signature.inputs.to_dict() if signature else []
     image = manifest["image"]
     expected = [image["height"], image["width"], image["channels"]]
-    produced = signature.outputs.to_dict()[0]["tensor-spec"]["shape"][1:] if signature else None
+    produced = list(signature.outputs.to_dict()[0]["tensor-spec"]["shape"][1:]) if signature else None
     if len(inputs) != 2 or produced != expected:
         raise ConfigError(f"{model.uri} is not a conditional generator of {expected} images (inputs: "
                           f"{[i.get('name') for i in inputs]}, output shape {produced}); use a cDCGAN trained on "

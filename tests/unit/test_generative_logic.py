@@ -1,0 +1,105 @@
+"""Generative pieces without Spark: network shapes, Fréchet distance, grids, generation planning, model references."""
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pytest
+
+from visionlake.config import AutoencoderConfig, GanConfig
+from visionlake.metrics import (fit_gaussian, frechet_distance, frechet_features_distance, image_grid,
+                                per_image_mse, to_uint8)
+from visionlake.synthetic import GenerationRequest, find_existing, plan_tasks, with_synthetic_run
+from visionlake.tracking import parse_model_reference
+
+
+@pytest.mark.parametrize("shape", [(28, 28, 1), (32, 32, 3), (64, 64, 3)])
+def test_every_network_fits_the_dataset_shape(shape):
+    from visionlake.generative_models import build_autoencoder, build_discriminator, build_generator
+
+    gan = GanConfig(latent_dim=8, filters=8, embedding_dim=4)
+    latent = np.random.default_rng(0).normal(size=(2, 8)).astype(np.float32)
+    labels = np.array([[0], [4]], np.int32)
+    images = np.zeros((2, *shape), np.float32)
+    generated = build_generator(shape, gan)(latent).numpy()
+    assert generated.shape == (2, *shape) and np.abs(generated).max() <= 1.0  # tanh
+    assert build_generator(shape, gan, num_classes=5)([latent, labels]).shape == (2, *shape)
+    assert build_discriminator(shape, gan)(images).shape == (2, 1)
+    assert build_discriminator(shape, gan, num_classes=5)([images, labels]).shape == (2, 1)
+    for variational in (False, True):
+        autoencoder = build_autoencoder(shape, AutoencoderConfig(latent_dim=4, filters=8), variational)
+        assert autoencoder.model(images).shape == (2, *shape)
+        assert autoencoder.decoder(latent[:, :4]).shape == (2, *shape)
+
+
+def test_odd_image_sides_are_refused_with_advice():
+    from visionlake.generative_models import geometry
+
+    with pytest.raises(ValueError, match="even sides"):
+        geometry((27, 27, 1))
+    assert geometry((28, 28, 1)).start == (7, 7) and geometry((64, 64, 3)).upsamplings == 4
+
+
+def test_frechet_distance_matches_the_closed_form_for_known_gaussians():
+    rng = np.random.default_rng(0)
+    a = rng.normal(0.0, 1.0, size=(20000, 3))
+    b = rng.normal(2.0, 2.0, size=(20000, 3))
+    # Per dimension: (mu_a - mu_b)^2 + s_a^2 + s_b^2 - 2 s_a s_b = 4 + 1 + 4 - 4 = 5
+    assert frechet_features_distance(a, b) == pytest.approx(15.0, rel=0.03)
+    assert frechet_features_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+    assert frechet_features_distance(a, b) == pytest.approx(frechet_features_distance(b, a), rel=1e-9)
+
+
+def test_frechet_distance_survives_singular_covariances():
+    features = np.zeros((50, 4))
+    features[:, 0] = np.arange(50)  # rank-one covariance
+    gaussian = fit_gaussian(features)
+    assert frechet_distance(gaussian, gaussian) == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="at least two"):
+        fit_gaussian(features[:1])
+
+
+def test_pixel_helpers():
+    assert to_uint8(np.array([-1.0, 0.0, 1.0])).tolist() == [0, 128, 255]
+    assert per_image_mse(np.zeros((2, 2, 2, 1)), np.ones((2, 2, 2, 1))).tolist() == [1.0, 1.0]
+    grid = image_grid(np.full((3, 2, 2, 1), 255, np.uint8), columns=2)
+    assert grid.shape == (2 * 3 + 1, 2 * 3 + 1, 1) and grid[1, 1, 0] == 255 and grid[0, 0, 0] == 128
+
+
+def test_generation_tasks_cover_every_class_once_with_distinct_seeds():
+    tasks = plan_tasks(num_classes=3, per_class=250, batch_size=100, seed=1)
+    for label in range(3):
+        mine = [t for t in tasks if t.label == label]
+        assert [t.first_index for t in mine] == [0, 100, 200] and sum(t.count for t in mine) == 250
+    assert len({t.seed for t in tasks}) == len(tasks)
+    assert plan_tasks(3, 250, 100, seed=1) == tasks and plan_tasks(3, 250, 100, seed=2) != tasks
+
+
+def test_a_synthetic_run_is_a_new_version_and_the_same_request_is_found_again():
+    manifest = {"version": 3, "live_runs": ["r1"], "runs": [{"run_id": "r1"}],
+                "tables": {"images": "/lake/demo/images"}, "created_at": "x"}
+    request = GenerationRequest("visionlake-cdcgan", "2", 10, 0)
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    updated = with_synthetic_run(manifest, "r2", request, "mlrun", {"a": 10, "b": 10}, now)
+    assert updated["version"] == 4 and updated["live_runs"] == ["r1", "r2"]
+    assert updated["tables"]["synthetic"] == "/lake/demo/synthetic" and updated["synthetic"]["counts"] == {
+        "a": 10, "b": 10}
+    assert find_existing(updated, request)["run_id"] == "r2"
+    assert find_existing(updated, GenerationRequest("visionlake-cdcgan", "3", 10, 0)) is None
+    assert manifest["version"] == 3 and "synthetic" not in manifest  # the input is not modified
+
+
+@pytest.mark.parametrize("reference, parsed", [
+    ("visionlake-cdcgan", ("visionlake-cdcgan", "champion", None)),
+    ("visionlake-cdcgan@candidate", ("visionlake-cdcgan", "candidate", None)),
+    ("models:/visionlake-cdcgan/3", ("visionlake-cdcgan", None, "3")),
+    ("models:/visionlake-classifier@champion", ("visionlake-classifier", "champion", None)),
+])
+def test_model_references(reference, parsed):
+    assert parse_model_reference(reference) == parsed
+
+
+@pytest.mark.parametrize("reference", ["", "@champion", "name/latest", "name@"])
+def test_malformed_model_references_are_refused(reference):
+    with pytest.raises(ValueError, match="name@alias"):
+        parse_model_reference(reference)
