@@ -38,3 +38,14 @@ def sample_archive(limit: int | None, target: Path, keep=None) -> Path:
         for member in members[:: max(1, len(members) // limit)][:limit]:
             sample.addfile(member, source.extractfile(member))
     return target
+
+
+def mnist_config(work: Path, source: Path, *overrides: str):
+    """conf/mnist.yaml with the lake, MLflow store and checkpoints inside the benchmark's temp workspace."""
+    from visionlake.config import load_config
+
+    return load_config(str(ROOT / "conf" / "mnist.yaml"), [
+        f"ingest.source.uri={source}", f"lake.root={work / 'lake'}", "spark.conf.spark.ui.enabled=false",
+        f"tracking.tracking_uri=sqlite:///{work}/mlflow.db", f"tracking.artifact_root={work}/artifacts",
+        f"train.checkpoint_root={work}/checkpoints", "train.dataset=mnist", "train.num_proc=2", *overrides],
+        base_dir=str(work))

@@ -19,9 +19,8 @@ import sys
 import time
 from pathlib import Path
 
-from _common import ROOT, archive_available, sample_archive, workspace
+from _common import archive_available, mnist_config, sample_archive, workspace
 from visionlake.cli import configure_logging
-from visionlake.config import load_config
 from visionlake.generative import train_generative
 from visionlake.ingest import ingest
 from visionlake.spark import spark_session
@@ -29,6 +28,7 @@ from visionlake.synthetic import generate_synthetic
 from visionlake.train import train_classifier
 
 LOW_LABEL_SHARE = 0.01
+MIN_LOW_LABEL = 300
 
 
 def main() -> int:
@@ -44,17 +44,15 @@ def main() -> int:
     with workspace("vl-gan-bench-") as work:
         source = sample_archive(args.limit, work / "sample.tar.gz")
         train_members = 60000 if not args.limit else round(args.limit * 6 / 7)
-        low_label = sample_archive(round(train_members * LOW_LABEL_SHARE), work / "low-label.tar.gz",
+        # At least a few hundred images, so that a quick --limit run still has batches for both ranks.
+        low_label = sample_archive(max(MIN_LOW_LABEL, round(train_members * LOW_LABEL_SHARE)), work / "low-label.tar.gz",
                                    keep=lambda name: "/train/" in name)
         test_only = sample_archive(args.limit and args.limit // 7, work / "test.tar.gz",
                                    keep=lambda name: "/test/" in name)
 
         def config_for(*overrides: str):
-            return load_config(str(ROOT / "conf" / "mnist.yaml"), [
-                f"ingest.source.uri={source}", f"lake.root={work / 'lake'}", "spark.conf.spark.ui.enabled=false",
-                f"tracking.tracking_uri=sqlite:///{work}/mlflow.db", f"tracking.artifact_root={work}/artifacts",
-                f"train.checkpoint_root={work}/checkpoints", "train.dataset=mnist", "train.num_proc=2",
-                "generative.batch_size=64", "generative.quality.every_epochs=5", *overrides], base_dir=str(work))
+            return mnist_config(work, source, "generative.batch_size=64", "generative.quality.every_epochs=5",
+                                *overrides)
 
         figures: dict[str, float] = {}
         with spark_session(config_for().spark) as spark:

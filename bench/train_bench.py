@@ -20,9 +20,8 @@ from pathlib import Path
 import cloudpickle
 import numpy as np
 
-from _common import ROOT, archive_available, sample_archive, workspace
+from _common import archive_available, mnist_config, sample_archive, workspace
 from visionlake.cli import configure_logging
-from visionlake.config import load_config
 from visionlake.data import InputSpec, open_images, plan_file_shards, split_file_rows
 from visionlake.ingest import ingest
 from visionlake.lake import Lake
@@ -84,13 +83,10 @@ def main() -> int:
         return 0
     with workspace("vl-train-bench-") as work:
         source = sample_archive(args.limit, work / "sample.tar.gz")
-        config = load_config(str(ROOT / "conf" / "mnist.yaml"), [
-            f"ingest.source.uri={source}", f"lake.root={work / 'lake'}", "spark.conf.spark.ui.enabled=false",
-            f"tracking.tracking_uri=sqlite:///{work}/mlflow.db", f"tracking.artifact_root={work}/artifacts",
-            f"train.checkpoint_root={work}/checkpoints", "train.dataset=mnist", "train.model=resnet_small",
-            f"train.epochs={args.epochs}", "train.batch_size=64", "train.num_proc=2", "train.learning_rate=0.001",
-            "train.warmup_epochs=1", "train.lr_schedule=cosine", "train.early_stopping_patience=100"],
-            base_dir=str(work))
+        config = mnist_config(
+            work, source, "train.model=resnet_small", f"train.epochs={args.epochs}", "train.batch_size=64",
+            "train.learning_rate=0.001", "train.warmup_epochs=1", "train.lr_schedule=cosine",
+            "train.early_stopping_patience=100")
         with spark_session(config.spark) as spark:
             spark.sparkContext.setLogLevel("ERROR")
             ingest(spark, config)

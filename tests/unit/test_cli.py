@@ -19,3 +19,23 @@ def test_show_config_prints_the_resolved_config(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(["show-config", "ingest.dataset=parts"]) == 0
     assert '"dataset": "parts"' in capsys.readouterr().out
+
+
+def test_flags_become_config_overrides_and_explicit_overrides_win():
+    import argparse
+
+    from visionlake.cli import flag_overrides
+
+    gan = argparse.Namespace(command="train", kind="gan", dataset="mnist", model="dcgan", per_class=None)
+    assert flag_overrides(gan) == ["train.dataset=mnist", "generative.model=dcgan"]
+    vae = argparse.Namespace(command="train", kind="vae", dataset=None, model=None, per_class=None)
+    assert flag_overrides(vae) == ["generative.model=vae"]
+    generate = argparse.Namespace(command="generate", dataset="demo", model="visionlake-cdcgan@champion",
+                                  per_class=50)
+    assert flag_overrides(generate) == ["train.dataset=demo", "synthetic.model=visionlake-cdcgan@champion",
+                                        "synthetic.per_class=50"]
+
+
+def test_generate_with_a_bad_count_exits_2_before_any_spark_work(caplog):
+    assert main(["generate", "--per-class", "0"]) == EXIT_BAD_INPUT
+    assert "synthetic.per_class" in caplog.text
