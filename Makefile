@@ -9,7 +9,7 @@ STAMP := $(VENV)/.setup-stamp
 HOROVOD_BUILD := HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_MPI=1 \
 	HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1
 
-.PHONY: setup demo test test-unit bench-ingest bench-train bench-gan dist clean mlflow-ui
+.PHONY: setup demo test test-unit bench-ingest bench-train bench-gan bench-anomaly bench-score dist clean mlflow-ui
 
 setup: $(STAMP)
 
@@ -40,6 +40,12 @@ bench-train: setup
 
 bench-gan: setup
 	$(PY) bench/gan_bench.py --keep bench-results/gan
+
+bench-anomaly: setup
+	$(PY) bench/anomaly_bench.py
+
+bench-score: setup
+	$(PY) bench/score_bench.py
 
 mlflow-ui: setup
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000

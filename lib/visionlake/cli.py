@@ -8,6 +8,8 @@ Examples:
     visionlake train gan --model cdcgan --dataset mnist --conf conf/mnist.yaml generative.epochs=10
     visionlake train vae --dataset mnist --conf conf/mnist.yaml
     visionlake generate --model visionlake-cdcgan@champion --per-class 1000 --dataset mnist --conf conf/mnist.yaml
+    visionlake train anomaly --method autoencoder --dataset mnist --conf conf/mnist.yaml anomaly.normal_labels=[zero]
+    visionlake score --dataset mnist --conf conf/mnist.yaml      # champion classifier + champion anomaly model
 """
 from __future__ import annotations
 
@@ -32,12 +34,16 @@ _EXAMPLES = {
     "show-config": "visionlake show-config --conf conf/mnist.yaml lake.root=/tmp/lake",
     "train": "visionlake train classifier --dataset mnist train.model=resnet_small train.epochs=8\n"
              "  visionlake train gan --model cdcgan --dataset mnist generative.epochs=10\n"
-             "  visionlake train vae --dataset mnist generative.autoencoder.latent_dim=16",
+             "  visionlake train vae --dataset mnist generative.autoencoder.latent_dim=16\n"
+             "  visionlake train anomaly --method autoencoder --dataset mnist anomaly.normal_labels=[zero]",
     "generate": "visionlake generate --model visionlake-cdcgan@champion --per-class 1000 --dataset mnist",
+    "score": "visionlake score --dataset mnist --conf conf/mnist.yaml score.anomaly_model=visionlake-anomaly@champion"
+             "\n  visionlake score --dataset demo score.raw_uri=/data/new-drop   # ingest the drop, then score it",
 }
 
 # Command-line flags that are shorthands for config keys (flag -> key), shared by the CLI and jobs/*.py.
-FLAG_KEYS = {"dataset": "train.dataset", "model": None, "per_class": "synthetic.per_class"}
+FLAG_KEYS = {"dataset": "train.dataset", "model": None, "per_class": "synthetic.per_class",
+             "method": "anomaly.method", "raw": "score.raw_uri"}
 
 
 def flag_overrides(args: argparse.Namespace) -> list[str]:
@@ -49,6 +55,8 @@ def flag_overrides(args: argparse.Namespace) -> list[str]:
             continue
         if flag == "model":  # `train gan --model cdcgan` picks the architecture; `generate --model` the generator
             key = "synthetic.model" if args.command == "generate" else "generative.model"
+        if flag == "dataset" and args.command == "score":
+            key = "score.dataset"
         overrides.append(f"{key}={value}")
     kind = getattr(args, "kind", None)
     if kind in ("vae", "autoencoder"):
@@ -150,6 +158,25 @@ def train_generative_job(spark, config: Config) -> None:
           f"({summary.gate['gate.decision']}); sample grids under the run's samples/ artifacts")
 
 
+def train_anomaly_job(spark, config: Config) -> None:
+    from visionlake.detectors import train_detector
+
+    summary = train_detector(spark, config)
+    print(f"MLflow run {summary.run_id}; anomaly model {summary.model_name} version {summary.model_version} "
+          f"({summary.gate['gate.decision']}), threshold {summary.calibration.threshold:.6g}")
+
+
+def score_job(spark, config: Config) -> None:
+    from visionlake.score import score_dataset
+
+    print(score_dataset(spark, config).report())
+
+
+def add_score_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", help="lake dataset to score (sets score.dataset)")
+    parser.add_argument("--raw", help="a raw drop to ingest into the dataset first (sets score.raw_uri)")
+
+
 def generate_job(spark, config: Config) -> None:
     from visionlake.synthetic import generate_synthetic
 
@@ -159,6 +186,8 @@ def generate_job(spark, config: Config) -> None:
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", help="lake dataset to train on (sets train.dataset)")
     parser.add_argument("--model", choices=["dcgan", "cdcgan"], help="GAN architecture (sets generative.model)")
+    parser.add_argument("--method", choices=["autoencoder", "vae", "gan", "classifier"],
+                        help="anomaly detector (sets anomaly.method)")
 
 
 def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
@@ -192,7 +221,8 @@ def main(argv: Optional[list[str]] = None) -> int:
              "demo": "generate the demo data and run the pipeline on it",
              "show-config": "print the resolved configuration",
              "train": "train a model with Horovod on Spark, track it in MLflow, register and gate it",
-             "generate": "write labelled synthetic images from a registered conditional generator to the lake"}
+             "generate": "write labelled synthetic images from a registered conditional generator to the lake",
+             "score": "classify and anomaly-score a lake table (or a raw drop) into the predictions table"}
     for name, text in helps.items():
         sub = commands.add_parser(name, help=text, description=f"{text}.\n\nExample:\n  {_EXAMPLES[name]}",
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -201,6 +231,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             add_train_arguments(sub)
         elif name == "generate":
             add_generate_arguments(sub)
+        elif name == "score":
+            add_score_arguments(sub)
         add_config_arguments(sub)
     args = parser.parse_args(argv)
     args.overrides = [*flag_overrides(args), *args.overrides]
@@ -218,12 +250,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         return EXIT_OK
     if args.command == "train":
         return _run(TRAINERS[args.kind], args)
-    jobs = {"ingest": ingest_job, "demo": demo_job, "generate": generate_job}
+    jobs = {"ingest": ingest_job, "demo": demo_job, "generate": generate_job, "score": score_job}
     return _run(jobs[args.command], args)
 
 
 TRAINERS = {"classifier": train_classifier_job, "gan": train_generative_job, "vae": train_generative_job,
-            "autoencoder": train_generative_job}
+            "autoencoder": train_generative_job, "anomaly": train_anomaly_job}
 
 
 if __name__ == "__main__":

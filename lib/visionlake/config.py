@@ -206,6 +206,32 @@ class SyntheticConfig:
 
 
 @dataclass(frozen=True)
+class AnomalyConfig:
+    method: Literal["autoencoder", "vae", "gan", "classifier"] = "autoencoder"
+    # Labels (names) that are normal; empty = the whole training split is normal.
+    normal_labels: list[str] = field(default_factory=list)
+    false_positive_rate: float = 0.05   # on held-out normal validation images
+    # GAN scorer (f-AnoGAN style): weight of the discriminator-feature residual against the pixel residual.
+    feature_weight: float = 1.0
+    encoder_epochs: int = 5             # GAN scorer: epochs of the encoder trained to invert the frozen generator
+    registered_model: str = "visionlake-anomaly"
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    dataset: str = "demo"
+    table: Literal["images", "synthetic"] = "images"
+    dataset_version: int = 0            # 0 = the latest committed version
+    raw_uri: str = ""                   # a raw drop to ingest (ingest.* settings, into `dataset`) before scoring
+    classifier: str = "models:/visionlake-classifier@champion"
+    anomaly_model: str = "models:/visionlake-anomaly@champion"
+    batch_size: int = 256
+    top_k: int = 3
+    anomaly_maps: bool = True           # per-pixel reconstruction-difference PNGs for flagged images
+    max_anomaly_maps: int = 50
+
+
+@dataclass(frozen=True)
 class DemoConfig:
     images_per_class: int = 120
     seed: int = 7
@@ -221,6 +247,8 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     generative: GenerativeConfig = field(default_factory=GenerativeConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    anomaly: AnomalyConfig = field(default_factory=AnomalyConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -229,7 +257,7 @@ class Config:
 
 # Keys holding local paths or URIs; relative local paths are made absolute against the working directory at load.
 _PATH_KEYS = ("lake.root", "tracking.artifact_root", "ingest.source.uri", "ingest.source.manifest",
-              "train.checkpoint_root")
+              "train.checkpoint_root", "score.raw_uri")
 
 
 def load_config(path: Optional[str] = None, overrides: Optional[list[str]] = None,
@@ -297,6 +325,10 @@ def validate(config: Config) -> None:
         raise ConfigError("generative latent sizes and generative.quality.samples must be >= 1")
     if config.synthetic.per_class < 1 or config.synthetic.batch_size < 1:
         raise ConfigError("synthetic.per_class and synthetic.batch_size must be >= 1")
+    if not 0 <= config.anomaly.false_positive_rate < 1:
+        raise ConfigError("anomaly.false_positive_rate must be in [0, 1), e.g. 0.05")
+    if config.score.batch_size < 1 or config.score.top_k < 1:
+        raise ConfigError("score.batch_size and score.top_k must be >= 1")
     if not config.ingest.dataset.replace("-", "").replace("_", "").isalnum():
         raise ConfigError(f"ingest.dataset {config.ingest.dataset!r}: use letters, digits, '-' and '_' only")
 

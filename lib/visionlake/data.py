@@ -40,9 +40,12 @@ def plan_file_shards(file_rows: list[tuple[str, int]], num_shards: int) -> Shard
     return ShardPlan(tuple(tuple(sorted(f)) for f in files), tuple(rows))
 
 
-def split_file_rows(images, split: str) -> list[tuple[str, int]]:
-    """(file URI, rows) of one split of an ``images`` DataFrame (one small aggregate job)."""
-    counts = images.filter(F.col("split") == split).groupBy(F.input_file_name().alias("file")).count().collect()
+def split_file_rows(images, split: str, labels: tuple[int, ...] = ()) -> list[tuple[str, int]]:
+    """(file URI, rows) of one split of an ``images`` DataFrame, counting only ``labels`` when given."""
+    rows = images.filter(F.col("split") == split)
+    if labels:
+        rows = rows.filter(F.col("label").isin(list(labels)))
+    counts = rows.groupBy(F.input_file_name().alias("file")).count().collect()
     return sorted((row["file"], row["count"]) for row in counts)
 
 
@@ -71,12 +74,13 @@ def _files_per_rank(file_rows: list[tuple[str, int]], num_proc: int) -> tuple[tu
 
 
 def plan_inputs(lake, manifest: dict[str, Any], *, num_proc: int, batch_size: int, max_steps: int,
-                reader: str = "petastorm", synthetic_fraction: float = 0.0, section: str = "train"
-                ) -> TrainingInputs:
+                reader: str = "petastorm", synthetic_fraction: float = 0.0, section: str = "train",
+                labels: tuple[int, ...] = ()) -> TrainingInputs:
     """Shards the dataset's splits over ``num_proc`` ranks and sets the steps per epoch.
 
     With ``synthetic_fraction`` > 0, a (1 - fraction) share of each batch is real, so an epoch still passes over the
-    real shard about once. ``section`` names the config section in error messages.
+    real shard about once. ``section`` names the config section in error messages. ``labels`` restricts the
+    planned rows to those labels (the reader must filter with the same ``InputSpec.labels``).
 
     Raises:
         ConfigError: too few files or images for the ranks and batch size, or no synthetic images to mix in.
@@ -84,7 +88,7 @@ def plan_inputs(lake, manifest: dict[str, Any], *, num_proc: int, batch_size: in
     from visionlake.config import ConfigError
 
     images = lake.read_table(manifest["dataset"], "images", manifest)
-    test_files = tuple(f for f, _ in split_file_rows(images, "test"))
+    test_files = tuple(f for f, _ in split_file_rows(images, "test", labels))
     if reader == "tfrecord":
         base = manifest["tables"]["tfrecord"].rsplit("/tfrecord", 1)[0]
         files = {split: tuple(f"{base}/{f}" for f in manifest["tfrecord_files"].get(split, []))
@@ -94,10 +98,10 @@ def plan_inputs(lake, manifest: dict[str, Any], *, num_proc: int, batch_size: in
         val_files = (files["val"],) * num_proc
     else:
         try:
-            train_plan = plan_file_shards(split_file_rows(images, "train"), num_proc)
+            train_plan = plan_file_shards(split_file_rows(images, "train", labels), num_proc)
         except ValueError as error:
             raise ConfigError(str(error)) from None
-        val_files = _files_per_rank(split_file_rows(images, "val"), num_proc)
+        val_files = _files_per_rank(split_file_rows(images, "val", labels), num_proc)
     synthetic_files, synthetic_rows, synthetic_runs = (), 0, ()
     if synthetic_fraction > 0:
         synthetic = lake.read_table(manifest["dataset"], "synthetic", manifest)
@@ -130,6 +134,7 @@ class InputSpec:
     seed: int = 0
     augment: AugmentConfig = AugmentConfig()
     tfrecord_compression: str = "none"
+    labels: tuple[int, ...] = ()  # only these labels (e.g. the normal class of an anomaly detector); () = all
 
 
 def _petastorm_url(uri: str) -> str:
@@ -208,6 +213,9 @@ def _batches(encoded, spec: InputSpec, training: bool):
         return (image * 2.0 - 1.0 if spec.scale == "tanh" else image), label
 
     dataset = encoded
+    if spec.labels:
+        wanted = tf.constant(spec.labels, tf.int32)
+        dataset = dataset.filter(lambda png, label: tf.reduce_any(tf.equal(label, wanted)))
     if training and spec.shuffle_buffer:
         dataset = dataset.shuffle(spec.shuffle_buffer, seed=spec.seed)
     dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE)

@@ -157,9 +157,10 @@ class GanTask(RankTask):
 
     def train_step(self, images, labels) -> dict[str, Any]:
         d_loss, d_real, d_fake = self._d_step(images, labels)
-        self._steps += 1
+        # The generator steps after the first of every k discriminator steps, so g_loss exists from the first batch.
         if self._steps % self.job.settings.gan.discriminator_steps == 0:
             self._g_loss = float(self._g_step(labels))
+        self._steps += 1
         return {"d_loss": d_loss, "d_real": d_real, "d_fake": d_fake, "g_loss": self._g_loss}
 
     def on_epoch_end_rank_zero(self, epoch: int, last: bool, client, run_id: str) -> dict[str, float]:
@@ -268,6 +269,88 @@ def generative_rank(job: GenerativeJob) -> dict[str, Any]:
 
 
 # ---- the driver side ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class GenerativePlan:
+    """What a generative fit needs, decided before the MLflow run opens (so bad input fails first)."""
+    config: Config
+    manifest: dict[str, Any]
+    spec: InputSpec
+    inputs: Any  # data.TrainingInputs
+    judge: Optional[tracking.ModelRef]
+    num_proc: int
+    rank_settings: Any
+
+    @property
+    def label_names(self) -> list[str]:
+        return self.manifest["label_names"]
+
+    def loop(self, run_id: str) -> LoopJob:
+        settings, shared = self.config.generative, self.config.train
+        return LoopJob(rank_settings=self.rank_settings, spec=self.spec, epochs=settings.epochs,
+                       steps_per_epoch=self.inputs.steps, train_files=self.inputs.train_files,
+                       val_files=self.inputs.val_files, tracking_uri=self.config.tracking.tracking_uri, run_id=run_id,
+                       checkpoint_dir=f"{shared.checkpoint_root}/{run_id}")
+
+
+@dataclass
+class GenerativeFit:
+    """A finished fit: the registrable model, all its networks with their weights folder, metrics and history."""
+    model: Any
+    networks: dict[str, Any]
+    weights_folder: str
+    metrics: dict[str, float]
+    history: list[dict[str, float]]
+    results: list[dict[str, Any]]
+
+
+def prepare_generative(spark: SparkSession, config: Config, labels: tuple[int, ...] = ()) -> GenerativePlan:
+    """Checks the dataset, the tracking store and the FCD classifier, and shards the inputs (``labels``: only
+    these labels, e.g. an anomaly detector's normal class)."""
+    settings, shared = config.generative, config.train
+    lake = Lake(spark, config.lake.root)
+    manifest = lake.require_manifest(shared.dataset)
+    tracking.connect(config.tracking)
+    image = manifest["image"]
+    image_shape = (image["height"], image["width"], image["channels"])
+    _check_geometry(image_shape)
+    judge = _resolve_judge(settings, image_shape) if settings.is_gan else None
+    num_proc = default_num_proc(spark, shared.num_proc)
+    spec = InputSpec(image_shape=image_shape, batch_size=settings.batch_size, reader="petastorm", scale="tanh",
+                     shuffle_buffer=shared.shuffle_buffer, seed=shared.seed, labels=tuple(labels))
+    inputs = plan_inputs(lake, manifest, num_proc=num_proc, batch_size=settings.batch_size,
+                         max_steps=settings.max_steps_per_epoch, section="generative", labels=tuple(labels))
+    return GenerativePlan(config, manifest, spec, inputs, judge, num_proc, rank_settings(spark, shared, num_proc))
+
+
+def fit_generative(spark: SparkSession, plan: GenerativePlan, run_id: str) -> GenerativeFit:
+    """Trains on the ranks inside the active MLflow run ``run_id``; logs params, tags and the loss curves."""
+    import mlflow
+
+    config, settings, shared = plan.config, plan.config.generative, plan.config.train
+    if not shared.resume_run_id:
+        tree = config.to_dict()
+        mlflow.log_params(tracking.flatten({"generative": tree["generative"], "train.seed": shared.seed,
+                                            "train.num_proc": plan.num_proc, "lake": tree["lake"]}))
+        mlflow.set_tags({"dataset": shared.dataset, "dataset.version": plan.manifest["version"],
+                         "dataset.digest": plan.manifest["source"]["digest"], "horovod.num_proc": plan.num_proc,
+                         "model.kind": settings.model, "model.num_classes": len(plan.label_names),
+                         "model.trained_labels": ",".join(map(str, plan.spec.labels)) or "all",
+                         "quality.classifier": plan.judge.uri if plan.judge else "none"})
+    job = GenerativeJob(loop=plan.loop(run_id), settings=settings, num_classes=len(plan.label_names),
+                        test_files=plan.inputs.test_files,
+                        quality_train_files=tuple(f for files in plan.inputs.train_files for f in files),
+                        judge_uri=plan.judge.uri if plan.judge else None)
+    log.info("training %s on %s v%d: %d rank(s), %d step(s)/epoch of %d, %d epoch(s); run %s", settings.model,
+             shared.dataset, plan.manifest["version"], plan.num_proc, plan.inputs.steps, settings.batch_size,
+             settings.epochs, run_id)
+    results = sorted(run_on_ranks(spark, generative_rank, (job,), plan.num_proc), key=lambda r: r["rank"])
+    history = _history(run_id, results[0]["history"])
+    networks = _load_networks(job, results[0]["best_weights"])
+    _log_curves(history, settings)
+    model = networks["generator"] if settings.is_gan else networks["autoencoder"]
+    return GenerativeFit(model, networks, results[0]["best_weights"], _final_metrics(run_id), history, results)
+
+
 def train_generative(spark: SparkSession, config: Config) -> GenerativeSummary:
     """Trains ``config.generative.model`` on ``config.train.dataset``; logs, registers and gates it.
 
@@ -277,57 +360,23 @@ def train_generative(spark: SparkSession, config: Config) -> GenerativeSummary:
         ConfigError: the dataset's image shape does not suit the networks or the FCD classifier.
         TrainingError: a rank failed; the MLflow run is marked FAILED.
     """
-    import mlflow
-
     started = time.perf_counter()
     settings, shared = config.generative, config.train
-    lake = Lake(spark, config.lake.root)
-    manifest = lake.require_manifest(shared.dataset)
-    experiment_id = tracking.connect(config.tracking)
-    image = manifest["image"]
-    image_shape = (image["height"], image["width"], image["channels"])
-    _check_geometry(image_shape)
-    judge = _resolve_judge(settings, image_shape) if settings.is_gan else None
-    num_proc = default_num_proc(spark, shared.num_proc)
-    spec = InputSpec(image_shape=image_shape, batch_size=settings.batch_size, reader="petastorm", scale="tanh",
-                     shuffle_buffer=shared.shuffle_buffer, seed=shared.seed)
-    inputs = plan_inputs(lake, manifest, num_proc=num_proc, batch_size=settings.batch_size,
-                         max_steps=settings.max_steps_per_epoch, section="generative")
-    label_names = manifest["label_names"]
+    plan = prepare_generative(spark, config)
     registered = settings.registered_name()
+    experiment_id = tracking.connect(config.tracking)
     with tracking.tracked_run(experiment_id, f"{settings.model}-{shared.dataset}", shared.resume_run_id) as run:
         run_id = run.info.run_id
-        if not shared.resume_run_id:
-            tree = config.to_dict()
-            mlflow.log_params(tracking.flatten({"generative": tree["generative"], "train.seed": shared.seed,
-                                                "train.num_proc": num_proc, "lake": tree["lake"]}))
-            mlflow.set_tags({"dataset": shared.dataset, "dataset.version": manifest["version"],
-                             "dataset.digest": manifest["source"]["digest"], "horovod.num_proc": num_proc,
-                             "model.kind": settings.model, "model.num_classes": len(label_names),
-                             "quality.classifier": judge.uri if judge else "none"})
-        loop = LoopJob(rank_settings=rank_settings(spark, shared, num_proc), spec=spec, epochs=settings.epochs,
-                       steps_per_epoch=inputs.steps, train_files=inputs.train_files, val_files=inputs.val_files,
-                       tracking_uri=config.tracking.tracking_uri, run_id=run_id,
-                       checkpoint_dir=f"{shared.checkpoint_root}/{run_id}")
-        job = GenerativeJob(loop=loop, settings=settings, num_classes=len(label_names), test_files=inputs.test_files,
-                            quality_train_files=tuple(f for files in inputs.train_files for f in files),
-                            judge_uri=judge.uri if judge else None)
-        log.info("training %s on %s v%d: %d rank(s), %d step(s)/epoch of %d, %d epoch(s); run %s", settings.model,
-                 shared.dataset, manifest["version"], num_proc, inputs.steps, settings.batch_size, settings.epochs,
-                 run_id)
-        results = sorted(run_on_ranks(spark, generative_rank, (job,), num_proc), key=lambda r: r["rank"])
-        metrics = _final_metrics(run_id)
-        history = _history(run_id, results[0]["history"])
-        model = _load_registrable(job, results[0]["best_weights"])
-        _log_curves(history, settings)
-        version = _log_and_register(model, registered)
+        fit = fit_generative(spark, plan, run_id)
+        version = _log_and_register(fit.model, registered)
         metric, higher = GATES[settings.model]
-        gate = tracking.gate_and_promote(registered, version, metric, metrics.get(metric), higher_is_better=higher)
+        gate = tracking.gate_and_promote(registered, version, metric, fit.metrics.get(metric),
+                                         higher_is_better=higher)
     summary = GenerativeSummary(run_id=run_id, model_kind=settings.model, model_name=registered,
-                                model_version=version, gate=gate, metrics=metrics, history=history,
+                                model_version=version, gate=gate, metrics=fit.metrics, history=fit.history,
                                 seconds=time.perf_counter() - started,
-                                rank_weight_digests=[r["weights_digest"] for r in results],
-                                rank_initial_digests=[r["initial_digest"] for r in results])
+                                rank_weight_digests=[r["weights_digest"] for r in fit.results],
+                                rank_initial_digests=[r["initial_digest"] for r in fit.results])
     log.info("%s", summary.report())
     return summary
 
@@ -376,8 +425,9 @@ def _history(run_id: str, rank_zero_history: list[dict[str, float]]) -> list[dic
     return [by_epoch[e] for e in sorted(by_epoch)] or rank_zero_history
 
 
-def _load_registrable(job: GenerativeJob, weights_folder: str):
-    """The network that is registered: the generator, or the whole autoencoder (its encoder and decoder inside)."""
+def _load_networks(job: GenerativeJob, weights_folder: str) -> dict[str, Any]:
+    """The trained networks on the driver: generator and discriminator, or the autoencoder (encoder and decoder
+    inside it, the registered form)."""
     from visionlake.generative_models import build_autoencoder, build_discriminator, build_generator
 
     shape, settings = job.loop.spec.image_shape, job.settings
@@ -385,11 +435,10 @@ def _load_registrable(job: GenerativeJob, weights_folder: str):
         classes = job.num_classes if settings.model == "cdcgan" else 0
         networks = {"generator": build_generator(shape, settings.gan, classes),
                     "discriminator": build_discriminator(shape, settings.gan, classes)}
-        load_weights(networks, weights_folder)
-        return networks["generator"]
-    autoencoder = build_autoencoder(shape, settings.autoencoder, settings.model == "vae")
-    load_weights({"autoencoder": autoencoder.model}, weights_folder)
-    return autoencoder.model
+    else:
+        networks = {"autoencoder": build_autoencoder(shape, settings.autoencoder, settings.model == "vae").model}
+    load_weights(networks, weights_folder)
+    return networks
 
 
 def _log_curves(history: list[dict[str, float]], settings: GenerativeConfig) -> None:

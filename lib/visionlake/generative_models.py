@@ -133,6 +133,17 @@ def build_autoencoder(image_shape, settings: AutoencoderConfig, variational: boo
     return Autoencoder(encoder, decoder, model, variational)
 
 
+def build_encoder(image_shape, filters: int, latent_dim: int):
+    """Image -> latent vector: the discriminator's conv stack with a linear head (the GAN scorer's encoder)."""
+    from tensorflow import keras
+    from tensorflow.keras import layers
+
+    shape = geometry(image_shape)
+    image = keras.Input(shape=shape.image_shape, name="image")
+    features = _downsampling_stack(image, shape, filters, dropout=0.0, batch_norm=True)
+    return keras.Model(image, layers.Dense(latent_dim, name="z")(features), name="gan_encoder")
+
+
 def latent_size(model) -> int:
     """The latent width of a (registered) generator or decoder: its first input's last dimension."""
     return int(model.inputs[0].shape[-1])

@@ -6,6 +6,7 @@ Layout of one dataset under the lake root::
         images/split=<split>/run_id=<run>/part-*.parquet      Hive-partitioned, readable by Spark and petastorm
         tfrecord/split=<split>/run_id=<run>/part-*.tfrecord   tf.train.Example shards
         synthetic/split=train/run_id=<run>/part-*.parquet     generated images: the images columns plus lineage
+        predictions/scored_date=<day>/run_id=<run>/*.parquet  batch scoring output with model lineage
         quarantine/run_id=<run>/part-*.parquet
         _manifests/v000001.json, v000002.json, ...           the commit log: the highest version is the truth
         manifest.json                                       a copy of the latest version, for people
@@ -29,13 +30,15 @@ from typing import Any, Optional
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from visionlake.schema import IMAGES_SCHEMA, QUARANTINE_SCHEMA, SYNTHETIC_SCHEMA
+from visionlake.schema import IMAGES_SCHEMA, PREDICTIONS_SCHEMA, QUARANTINE_SCHEMA, SYNTHETIC_SCHEMA
 from visionlake.storage import HadoopStorage, StorageError
 
 log = logging.getLogger(__name__)
 
-TABLES_BY_SPLIT = ("images", "tfrecord", "synthetic")
-TABLE_SCHEMAS = {"images": IMAGES_SCHEMA, "synthetic": SYNTHETIC_SCHEMA, "quarantine": QUARANTINE_SCHEMA}
+# Tables with one partition level above run_id (split=..., or scored_date=... for predictions).
+PARTITIONED_TABLES = ("images", "tfrecord", "synthetic", "predictions")
+TABLE_SCHEMAS = {"images": IMAGES_SCHEMA, "synthetic": SYNTHETIC_SCHEMA, "predictions": PREDICTIONS_SCHEMA,
+                 "quarantine": QUARANTINE_SCHEMA}
 _VERSION_FILE = re.compile(r"^v(\d{6})\.json$")
 
 
@@ -129,7 +132,7 @@ class Lake:
 
     def _run_partitions(self, paths: DatasetPaths) -> list[str]:
         folders = []
-        for table in TABLES_BY_SPLIT:
+        for table in PARTITIONED_TABLES:
             for split_dir in self.storage.list_names(paths.table(table), directories_only=True):
                 parent = f"{paths.table(table)}/{split_dir}"
                 folders += [f"{parent}/{name}" for name in self.storage.list_names(parent, True)
@@ -148,7 +151,7 @@ class Lake:
         paths = self.paths(dataset)
         staging = paths.staging(run_id)
         published = []
-        for table in TABLES_BY_SPLIT:
+        for table in PARTITIONED_TABLES:
             for split_dir in self.storage.list_names(f"{staging}/{table}", directories_only=True):
                 target = f"{paths.table(table)}/{split_dir}/run_id={run_id}"
                 self.storage.rename(f"{staging}/{table}/{split_dir}", target)

@@ -19,7 +19,7 @@ QUARANTINE_REASONS = {
     "duplicate": "same normalised pixels as an image already in the lake or earlier in this run",
 }
 
-# Columns of the `images` and `synthetic` tables. `split` and `run_id` are also the Hive partition directories.
+# Columns of the `images` table (and, plus lineage, of `synthetic`). `split` and `run_id` are also the Hive partition directories.
 IMAGE_FIELDS = [
     T.StructField("id", T.StringType(), False),  # sha256 of the normalised pixels (content hash)
     T.StructField("label", T.IntegerType(), False),
@@ -42,6 +42,30 @@ LINEAGE_FIELDS = [
     T.StructField("generation_run_id", T.StringType(), False),     # the MLflow run of the generation job
 ]
 SYNTHETIC_SCHEMA = T.StructType(IMAGE_FIELDS + LINEAGE_FIELDS + PARTITION_FIELDS)
+
+# The `predictions` table written by the batch scoring job, partitioned by scored_date and run_id.
+PREDICTION_FIELDS = [
+    T.StructField("id", T.StringType(), False),
+    T.StructField("source_path", T.StringType(), False),
+    T.StructField("split", T.StringType(), True),
+    T.StructField("label", T.IntegerType(), True),             # the known label, when the input has one
+    T.StructField("predicted_label", T.IntegerType(), True),
+    T.StructField("label_name", T.StringType(), True),         # of the predicted label
+    T.StructField("confidence", T.DoubleType(), True),
+    T.StructField("top_k_labels", T.ArrayType(T.IntegerType()), True),
+    T.StructField("top_k_probabilities", T.ArrayType(T.DoubleType()), True),
+    T.StructField("anomaly_score", T.DoubleType(), True),
+    T.StructField("is_anomaly", T.BooleanType(), True),
+    T.StructField("threshold", T.DoubleType(), False),
+    T.StructField("classifier_model", T.StringType(), False),
+    T.StructField("classifier_version", T.StringType(), False),
+    T.StructField("anomaly_model", T.StringType(), False),
+    T.StructField("anomaly_version", T.StringType(), False),
+    T.StructField("scoring_run_id", T.StringType(), False),    # the MLflow run of the scoring job
+    T.StructField("scored_at", T.TimestampType(), False),
+]
+PREDICTIONS_SCHEMA = T.StructType(PREDICTION_FIELDS + [T.StructField("scored_date", T.StringType(), False),
+                                                       T.StructField("run_id", T.StringType(), False)])
 
 QUARANTINE_FIELDS = [
     T.StructField("source_path", T.StringType(), False),

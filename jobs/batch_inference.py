@@ -1,0 +1,12 @@
+"""Batch scoring: classify and anomaly-score a lake table (or a raw drop, ingested first) with registered models.
+
+    spark-submit --py-files dist/visionlake-0.1.0-py3-none-any.whl jobs/batch_inference.py --dataset mnist \
+        --conf conf/mnist.yaml score.classifier=models:/visionlake-classifier@champion
+"""
+import sys
+
+from visionlake.cli import add_score_arguments, run_job, score_job
+
+if __name__ == "__main__":
+    sys.exit(run_job(score_job, "Score a visionlake table into the predictions table.", sys.argv[1:],
+                     command="score", add_arguments=add_score_arguments))

@@ -1,0 +1,170 @@
+"""Anomaly detectors and the batch scoring job on real Spark, Horovod (2 ranks) and a real MLflow registry.
+
+One module-wide workspace: the demo dataset, a classifier and an autoencoder detector (normal = circles and
+squares) trained once with tiny settings; then scoring runs over the lake.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from visionlake.config import load_config
+from visionlake.demo import write_demo_dataset
+from visionlake.detectors import load_scorer, train_detector
+from visionlake.images import decode_png
+from visionlake.ingest import ingest
+from visionlake.lake import Lake
+from visionlake.schema import PREDICTIONS_SCHEMA
+from visionlake.score import ScoringModels, score_dataset, score_partition
+from visionlake.tracking import TrackingError, resolve_model
+from visionlake.train import train_classifier
+
+SETTINGS = ["demo.images_per_class=60", "train.num_proc=2", "train.batch_size=16", "train.epochs=3",
+            "train.augment.flip=false", "train.augment.crop_fraction=1.0", "train.augment.brightness=0.0",
+            "train.augment.contrast=0.0", "generative.batch_size=16", "generative.epochs=2",
+            "generative.max_steps_per_epoch=6", "generative.quality.samples=32", "generative.gan.filters=16",
+            "generative.gan.latent_dim=16", "generative.autoencoder.filters=16", "anomaly.encoder_epochs=1",
+            "anomaly.normal_labels=[circle, square]", "anomaly.false_positive_rate=0.1", "score.batch_size=32"]
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, spark):
+    root = tmp_path_factory.mktemp("anomaly")
+
+    def make(*overrides: str):
+        return load_config(None, [*SETTINGS, *overrides], base_dir=str(root))
+
+    config = make()
+    write_demo_dataset(root / "data" / "demo-raw", config.demo)
+    ingest(spark, config)
+    train_classifier(spark, config)
+    return make
+
+
+@pytest.fixture(scope="module")
+def detector(spark, workspace):
+    return train_detector(spark, workspace("anomaly.method=autoencoder"))
+
+
+@pytest.fixture(scope="module")
+def scored(spark, workspace, detector):
+    return score_dataset(spark, workspace())
+
+
+def predictions(spark, config):
+    return Lake(spark, config.lake.root).read_table("demo", "predictions")
+
+
+def test_the_detector_is_calibrated_at_the_false_positive_rate_and_registered(detector, workspace, spark):
+    calibration = detector.calibration
+    n = calibration.calibration_images
+    assert n > 0 and 0.1 - 1 / n <= calibration.achieved_false_positive_rate <= 0.1
+    assert detector.val_auroc is not None and 0 <= detector.val_auroc <= 1  # val also has triangles, rings, crosses
+    config = workspace()
+    import mlflow
+    mlflow.set_tracking_uri(config.tracking.tracking_uri)
+    version = resolve_model("visionlake-anomaly@champion", "test")
+    from mlflow.tracking import MlflowClient
+    tags = MlflowClient().get_model_version("visionlake-anomaly", version.version).tags
+    assert float(tags["anomaly.threshold"]) == calibration.threshold and tags["anomaly.method"] == "autoencoder"
+    # The registered scorer reproduces the calibration: the same share of normal val images above the threshold.
+    lake = Lake(spark, config.lake.root)
+    rows = (lake.read_table("demo", "images").filter("split = 'val' and label_name in ('circle', 'square')")
+            .select("image").collect())
+    images = np.stack([decode_png(r["image"]) for r in rows])
+    scores = load_scorer("models:/visionlake-anomaly@champion").score(images)
+    assert (scores > calibration.threshold).mean() == pytest.approx(calibration.achieved_false_positive_rate)
+
+
+def test_scoring_writes_every_image_once_with_lineage(scored, workspace, spark):
+    config = workspace()
+    table = predictions(spark, config)
+    assert [(f.name, f.dataType) for f in table.schema] == [(f.name, f.dataType) for f in PREDICTIONS_SCHEMA]
+    images = Lake(spark, config.lake.root).read_table("demo", "images")
+    assert table.count() == images.count() == scored.scored and scored.quarantined == 0
+    assert table.select("id").distinct().count() == images.select("id").distinct().count()
+    lineage = table.select("classifier_model", "classifier_version", "anomaly_model", "anomaly_version",
+                           "scoring_run_id", "run_id").distinct().collect()
+    assert [tuple(r) for r in lineage] == [("visionlake-classifier", "1", "visionlake-anomaly", "1",
+                                            scored.mlflow_run_id, scored.run_id)]
+    rows = table.toPandas()
+    assert (rows["is_anomaly"] == (rows["anomaly_score"] > rows["threshold"])).all()
+    assert rows["top_k_labels"].map(len).eq(3).all() and (rows["confidence"] > 0).all()
+    assert scored.anomalies == int(rows["is_anomaly"].sum())
+    from mlflow.tracking import MlflowClient
+    run = MlflowClient(config.tracking.tracking_uri).get_run(scored.mlflow_run_id)
+    assert run.data.metrics["scored"] == scored.scored and run.data.tags["anomaly.uri"] == \
+        "models:/visionlake-anomaly/1"
+
+
+def test_distributed_predictions_equal_in_process_predict(scored, workspace, spark):
+    import mlflow.tensorflow
+
+    config = workspace()
+    table = predictions(spark, config).select("id", "predicted_label", "confidence", "anomaly_score")
+    images = Lake(spark, config.lake.root).read_table("demo", "images").select("id", "image")
+    rows = table.join(images, "id").limit(40).toPandas()
+    pixels = np.stack([decode_png(png) for png in rows["image"]]).astype(np.float32) / 255.0
+    mlflow.set_tracking_uri(config.tracking.tracking_uri)
+    probabilities = mlflow.tensorflow.load_model("models:/visionlake-classifier/1").predict(pixels, verbose=0)
+    scores = load_scorer("models:/visionlake-anomaly/1").score(pixels)
+    np.testing.assert_array_equal(rows["predicted_label"].to_numpy(), probabilities.argmax(axis=1))
+    np.testing.assert_allclose(rows["confidence"].to_numpy(), probabilities.max(axis=1), rtol=1e-5)
+    np.testing.assert_allclose(rows["anomaly_score"].to_numpy(), scores, rtol=1e-5)
+
+
+def test_rescoring_the_same_slice_replaces_it(scored, workspace, spark):
+    config = workspace()
+    again = score_dataset(spark, config)
+    assert again.replaced_run == scored.run_id
+    table = predictions(spark, config)
+    assert table.count() == scored.scored and [r["run_id"] for r in table.select("run_id").distinct().collect()] \
+        == [again.run_id]
+
+
+def test_undecodable_rows_are_quarantined(scored, workspace, spark):
+    import datetime as dt
+
+    import mlflow
+    from visionlake.images import encode_png
+
+    config = workspace()
+    mlflow.set_tracking_uri(config.tracking.tracking_uri)
+    models = ScoringModels(resolve_model("visionlake-classifier/1", "t"), resolve_model("visionlake-anomaly/1", "t"),
+                           0.5, config.tracking.tracking_uri, ("circle", "cross", "ring", "square", "triangle"),
+                           (32, 32, 3), 8, 3, "run", dt.datetime.now(dt.timezone.utc))
+    good = encode_png(np.zeros((32, 32, 3), np.uint8), 1)
+    frame = pd.DataFrame({"id": ["a", "b", "c"], "source_path": ["x", "y", "z"], "split": ["test"] * 3,
+                          "label": [0, 1, 2], "image": [good, b"not a png", good[:40]]})
+    out = pd.concat(list(score_partition(iter([frame]), models)))
+    reasons = out.set_index("id")["reason"]
+    assert reasons.isna().to_dict() == {"a": True, "b": False, "c": False} and set(reasons.dropna()) == {"corrupt"}
+    assert out.set_index("id").loc["a", "predicted_label"] >= 0
+
+    # What the job writes from such rows: predictions for the good one, quarantine rows with the reason.
+    from visionlake.score import SCORED_SCHEMA, _write_staging
+    lake = Lake(spark, config.lake.root)
+    rows = spark.createDataFrame(out.astype(object).where(out.notna(), None), SCORED_SCHEMA)
+    counts = _write_staging(lake, "quarantine-check", "r1", rows, dt.datetime.now(dt.timezone.utc), config)
+    assert counts["scored"] == 1 and counts["quarantined"] == 2
+    staged = spark.read.parquet(lake.paths("quarantine-check").staging("r1") + "/quarantine").collect()
+    assert sorted(r["source_path"] for r in staged) == ["y", "z"] and {r["reason"] for r in staged} == {"corrupt"}
+
+
+def test_a_missing_alias_fails_before_any_spark_work(scored, workspace, spark):
+    config = workspace("score.anomaly_model=visionlake-anomaly@nope")
+    before = Lake(spark, config.lake.root).read_manifest("demo")["version"]
+    with pytest.raises(TrackingError, match="score.anomaly_model"):
+        score_dataset(spark, config)
+    assert Lake(spark, config.lake.root).read_manifest("demo")["version"] == before
+
+
+@pytest.mark.parametrize("method", ["gan", "classifier"])
+def test_the_other_detectors_train_calibrate_and_score(method, workspace, spark, detector):
+    summary = train_detector(spark, workspace(f"anomaly.method={method}"))
+    assert summary.model_version in ("2", "3") and np.isfinite(summary.calibration.threshold)
+    scorer = load_scorer(f"models:/visionlake-anomaly/{summary.model_version}")
+    scores = scorer.score(np.random.default_rng(0).integers(0, 255, (4, 32, 32, 3), dtype=np.uint8))
+    assert scores.shape == (4,) and np.isfinite(scores).all()
+    assert (scorer.anomaly_map(np.zeros((2, 32, 32, 3), np.uint8)) is None) == (method == "classifier")
