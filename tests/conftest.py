@@ -49,3 +49,26 @@ def encoded(image: Image.Image, image_format: str, **save) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, image_format, **save)
     return buffer.getvalue()
+
+
+# Small, fast settings shared by the modules that train on the demo dataset (2 ranks, 32x32 RGB, 5 classes).
+TINY_TRAINING = ["demo.images_per_class=60", "train.num_proc=2", "train.batch_size=16", "train.epochs=3",
+                 "train.augment.flip=false", "train.augment.crop_fraction=1.0", "train.augment.brightness=0.0",
+                 "train.augment.contrast=0.0", "generative.batch_size=16", "generative.epochs=2",
+                 "generative.gan.filters=16", "generative.gan.latent_dim=16", "generative.autoencoder.filters=16"]
+
+
+def demo_workspace_with_classifier(root: Path, spark, settings: list[str]):
+    """Ingests the demo dataset under ``root``, trains the champion classifier, returns a config factory."""
+    from visionlake.demo import write_demo_dataset
+    from visionlake.ingest import ingest
+    from visionlake.train import train_classifier
+
+    def make(*overrides: str):
+        return load_config(None, [*TINY_TRAINING, *settings, *overrides], base_dir=str(root))
+
+    config = make()
+    write_demo_dataset(root / "data" / "demo-raw", config.demo)
+    ingest(spark, config)
+    train_classifier(spark, config)
+    return make

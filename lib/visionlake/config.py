@@ -207,7 +207,8 @@ class SyntheticConfig:
 
 @dataclass(frozen=True)
 class AnomalyConfig:
-    method: Literal["autoencoder", "vae", "gan", "classifier"] = "autoencoder"
+    # The default is the best mean AUROC of bench/anomaly_bench.py (one-class MNIST): VAE 0.956 vs autoencoder 0.934.
+    method: Literal["autoencoder", "vae", "gan", "classifier"] = "vae"
     # Labels (names) that are normal; empty = the whole training split is normal.
     normal_labels: list[str] = field(default_factory=list)
     false_positive_rate: float = 0.05   # on held-out normal validation images

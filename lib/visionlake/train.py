@@ -19,7 +19,7 @@ import numpy as np
 from pyspark.sql import SparkSession
 
 from visionlake import tracking
-from visionlake.config import Config, ConfigError, TrainConfig
+from visionlake.config import Config, TrainConfig
 from visionlake.data import InputSpec, open_images, plan_inputs, split_file_rows
 from visionlake.evaluation import confusion_matrix, per_class_report, plot_confusion_matrix, plot_curves
 from visionlake.lake import Lake

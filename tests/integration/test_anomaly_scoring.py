@@ -9,37 +9,23 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from visionlake.config import load_config
-from visionlake.demo import write_demo_dataset
+from tests.conftest import demo_workspace_with_classifier
+
 from visionlake.detectors import load_scorer, train_detector
 from visionlake.images import decode_png
-from visionlake.ingest import ingest
 from visionlake.lake import Lake
 from visionlake.schema import PREDICTIONS_SCHEMA
 from visionlake.score import ScoringModels, score_dataset, score_partition
 from visionlake.tracking import TrackingError, resolve_model
-from visionlake.train import train_classifier
 
-SETTINGS = ["demo.images_per_class=60", "train.num_proc=2", "train.batch_size=16", "train.epochs=3",
-            "train.augment.flip=false", "train.augment.crop_fraction=1.0", "train.augment.brightness=0.0",
-            "train.augment.contrast=0.0", "generative.batch_size=16", "generative.epochs=2",
-            "generative.max_steps_per_epoch=6", "generative.quality.samples=32", "generative.gan.filters=16",
-            "generative.gan.latent_dim=16", "generative.autoencoder.filters=16", "anomaly.encoder_epochs=1",
+SETTINGS = ["generative.max_steps_per_epoch=6", "generative.quality.samples=32", "anomaly.encoder_epochs=1",
             "anomaly.normal_labels=[circle, square]", "anomaly.false_positive_rate=0.1", "score.batch_size=32"]
 
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory, spark):
-    root = tmp_path_factory.mktemp("anomaly")
-
-    def make(*overrides: str):
-        return load_config(None, [*SETTINGS, *overrides], base_dir=str(root))
-
-    config = make()
-    write_demo_dataset(root / "data" / "demo-raw", config.demo)
-    ingest(spark, config)
-    train_classifier(spark, config)
-    return make
+    """A config factory over one lake and MLflow store, with the demo dataset and a champion classifier."""
+    return demo_workspace_with_classifier(tmp_path_factory.mktemp("anomaly"), spark, SETTINGS)
 
 
 @pytest.fixture(scope="module")

@@ -10,11 +10,10 @@ import math
 import numpy as np
 import pytest
 
-from visionlake.config import load_config
+from tests.conftest import demo_workspace_with_classifier
+
 from visionlake.data import open_images
-from visionlake.demo import write_demo_dataset
 from visionlake.generative import train_generative
-from visionlake.ingest import ingest
 from visionlake.lake import Lake
 from visionlake.quality import Judge, decoder_of, read_images
 from visionlake.schema import SYNTHETIC_SCHEMA
@@ -22,27 +21,14 @@ from visionlake.synthetic import generate_synthetic
 from visionlake.tracking import TrackingError
 from visionlake.train import train_classifier
 
-SETTINGS = ["demo.images_per_class=60", "train.num_proc=2", "train.batch_size=16", "train.epochs=3",
-            "train.augment.flip=false", "train.augment.crop_fraction=1.0", "train.augment.brightness=0.0",
-            "train.augment.contrast=0.0", "generative.batch_size=16", "generative.epochs=2",
-            "generative.max_steps_per_epoch=4", "generative.quality.samples=64", "generative.quality.every_epochs=1",
-            "generative.gan.filters=16", "generative.gan.latent_dim=16", "generative.autoencoder.filters=16",
+SETTINGS = ["generative.max_steps_per_epoch=4", "generative.quality.samples=64", "generative.quality.every_epochs=1",
             "synthetic.per_class=12", "synthetic.batch_size=8"]
 
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory, spark):
     """A config factory over one lake and MLflow store, with the demo dataset and a champion classifier."""
-    root = tmp_path_factory.mktemp("generative")
-
-    def make(*overrides: str):
-        return load_config(None, [*SETTINGS, *overrides], base_dir=str(root))
-
-    config = make()
-    write_demo_dataset(root / "data" / "demo-raw", config.demo)
-    ingest(spark, config)
-    train_classifier(spark, config)
-    return make
+    return demo_workspace_with_classifier(tmp_path_factory.mktemp("generative"), spark, SETTINGS)
 
 
 @pytest.fixture(scope="module")
