@@ -46,10 +46,6 @@ class Calibration:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    @classmethod
-    def from_dict(cls, data: dict) -> "Calibration":
-        return cls(**data)
-
 
 def calibrate(normal_scores: np.ndarray, false_positive_rate: float) -> Calibration:
     """The smallest threshold that flags at most ``false_positive_rate`` of the held-out normal images.

@@ -32,6 +32,7 @@ from visionlake.generative import GenerativePlan, fit_generative, prepare_genera
 from visionlake.lake import Lake
 from visionlake.launcher import init_rank, run_on_ranks
 from visionlake.loop import LoopJob, RankTask, load_weights, run_loop
+from visionlake.metrics import to_unit
 from visionlake.quality import read_images
 from visionlake.scorers import AnomalyScorer
 
@@ -80,7 +81,6 @@ def normal_label_ids(manifest: dict[str, Any], names: list[str]) -> tuple[int, .
 class EncoderJob:
     loop: LoopJob
     gan_settings: Any
-    latent_dim: int
     gan_weights: str          # folder with the trained generator and discriminator
     feature_weight: float
 
@@ -100,7 +100,7 @@ class EncoderTask(RankTask):
         self.generator.trainable = self.discriminator.trainable = False
         flat = [layer for layer in self.discriminator.layers if layer.name.startswith("flatten")][-1]
         critic = tf.keras.Model(self.discriminator.inputs, flat.output)
-        self.encoder = build_encoder(shape, job.gan_settings.filters, job.latent_dim)
+        self.encoder = build_encoder(shape, job.gan_settings.filters, job.gan_settings.latent_dim)
         self.networks = {"encoder": self.encoder}
         self.optimizers = {"encoder": tf.keras.optimizers.Adam(1e-4, beta_1=0.5, name="encoder_adam")}
         optimizer, encoder, generator = self.optimizers["encoder"], self.encoder, self.generator
@@ -199,8 +199,8 @@ def _train_networks(spark, config: Config, plan: Optional[GenerativePlan], class
     networks = fit.networks
     loop = replace(plan.loop(run_id), epochs=settings.encoder_epochs,
                    checkpoint_dir=f"{config.train.checkpoint_root}/{run_id}/encoder")
-    job = EncoderJob(loop=loop, gan_settings=config.generative.gan, latent_dim=config.generative.gan.latent_dim,
-                     gan_weights=fit.weights_folder, feature_weight=settings.feature_weight)
+    job = EncoderJob(loop=loop, gan_settings=config.generative.gan, gan_weights=fit.weights_folder,
+                     feature_weight=settings.feature_weight)
     log.info("training the GAN scorer's encoder for %d epoch(s) against the frozen generator", settings.encoder_epochs)
     results = sorted(run_on_ranks(spark, encoder_rank, (job,), plan.num_proc), key=lambda r: r["rank"])
     from visionlake.generative_models import build_encoder
@@ -226,7 +226,7 @@ def _calibrate(spark, lake: Lake, manifest, scorer: AnomalyScorer, normal: tuple
     images, labels = read_images(InputSpec(image_shape, batch_size=256), files, limit=10 ** 9)
     if not len(images):
         raise ConfigError(f"dataset {manifest['dataset']!r} has no validation images to calibrate the threshold on")
-    scores = scorer.score((images + 1.0) / 2.0)
+    scores = scorer.score(to_unit(images))
     is_normal = np.isin(labels, normal)
     calibration = calibrate(scores[is_normal], rate)
     val_auroc = roc_auc(scores, ~is_normal) if 0 < is_normal.sum() < len(is_normal) else None

@@ -7,6 +7,7 @@ from typing import Any, Optional
 from visionlake.config import IngestConfig
 
 MANIFEST_FORMAT = 1
+_CARRIED = ("synthetic", "predictions")  # sections written by the generate and score jobs
 _DIGEST_MODULUS = 2 ** 64
 
 
@@ -77,13 +78,14 @@ def build_manifest(*, previous: Optional[dict[str, Any]], base: Optional[dict[st
         "label_map": {name: index for index, name in enumerate(label_names)},
         "counts": combine_counts(base["counts"] if base else {}, added),
         "quarantine": dict(sorted(quarantine_total.items())),
-        "tables": tables,
+        # Tables other jobs added (synthetic, predictions) stay listed; their runs stay live through live_runs.
+        "tables": {**{k: v for k, v in (base or {}).get("tables", {}).items() if k in _CARRIED}, **tables},
         "tfrecord_compression": compression,
         "tfrecord_files": tfrecord_files,
         "source": {"uri": settings.source.uri, "manifest": settings.source.manifest, "files": earlier_files + files,
                    "digest": f"{(earlier_digest + digest) % _DIGEST_MODULUS:016x}"},
         "runs": (previous["runs"] if previous else []) + [run],
         "config": config,
-        # Generated images survive incremental ingests; a full rebuild starts the dataset (and them) afresh.
-        **({"synthetic": base["synthetic"]} if base and "synthetic" in base else {}),
+        # Generated images and scoring results survive incremental ingests; a full rebuild starts afresh.
+        **{k: base[k] for k in _CARRIED if base and k in base},
     }

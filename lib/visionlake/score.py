@@ -6,8 +6,9 @@ version, or a raw drop that is first ingested by the ingest job's code. Python w
 score their partition in batches (``mapInPandas``); nothing is collected to the driver except the summary.
 
 Output: the dataset's ``predictions`` table, partitioned by scoring date, committed atomically with the dataset's
-next manifest version. A *slice* is (table, input content, classifier version, detector version): scoring the same
-slice again replaces its rows (no duplicates); rows that cannot be decoded go to the quarantine table with a reason.
+next manifest version. A *slice* is (table, classifier version, detector version); every run scores the whole table,
+so scoring a slice again replaces its rows (no duplicates, also after new ingests); rows that cannot be decoded go to
+the quarantine table with a reason.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import json
 import logging
 import tempfile
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, Iterator
@@ -70,7 +71,6 @@ class ScoreSummary:
     seconds: float
     replaced_run: str = ""
     path: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def anomaly_rate(self) -> float:
@@ -93,8 +93,10 @@ def top_k(probabilities: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return order, np.take_along_axis(probabilities, order, axis=1)
 
 
-def slice_id(table: str, input_fingerprint: str, classifier: tracking.ModelRef, detector: tracking.ModelRef) -> str:
-    key = json.dumps([table, input_fingerprint, classifier.name, classifier.version, detector.name, detector.version])
+def slice_id(table: str, classifier: tracking.ModelRef, detector: tracking.ModelRef) -> str:
+    """A table scored by one classifier version and one detector version. Every run scores the whole table, so a
+    new run of the same slice replaces the previous one: one live prediction per image and model pair."""
+    key = json.dumps([table, classifier.name, classifier.version, detector.name, detector.version])
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
@@ -235,7 +237,7 @@ def score_dataset(spark: SparkSession, config: Config) -> ScoreSummary:
     image = manifest["image"]
     image_shape = (image["height"], image["width"], image["channels"])
     _check_classifier(classifier, image_shape, len(manifest["label_names"]))
-    key = slice_id(settings.table, input_fingerprint(manifest, settings.table), classifier, detector)
+    key = slice_id(settings.table, classifier, detector)
     run_id, now = new_run_id(), dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
     with tracking.tracked_run(experiment_id, f"score-{settings.dataset}") as run:
         models = ScoringModels(classifier, detector, threshold, config.tracking.tracking_uri,
@@ -255,7 +257,8 @@ def score_dataset(spark: SparkSession, config: Config) -> ScoreSummary:
             counts = _write_staging(lake, settings.dataset, run_id, scored, now, config)
         finally:
             scored.unpersist()
-        record = {"table": settings.table, "dataset_version": manifest["version"], "classifier": classifier.uri,
+        record = {"table": settings.table, "dataset_version": manifest["version"],
+                  "input": input_fingerprint(manifest, settings.table), "classifier": classifier.uri,
                   "detector": detector.uri, "threshold": threshold, "mlflow_run_id": run.info.run_id,
                   "scored_at": now.isoformat()}
         next_manifest, replaced = with_predictions_run(latest, run_id, key, record, now)
@@ -266,7 +269,10 @@ def score_dataset(spark: SparkSession, config: Config) -> ScoreSummary:
                                time.perf_counter() - started, replaced, lake.paths(settings.dataset).table("predictions"))
         _log_summary(summary)
         if settings.anomaly_maps and summary.anomalies:
-            _log_anomaly_maps(lake, settings, run_id, models)
+            try:  # the predictions are committed: a failed extra must not mark the run failed
+                _log_anomaly_maps(lake, settings, run_id, models)
+            except Exception:  # noqa: BLE001
+                log.warning("anomaly maps skipped for run %s", run_id, exc_info=True)
     log.info("%s", summary.report())
     return summary
 
@@ -334,7 +340,7 @@ def _log_anomaly_maps(lake: Lake, settings, run_id: str, models: ScoringModels) 
     from visionlake.scorers import anomaly_map_png
 
     scorer = load_scorer(models.detector.uri)
-    predictions = lake.spark.read.parquet(lake.paths(settings.dataset).table("predictions"))
+    predictions = lake.read_table(settings.dataset, "predictions")
     flagged = (predictions.filter((F.col("run_id") == run_id) & F.col("is_anomaly"))
                .orderBy(F.col("anomaly_score").desc()).limit(settings.max_anomaly_maps).select("id").collect())
     ids = [row["id"] for row in flagged]

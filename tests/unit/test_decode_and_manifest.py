@@ -67,6 +67,16 @@ def test_incremental_manifest_adds_to_its_base(tmp_path):
                                fingerprint=(1, 1), shards=[], **common)
     assert rebuilt["version"] == 3 and rebuilt["live_runs"] == ["r3"] and rebuilt["counts"] == {"test": {"b": 1}}
 
+    # What the generate and score jobs added survives an incremental ingest (and goes with a full rebuild).
+    extended = {**second, "live_runs": second["live_runs"] + ["g1", "p1"], "synthetic": {"live_runs": ["g1"]},
+                "predictions": {"slices": {"s": {"run_id": "p1"}}},
+                "tables": {**second["tables"], "synthetic": "/l/synthetic", "predictions": "/l/predictions"}}
+    third = M.build_manifest(previous=extended, base=extended, run_id="r4", added={"train": {"a": 1}},
+                             quarantined={}, fingerprint=(1, 1), shards=[], **common)
+    assert third["live_runs"] == ["r1", "r2", "g1", "p1", "r4"]
+    assert third["synthetic"] == extended["synthetic"] and third["predictions"] == extended["predictions"]
+    assert third["tables"]["predictions"] == "/l/predictions" and third["tables"]["synthetic"] == "/l/synthetic"
+
 
 def test_changed_image_settings_need_a_rebuild(tmp_path):
     settings = load_config(base_dir=str(tmp_path)).ingest
