@@ -114,7 +114,7 @@ def plan_inputs(lake, manifest: dict[str, Any], *, num_proc: int, batch_size: in
         synthetic_rows = sum(count for _, count in file_rows)
         synthetic_runs = tuple(sorted(manifest.get("synthetic", {}).get("live_runs", [])))
     real_per_batch = max(1, round(batch_size * (1.0 - synthetic_fraction)))
-    steps = min(train_plan.rows) // real_per_batch if train_plan.rows else 0
+    steps = train_plan.steps_per_epoch(real_per_batch)
     if max_steps:
         steps = min(steps, max_steps)
     if steps == 0:

@@ -91,15 +91,14 @@ class EncoderTask(RankTask):
     def __init__(self, job: EncoderJob, hvd):
         import tensorflow as tf
 
-        from visionlake.generative_models import build_discriminator, build_encoder, build_generator
+        from visionlake.generative_models import build_discriminator, build_encoder, build_generator, critic_features
 
         shape = job.loop.spec.image_shape
         self.generator = build_generator(shape, job.gan_settings)
         self.discriminator = build_discriminator(shape, job.gan_settings)
         load_weights({"generator": self.generator, "discriminator": self.discriminator}, job.gan_weights)
         self.generator.trainable = self.discriminator.trainable = False
-        flat = [layer for layer in self.discriminator.layers if layer.name.startswith("flatten")][-1]
-        critic = tf.keras.Model(self.discriminator.inputs, flat.output)
+        critic = critic_features(self.discriminator)
         self.encoder = build_encoder(shape, job.gan_settings.filters, job.gan_settings.latent_dim)
         self.networks = {"encoder": self.encoder}
         self.optimizers = {"encoder": tf.keras.optimizers.Adam(1e-4, beta_1=0.5, name="encoder_adam")}

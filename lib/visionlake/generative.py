@@ -191,7 +191,7 @@ class AutoencoderTask(RankTask):
         self.autoencoder = build_autoencoder(job.loop.spec.image_shape, settings, self.variational)
         self.networks = {"autoencoder": self.autoencoder.model}
         self.optimizers = {"autoencoder": tf.keras.optimizers.Adam(settings.learning_rate, name="autoencoder_adam")}
-        self._step = self._make_step(_noise(job, hvd.rank()), settings.kl_weight)
+        self._step = self._make_step(_noise(job, hvd.rank()))
         self._quality = None
 
     def _losses(self, images, noise, training: bool):
@@ -211,7 +211,7 @@ class AutoencoderTask(RankTask):
         squared_error = tf.reduce_mean(tf.reduce_sum(tf.square(images - reconstructed), axis=[1, 2, 3]))
         return squared_error + self.job.settings.autoencoder.kl_weight * kl, squared_error, kl
 
-    def _make_step(self, noise, kl_weight: float):
+    def _make_step(self, noise):
         import tensorflow as tf
 
         model, optimizer, hvd = self.autoencoder.model, self.optimizers["autoencoder"], self.hvd
@@ -279,6 +279,7 @@ class GenerativePlan:
     judge: Optional[tracking.ModelRef]
     num_proc: int
     rank_settings: Any
+    experiment_id: str
 
     @property
     def label_names(self) -> list[str]:
@@ -309,7 +310,7 @@ def prepare_generative(spark: SparkSession, config: Config, labels: tuple[int, .
     settings, shared = config.generative, config.train
     lake = Lake(spark, config.lake.root)
     manifest = lake.require_manifest(shared.dataset)
-    tracking.connect(config.tracking)
+    experiment_id = tracking.connect(config.tracking)
     image = manifest["image"]
     image_shape = (image["height"], image["width"], image["channels"])
     _check_geometry(image_shape)
@@ -319,7 +320,8 @@ def prepare_generative(spark: SparkSession, config: Config, labels: tuple[int, .
                      shuffle_buffer=shared.shuffle_buffer, seed=shared.seed, labels=tuple(labels))
     inputs = plan_inputs(lake, manifest, num_proc=num_proc, batch_size=settings.batch_size,
                          max_steps=settings.max_steps_per_epoch, section="generative", labels=tuple(labels))
-    return GenerativePlan(config, manifest, spec, inputs, judge, num_proc, rank_settings(spark, shared, num_proc))
+    return GenerativePlan(config, manifest, spec, inputs, judge, num_proc, rank_settings(spark, shared, num_proc),
+                          experiment_id)
 
 
 def fit_generative(spark: SparkSession, plan: GenerativePlan, run_id: str) -> GenerativeFit:
@@ -344,7 +346,8 @@ def fit_generative(spark: SparkSession, plan: GenerativePlan, run_id: str) -> Ge
              shared.dataset, plan.manifest["version"], plan.num_proc, plan.inputs.steps, settings.batch_size,
              settings.epochs, run_id)
     results = sorted(run_on_ranks(spark, generative_rank, (job,), plan.num_proc), key=lambda r: r["rank"])
-    history = _history(run_id, results[0]["history"])
+    history = tracking.metric_history(run_id, {k for r in results[0]["history"] for k in r if k != "epoch"},
+                                      results[0]["history"])
     networks = _load_networks(job, results[0]["best_weights"])
     _log_curves(history, settings)
     model = networks["generator"] if settings.is_gan else networks["autoencoder"]
@@ -364,11 +367,10 @@ def train_generative(spark: SparkSession, config: Config) -> GenerativeSummary:
     settings, shared = config.generative, config.train
     plan = prepare_generative(spark, config)
     registered = settings.registered_name()
-    experiment_id = tracking.connect(config.tracking)
-    with tracking.tracked_run(experiment_id, f"{settings.model}-{shared.dataset}", shared.resume_run_id) as run:
+    with tracking.tracked_run(plan.experiment_id, f"{settings.model}-{shared.dataset}", shared.resume_run_id) as run:
         run_id = run.info.run_id
         fit = fit_generative(spark, plan, run_id)
-        version = _log_and_register(fit.model, registered)
+        version = tracking.log_keras_model(fit.model, registered)
         metric, higher = GATES[settings.model]
         gate = tracking.gate_and_promote(registered, version, metric, fit.metrics.get(metric),
                                          higher_is_better=higher)
@@ -392,13 +394,11 @@ def _check_geometry(image_shape: tuple[int, int, int]) -> None:
 
 def _resolve_judge(settings: GenerativeConfig, image_shape: tuple[int, int, int]) -> Optional[tracking.ModelRef]:
     """The FCD classifier, resolved to one version, whose input must match the dataset's images."""
-    from mlflow.models import get_model_info
-
     if not settings.quality.classifier:
         log.warning("generative.quality.classifier is empty: no FCD, and the gate promotes only a first version")
         return None
     judge = tracking.resolve_model(settings.quality.classifier, "generative.quality.classifier")
-    expected = get_model_info(judge.uri).signature.inputs.to_dict()[0]["tensor-spec"]["shape"][1:]
+    expected = tracking.signature_shapes(judge)[0][0][1:]
     if tuple(expected) != tuple(image_shape):
         raise ConfigError(f"generative.quality.classifier {judge.uri} takes {tuple(expected)} images but the dataset "
                           f"has {image_shape}; train a classifier on this dataset first")
@@ -409,20 +409,6 @@ def _final_metrics(run_id: str) -> dict[str, float]:
     from mlflow.tracking import MlflowClient
 
     return dict(MlflowClient().get_run(run_id).data.metrics)
-
-
-def _history(run_id: str, rank_zero_history: list[dict[str, float]]) -> list[dict[str, float]]:
-    """Per-epoch metrics from MLflow, so a resumed run's curves include the epochs before the restart."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient()
-    keys = {k for record in rank_zero_history for k in record if k != "epoch"} or set(
-        client.get_run(run_id).data.metrics)
-    by_epoch: dict[int, dict[str, float]] = {}
-    for key in keys:
-        for metric in client.get_metric_history(run_id, key):
-            by_epoch.setdefault(metric.step, {"epoch": metric.step})[key] = metric.value
-    return [by_epoch[e] for e in sorted(by_epoch)] or rank_zero_history
 
 
 def _load_networks(job: GenerativeJob, weights_folder: str) -> dict[str, Any]:
@@ -450,17 +436,3 @@ def _log_curves(history: list[dict[str, float]], settings: GenerativeConfig) -> 
         mlflow.log_artifact(str(path), artifact_path="evaluation")
 
 
-def _log_and_register(model, registered_name: str) -> str:
-    """Logs the Keras model with its tensor signature and registers it."""
-    import mlflow
-    import numpy as np
-    from mlflow.models import infer_signature
-
-    examples = {name: np.zeros((2, *tensor.shape[1:]), tensor.dtype.as_numpy_dtype)
-                for name, tensor in zip(model.input_names, model.inputs)}
-    model_input = examples if len(examples) > 1 else next(iter(examples.values()))
-    signature = infer_signature(model_input, model.predict(list(examples.values()) if len(examples) > 1
-                                                           else model_input, verbose=0))
-    info = mlflow.tensorflow.log_model(model, name="model", signature=signature,
-                                       registered_model_name=registered_name)
-    return str(info.registered_model_version)

@@ -144,6 +144,14 @@ def build_encoder(image_shape, filters: int, latent_dim: int):
     return keras.Model(image, layers.Dense(latent_dim, name="z")(features), name="gan_encoder")
 
 
+def critic_features(discriminator):
+    """The discriminator up to its flattened features (the GAN scorer's feature space)."""
+    from tensorflow import keras
+
+    flat = [layer for layer in discriminator.layers if layer.name.startswith("flatten")][-1]
+    return keras.Model(discriminator.inputs, flat.output)
+
+
 def latent_size(model) -> int:
     """The latent width of a (registered) generator or decoder: its first input's last dimension."""
     return int(model.inputs[0].shape[-1])

@@ -8,6 +8,7 @@ best-weights selection, early stopping and the per-rank weight digests the tests
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -73,8 +74,11 @@ def weights_digest(*models) -> str:
     return digest.hexdigest()
 
 
-def _improved(value: float, best: Optional[float], mode: str) -> bool:
-    return best is None or (value > best if mode == "max" else value < best)
+def improved(value: float, best: Optional[float], mode: str) -> bool:
+    """Whether ``value`` beats ``best``; a NaN figure (e.g. an empty validation split) keeps the latest weights."""
+    if math.isnan(value) or best is None or math.isnan(best):
+        return True
+    return value > best if mode == "max" else value < best
 
 
 def run_loop(job: LoopJob, task: RankTask, hvd) -> dict[str, Any]:
@@ -126,7 +130,7 @@ def run_loop(job: LoopJob, task: RankTask, hvd) -> dict[str, Any]:
             last = stop or current == job.epochs - 1
             if rank == 0:  # Horovod: one writer for checkpoints and logs
                 manager.save()
-                if job.selection is None or _improved(record[job.selection[0]], best, job.selection[1]):
+                if job.selection is None or improved(record[job.selection[0]], best, job.selection[1]):
                     best = record[job.selection[0]] if job.selection else None
                     _save_weights(task.networks, best_folder)
                 for key, value in record.items():
@@ -171,7 +175,7 @@ def _best_so_far(client, job: LoopJob) -> Optional[float]:
     """A resumed run's best selection figure so far, from MLflow (the weights of that epoch are on disk)."""
     if job.selection is None:
         return None
-    values = [m.value for m in client.get_metric_history(job.run_id, job.selection[0])]
+    values = [m.value for m in client.get_metric_history(job.run_id, job.selection[0]) if not math.isnan(m.value)]
     if not values:
         return None
     return max(values) if job.selection[1] == "max" else min(values)

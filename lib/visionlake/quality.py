@@ -10,8 +10,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Optional
-
 import numpy as np
 
 from visionlake.data import InputSpec, open_images
@@ -202,7 +200,3 @@ def write_png(grid: np.ndarray, path) -> None:
 
     with open(path, "wb") as handle:
         handle.write(encode_png(grid, 6))
-
-
-def optional_judge(model_uri: Optional[str]) -> Optional[Judge]:
-    return Judge.load(model_uri) if model_uri else None

@@ -110,37 +110,19 @@ def input_fingerprint(manifest: dict[str, Any], table: str) -> str:
 
 
 def with_predictions_run(manifest: dict[str, Any], run_id: str, slice_key: str, record: dict[str, Any],
-                         created_at: dt.datetime) -> tuple[dict[str, Any], str]:
+                         created_at: dt.datetime, table_path: str) -> tuple[dict[str, Any], str]:
     """The next manifest: this run live for its slice, and the slice's previous run (returned) no longer live."""
     predictions = manifest.get("predictions", {"slices": {}})
     replaced = predictions["slices"].get(slice_key, {}).get("run_id", "")
     live = [r for r in manifest["live_runs"] if r != replaced] + [run_id]
-    base = manifest["tables"]["images"].rsplit("/", 1)[0]
     return ({**manifest, "version": manifest["version"] + 1, "created_at": created_at.isoformat(), "live_runs": live,
-             "tables": {**manifest["tables"], "predictions": f"{base}/predictions"},
+             "tables": {**manifest["tables"], "predictions": table_path},
              "predictions": {"slices": {**predictions["slices"], slice_key: {"run_id": run_id, **record}}},
              "runs": manifest["runs"] + [{"run_id": run_id, "kind": "predictions", "created_at": created_at.isoformat(),
                                           "slice": slice_key, "replaces": replaced or None}]}, replaced)
 
 
 # ---- the worker side ----------------------------------------------------------------------------------------------
-_MODELS: dict[str, Any] = {}
-
-
-def _loaded(models: ScoringModels):
-    """One load of each model per Python worker."""
-    key = f"{models.classifier.uri}|{models.detector.uri}"
-    if key not in _MODELS:
-        import mlflow
-        import mlflow.tensorflow
-
-        from visionlake.detectors import load_scorer
-
-        mlflow.set_tracking_uri(models.tracking_uri)
-        _MODELS[key] = (mlflow.tensorflow.load_model(models.classifier.uri), load_scorer(models.detector.uri))
-    return _MODELS[key]
-
-
 def _decode_rows(frame: pd.DataFrame, image_shape) -> tuple[list[np.ndarray], list[int], list[tuple[int, str]]]:
     from visionlake.images import decode_png
 
@@ -159,7 +141,9 @@ def _decode_rows(frame: pd.DataFrame, image_shape) -> tuple[list[np.ndarray], li
 
 
 def score_partition(batches: Iterator[pd.DataFrame], models: ScoringModels) -> Iterator[pd.DataFrame]:
-    classifier, scorer = _loaded(models)
+    # One load of each model per Python worker, however many partitions it scores.
+    classifier = tracking.worker_model(models.classifier.uri, models.tracking_uri)
+    scorer = tracking.worker_model(models.detector.uri, models.tracking_uri, loader="scorer")
     columns = SCORED_SCHEMA.fieldNames()
     for frame in _rebatch(batches, models.batch_size):
         images, good, bad = _decode_rows(frame, models.image_shape)
@@ -261,7 +245,8 @@ def score_dataset(spark: SparkSession, config: Config) -> ScoreSummary:
                   "input": input_fingerprint(manifest, settings.table), "classifier": classifier.uri,
                   "detector": detector.uri, "threshold": threshold, "mlflow_run_id": run.info.run_id,
                   "scored_at": now.isoformat()}
-        next_manifest, replaced = with_predictions_run(latest, run_id, key, record, now)
+        next_manifest, replaced = with_predictions_run(latest, run_id, key, record, now,
+                                                       lake.paths(settings.dataset).table("predictions"))
         version = lake.publish_and_commit(settings.dataset, run_id, next_manifest)
         summary = ScoreSummary(settings.dataset, version, run_id, run.info.run_id, key, counts["scored"],
                                counts["quarantined"], counts["anomalies"], counts["per_label"],
@@ -287,11 +272,8 @@ def _ingest_raw_drop(spark: SparkSession, config: Config) -> None:
 
 
 def _check_classifier(classifier: tracking.ModelRef, image_shape, num_classes: int) -> None:
-    from mlflow.models import get_model_info
-
-    signature = get_model_info(classifier.uri).signature
-    takes = list(signature.inputs.to_dict()[0]["tensor-spec"]["shape"][1:])
-    gives = signature.outputs.to_dict()[0]["tensor-spec"]["shape"][-1]
+    inputs, outputs = tracking.signature_shapes(classifier)
+    takes, gives = inputs[0][1:], outputs[0][-1]
     if takes != list(image_shape) or gives != num_classes:
         raise ConfigError(f"score.classifier {classifier.uri} takes {takes} images into {gives} classes; the dataset "
                           f"has {list(image_shape)} images and {num_classes} classes")

@@ -75,9 +75,9 @@ class AnomalyScorer(PythonModel):
             classifier = self.networks["classifier"]
             self.networks["logits"] = tf.keras.Model(classifier.inputs, classifier.get_layer("logits").output)
         if self.method == "gan":
-            discriminator = self.networks["discriminator"]
-            flat = [layer for layer in discriminator.layers if layer.name.startswith("flatten")][-1]
-            self.networks["critic_features"] = tf.keras.Model(discriminator.inputs, flat.output)
+            from visionlake.generative_models import critic_features
+
+            self.networks["critic_features"] = critic_features(self.networks["discriminator"])
         return self
 
     def score(self, images: np.ndarray) -> np.ndarray:

@@ -46,14 +46,17 @@ class GenerationTask:
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    """What identifies a generated set; the same request twice is generated once."""
+    """What identifies a generated set (the noise is drawn per task, so the task size matters too); the same
+    request twice is generated once."""
     model: str
     version: str
     per_class: int
     seed: int
+    batch_size: int
 
     def key(self) -> dict[str, Any]:
-        return {"model": self.model, "version": self.version, "per_class": self.per_class, "seed": self.seed}
+        return {"model": self.model, "version": self.version, "per_class": self.per_class, "seed": self.seed,
+                "batch_size": self.batch_size}
 
 
 @dataclass
@@ -100,7 +103,7 @@ def find_existing(manifest: dict[str, Any], request: GenerationRequest):
 
 
 def with_synthetic_run(manifest: dict[str, Any], run_id: str, request: GenerationRequest, mlflow_run_id: str,
-                       counts: dict[str, int], created_at: dt.datetime) -> dict[str, Any]:
+                       counts: dict[str, int], created_at: dt.datetime, table_path: str) -> dict[str, Any]:
     """The next manifest version: ``manifest`` plus one live synthetic run."""
     synthetic = manifest.get("synthetic", {"live_runs": [], "runs": [], "counts": {}})
     totals = dict(synthetic["counts"])
@@ -110,7 +113,7 @@ def with_synthetic_run(manifest: dict[str, Any], run_id: str, request: Generatio
               "mlflow_run_id": mlflow_run_id, "added": counts}
     return {**manifest, "version": manifest["version"] + 1, "created_at": created_at.isoformat(),
             "live_runs": manifest["live_runs"] + [run_id],
-            "tables": {**manifest["tables"], "synthetic": manifest["tables"]["images"].rsplit("/", 1)[0] + "/synthetic"},
+            "tables": {**manifest["tables"], "synthetic": table_path},
             "synthetic": {"live_runs": synthetic["live_runs"] + [run_id], "runs": synthetic["runs"] + [record],
                           "counts": dict(sorted(totals.items()))},
             "runs": manifest["runs"] + [{"run_id": run_id, "kind": "synthetic", "created_at": created_at.isoformat(),
@@ -118,20 +121,6 @@ def with_synthetic_run(manifest: dict[str, Any], run_id: str, request: Generatio
 
 
 # ---- the worker side ----------------------------------------------------------------------------------------------
-_LOADED: dict[str, Any] = {}
-
-
-def _generator(model_uri: str, tracking_uri: str):
-    """One load per Python worker and model, however many tasks it runs."""
-    if model_uri not in _LOADED:
-        import mlflow
-        import mlflow.tensorflow
-
-        mlflow.set_tracking_uri(tracking_uri)
-        _LOADED[model_uri] = mlflow.tensorflow.load_model(model_uri)
-    return _LOADED[model_uri]
-
-
 def generate_partition(tasks: Iterator[pd.DataFrame], *, model_uri: str, tracking_uri: str, model_name: str,
                        model_version: str, generation_run_id: str, label_names: tuple[str, ...],
                        compress_level: int, created_at: dt.datetime) -> Iterator[pd.DataFrame]:
@@ -141,7 +130,7 @@ def generate_partition(tasks: Iterator[pd.DataFrame], *, model_uri: str, trackin
     from visionlake.images import content_hash, encode_png
     from visionlake.metrics import to_uint8
 
-    generator = _generator(model_uri, tracking_uri)
+    generator = tracking.worker_model(model_uri, tracking_uri)
     for frame in tasks:
         for task in frame.itertuples(index=False):
             latent = tf.random.Generator.from_seed(int(task.seed)).normal([int(task.count), latent_size(generator)])
@@ -180,7 +169,7 @@ def generate_synthetic(spark: SparkSession, config: Config) -> SyntheticSummary:
     model = tracking.resolve_model(settings.model, "synthetic.model (--model)")
     label_names = tuple(manifest["label_names"])
     _check_generator(model, manifest)
-    request = GenerationRequest(model.name, model.version, settings.per_class, settings.seed)
+    request = GenerationRequest(model.name, model.version, settings.per_class, settings.seed, settings.batch_size)
     existing = find_existing(manifest, request)
     paths = lake.paths(dataset)
     if existing is not None:
@@ -191,8 +180,7 @@ def generate_synthetic(spark: SparkSession, config: Config) -> SyntheticSummary:
     run_id, now = new_run_id(), dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
     tasks = plan_tasks(len(label_names), settings.per_class, settings.batch_size, settings.seed)
     with tracking.tracked_run(experiment_id, f"generate-{dataset}") as run:
-        mlflow.log_params({**{f"synthetic.{k}": v for k, v in request.key().items()},
-                           "synthetic.batch_size": settings.batch_size, "dataset": dataset})
+        mlflow.log_params({**{f"synthetic.{k}": v for k, v in request.key().items()}, "dataset": dataset})
         mlflow.set_tags({"job": "generate", "dataset": dataset, "lake.run_id": run_id, "source.model": model.name,
                          "source.model_version": model.version, "source.run_id": model.run_id})
         log.info("generating %d images per class x %d classes with %s in %d task(s) (lake run %s)",
@@ -210,7 +198,7 @@ def generate_synthetic(spark: SparkSession, config: Config) -> SyntheticSummary:
         written = spark.read.parquet(f"{staging}/synthetic").groupBy("label_name").count().collect()
         counts = dict(sorted((row["label_name"], row["count"]) for row in written))
         version = lake.publish_and_commit(dataset, run_id, with_synthetic_run(
-            manifest, run_id, request, run.info.run_id, counts, now))
+            manifest, run_id, request, run.info.run_id, counts, now, paths.table("synthetic")))
         mlflow.log_metrics({"synthetic_images": sum(counts.values()), "seconds": time.perf_counter() - started})
         mlflow_run_id = run.info.run_id
     summary = SyntheticSummary(dataset, version, run_id, mlflow_run_id, model.name, model.version, counts,
@@ -221,18 +209,16 @@ def generate_synthetic(spark: SparkSession, config: Config) -> SyntheticSummary:
 
 def _check_generator(model: tracking.ModelRef, manifest: dict[str, Any]) -> None:
     """A conditional generator whose output is this dataset's image shape and whose classes are its classes."""
-    from mlflow.models import get_model_info
     from mlflow.tracking import MlflowClient
 
-    signature = get_model_info(model.uri).signature
-    inputs = signature.inputs.to_dict() if signature else []
+    inputs, outputs = tracking.signature_shapes(model)
     image = manifest["image"]
     expected = [image["height"], image["width"], image["channels"]]
-    produced = list(signature.outputs.to_dict()[0]["tensor-spec"]["shape"][1:]) if signature else None
+    produced = outputs[0][1:] if outputs else None
     if len(inputs) != 2 or produced != expected:
-        raise ConfigError(f"{model.uri} is not a conditional generator of {expected} images (inputs: "
-                          f"{[i.get('name') for i in inputs]}, output shape {produced}); use a cDCGAN trained on "
-                          f"dataset {manifest['dataset']!r}, e.g. --model visionlake-cdcgan@champion")
+        raise ConfigError(f"{model.uri} is not a conditional generator of {expected} images ({len(inputs)} input(s), "
+                          f"output shape {produced}); use a cDCGAN trained on dataset {manifest['dataset']!r}, e.g. "
+                          "--model visionlake-cdcgan@champion")
     classes = MlflowClient().get_run(model.run_id).data.tags.get("model.num_classes")
     if classes is not None and int(classes) != len(manifest["label_names"]):
         raise ConfigError(f"{model.uri} was trained on {classes} classes but dataset {manifest['dataset']!r} has "

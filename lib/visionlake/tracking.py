@@ -190,3 +190,69 @@ def gate_and_promote(model_name: str, version: str, metric: str, value: Optional
     log.info("model %s version %s: %s (%s %s vs champion %s)", model_name, version, decision["gate.decision"],
              metric, decision["gate.candidate_value"], decision["gate.champion_value"])
     return decision
+
+
+def metric_history(run_id: str, keys, fallback: list[dict[str, float]]) -> list[dict[str, float]]:
+    """Per-epoch records of ``keys`` from MLflow (so a resumed run's curves include the epochs before the restart);
+    epochs missing a key are left out; ``fallback`` when MLflow has none."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    keys = sorted(keys)
+    by_epoch: dict[int, dict[str, float]] = {}
+    for key in keys:
+        for metric in client.get_metric_history(run_id, key):
+            by_epoch.setdefault(metric.step, {"epoch": metric.step})[key] = metric.value
+    return [by_epoch[e] for e in sorted(by_epoch) if len(by_epoch[e]) == len(keys) + 1] or fallback
+
+
+def log_keras_model(model, registered_name: str, with_example: bool = True) -> str:
+    """Logs a Keras model with a tensor signature (named inputs when it has several), registers it under
+    ``registered_name`` and returns the new version."""
+    import mlflow
+    import numpy as np
+    from mlflow.models import infer_signature
+
+    examples = {name: np.zeros((2, *tensor.shape[1:]), tensor.dtype.as_numpy_dtype)
+                for name, tensor in zip(model.input_names, model.inputs)}
+    single = len(examples) == 1
+    model_input = next(iter(examples.values())) if single else examples
+    signature = infer_signature(model_input, model.predict(model_input if single else list(examples.values()),
+                                                           verbose=0))
+    info = mlflow.tensorflow.log_model(model, name="model", signature=signature, registered_model_name=registered_name,
+                                       input_example=model_input if with_example and single else None)
+    return str(info.registered_model_version)
+
+
+def signature_shapes(model: ModelRef) -> tuple[list[list[int]], list[list[int]]]:
+    """(input shapes, output shapes) of a registered model's tensor signature, batch dimension included."""
+    from mlflow.models import get_model_info
+
+    signature = get_model_info(model.uri).signature
+    if signature is None:
+        return [], []
+    shapes = [[spec["tensor-spec"]["shape"] for spec in schema.to_dict()] for schema in (signature.inputs,
+                                                                                       signature.outputs)]
+    return [list(s) for s in shapes[0]], [list(s) for s in shapes[1]]
+
+
+_WORKER_MODELS: dict[tuple[str, str], Any] = {}
+
+
+def worker_model(uri: str, tracking_uri: str, loader: str = "tensorflow"):
+    """A registered model loaded once per Python worker process, however many partitions or tasks it serves.
+
+    ``loader``: "tensorflow" (the Keras model) or "scorer" (a visionlake anomaly scorer).
+    """
+    key = (uri, loader)
+    if key not in _WORKER_MODELS:
+        import mlflow
+
+        mlflow.set_tracking_uri(tracking_uri)
+        if loader == "tensorflow":
+            import mlflow.tensorflow
+            _WORKER_MODELS[key] = mlflow.tensorflow.load_model(uri)
+        else:
+            from visionlake.detectors import load_scorer
+            _WORKER_MODELS[key] = load_scorer(uri)
+    return _WORKER_MODELS[key]

@@ -20,7 +20,7 @@ from pyspark.sql import SparkSession
 
 from visionlake import tracking
 from visionlake.config import Config, TrainConfig
-from visionlake.data import InputSpec, open_images, plan_inputs, split_file_rows
+from visionlake.data import InputSpec, open_images, plan_inputs
 from visionlake.evaluation import confusion_matrix, per_class_report, plot_confusion_matrix, plot_curves
 from visionlake.lake import Lake
 from visionlake.launcher import default_num_proc, init_rank, rank_settings, run_on_ranks
@@ -218,12 +218,13 @@ def train_classifier(spark: SparkSession, config: Config) -> TrainSummary:
                  settings.model, settings.dataset, manifest["version"], num_proc, inputs.steps, settings.batch_size,
                  settings.epochs, run_id)
         results = sorted(run_on_ranks(spark, train_rank, (job,), num_proc), key=lambda r: r["rank"])
-        history = _full_history(run_id, results[0]["history"])
+        history = tracking.metric_history(run_id, ("loss", "accuracy", "val_loss", "val_accuracy"),
+                                          results[0]["history"])
         model = _load_model(settings, spec, len(label_names), results[0]["best_weights"])
-        test_accuracy = _evaluate_and_log(model, lake, manifest, spec, history, label_names)
+        test_accuracy = _evaluate_and_log(model, inputs.test_files, spec, history, label_names)
         best_val = max(h["val_accuracy"] for h in history)
         mlflow.log_metric(GATE_METRIC, best_val)
-        version = _log_and_register(model, spec, settings.registered_model)
+        version = tracking.log_keras_model(_serving(model), settings.registered_model)
         gate = tracking.gate_and_promote(settings.registered_model, version, GATE_METRIC, best_val)
     summary = TrainSummary(run_id=run_id, model_name=settings.registered_model, model_version=version, gate=gate,
                            test_accuracy=test_accuracy, best_val_accuracy=best_val, history=history,
@@ -231,19 +232,6 @@ def train_classifier(spark: SparkSession, config: Config) -> TrainSummary:
                            rank_weight_digests=[r["weights_digest"] for r in results])
     log.info("%s", summary.report())
     return summary
-
-
-def _full_history(run_id: str, rank_zero_history: list[dict[str, float]]) -> list[dict[str, float]]:
-    """The run's per-epoch metrics from MLflow, so a resumed run's curves include the epochs before the restart."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient()
-    by_epoch: dict[int, dict[str, float]] = {}
-    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
-        for metric in client.get_metric_history(run_id, key):
-            by_epoch.setdefault(metric.step, {"epoch": metric.step})[key] = metric.value
-    history = [by_epoch[e] for e in sorted(by_epoch) if len(by_epoch[e]) == 5]
-    return history or rank_zero_history
 
 
 def _load_model(settings: TrainConfig, spec: InputSpec, num_classes: int, weights: str):
@@ -254,23 +242,21 @@ def _load_model(settings: TrainConfig, spec: InputSpec, num_classes: int, weight
     return model
 
 
-def predict_split(model, lake: Lake, manifest: dict[str, Any], spec: InputSpec, split: str):
-    """(labels, predicted labels) of a whole split, read through the same input path as training."""
-    images = lake.read_table(manifest["dataset"], "images", manifest)
-    files = tuple(f for f, _ in split_file_rows(images, split))
+def predict_split(model, test_files: tuple[str, ...], spec: InputSpec):
+    """(labels, predicted labels) of a split's Parquet files, read through the same input path as training."""
     labels, predicted = [], []
     # These are the Parquet files, so they are read through petastorm whatever train.reader is.
-    with open_images(replace(spec, reader="petastorm"), files, training=False) as batches:
+    with open_images(replace(spec, reader="petastorm"), test_files, training=False) as batches:
         for batch_images, batch_labels in batches:
             labels.append(batch_labels.numpy())
             predicted.append(np.argmax(model(batch_images, training=False).numpy(), axis=-1))
     return (np.concatenate(labels), np.concatenate(predicted)) if labels else (np.array([]), np.array([]))
 
 
-def _evaluate_and_log(model, lake: Lake, manifest, spec: InputSpec, history, label_names: list[str]) -> float:
+def _evaluate_and_log(model, test_files: tuple[str, ...], spec: InputSpec, history, label_names: list[str]) -> float:
     import mlflow
 
-    labels, predicted = predict_split(model, lake, manifest, spec, "test")
+    labels, predicted = predict_split(model, test_files, spec)
     accuracy = float((labels == predicted).mean()) if len(labels) else float("nan")
     matrix = confusion_matrix(labels, predicted, len(label_names))
     mlflow.log_metric("test_accuracy", accuracy)
@@ -283,15 +269,8 @@ def _evaluate_and_log(model, lake: Lake, manifest, spec: InputSpec, history, lab
     return accuracy
 
 
-def _log_and_register(model, spec: InputSpec, registered_name: str) -> str:
-    """Logs a probabilities-out copy of the model with signature and example, registered under ``registered_name``."""
-    import mlflow
+def _serving(model):
+    """The registered form: the classifier with a softmax on its logits (its "features" layer stays inside)."""
     import tensorflow as tf
-    from mlflow.models import infer_signature
 
-    serving = tf.keras.Model(model.inputs, tf.keras.layers.Softmax(name="probabilities")(model.outputs[0]))
-    example = np.zeros((2, *spec.image_shape), np.float32)
-    signature = infer_signature(example, serving.predict(example, verbose=0))
-    info = mlflow.tensorflow.log_model(serving, name="model", signature=signature, input_example=example,
-                                       registered_model_name=registered_name)
-    return str(info.registered_model_version)
+    return tf.keras.Model(model.inputs, tf.keras.layers.Softmax(name="probabilities")(model.outputs[0]))

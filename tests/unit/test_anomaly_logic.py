@@ -88,10 +88,10 @@ def test_rescoring_a_slice_replaces_its_previous_run():
     now = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
     manifest = {"version": 2, "live_runs": ["i1"], "runs": [{"run_id": "i1"}],
                 "tables": {"images": "/lake/d/images"}}
-    first, replaced = with_predictions_run(manifest, "p1", "s", {"x": 1}, now)
+    first, replaced = with_predictions_run(manifest, "p1", "s", {"x": 1}, now, "/lake/d/predictions")
     assert replaced == "" and first["live_runs"] == ["i1", "p1"] and first["version"] == 3
-    second, replaced = with_predictions_run(first, "p2", "s", {"x": 2}, now)
+    second, replaced = with_predictions_run(first, "p2", "s", {"x": 2}, now, "/lake/d/predictions")
     assert replaced == "p1" and second["live_runs"] == ["i1", "p2"]
     assert second["predictions"]["slices"]["s"]["run_id"] == "p2"
-    other, replaced = with_predictions_run(second, "p3", "t", {}, now)
+    other, replaced = with_predictions_run(second, "p3", "t", {}, now, "/lake/d/predictions")
     assert replaced == "" and other["live_runs"] == ["i1", "p2", "p3"]

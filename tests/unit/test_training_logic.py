@@ -54,3 +54,13 @@ def test_confusion_matrix_and_per_class_report():
     report = per_class_report(matrix, ["a", "b", "c"])
     assert report["b"] == {"precision": 2 / 3, "recall": 1.0, "support": 2}
     assert report["c"] == {"precision": 0.0, "recall": 0.0, "support": 1}
+
+
+def test_best_weights_selection_and_nan_figures():
+    from visionlake.loop import improved
+
+    assert improved(0.5, None, "max") and improved(0.6, 0.5, "max") and not improved(0.4, 0.5, "max")
+    assert improved(0.4, 0.5, "min") and not improved(0.6, 0.5, "min")
+    nan = float("nan")
+    # No validation figure (empty val split): keep the latest weights rather than freezing on epoch 0.
+    assert improved(nan, None, "max") and improved(nan, nan, "max") and improved(0.1, nan, "max")
