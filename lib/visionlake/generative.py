@@ -346,8 +346,7 @@ def fit_generative(spark: SparkSession, plan: GenerativePlan, run_id: str) -> Ge
              shared.dataset, plan.manifest["version"], plan.num_proc, plan.inputs.steps, settings.batch_size,
              settings.epochs, run_id)
     results = sorted(run_on_ranks(spark, generative_rank, (job,), plan.num_proc), key=lambda r: r["rank"])
-    history = tracking.metric_history(run_id, {k for r in results[0]["history"] for k in r if k != "epoch"},
-                                      results[0]["history"])
+    history = tracking.metric_history(run_id, results[0]["history"])
     networks = _load_networks(job, results[0]["best_weights"])
     _log_curves(history, settings)
     model = networks["generator"] if settings.is_gan else networks["autoencoder"]

@@ -192,18 +192,26 @@ def gate_and_promote(model_name: str, version: str, metric: str, value: Optional
     return decision
 
 
-def metric_history(run_id: str, keys, fallback: list[dict[str, float]]) -> list[dict[str, float]]:
-    """Per-epoch records of ``keys`` from MLflow (so a resumed run's curves include the epochs before the restart);
-    epochs missing a key are left out; ``fallback`` when MLflow has none."""
+def metric_history(run_id: str, rank_zero_history: list[dict[str, float]]) -> list[dict[str, float]]:
+    """The run's per-epoch records from MLflow, so a resumed run's curves include the epochs before the restart.
+
+    The keys are those of this attempt's records (``rank_zero_history``, or all the run's metrics when it is empty);
+    epochs missing a key logged every epoch are left out; keys logged on some epochs only (quality metrics) are kept
+    where present.
+    """
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient()
-    keys = sorted(keys)
+    if rank_zero_history:
+        keys = {k for record in rank_zero_history for k in record} - {"epoch"}
+        every_epoch = set.intersection(*(set(record) for record in rank_zero_history)) - {"epoch"}
+    else:  # resumed after its last epoch: nothing ran this time, everything is in MLflow
+        keys, every_epoch = set(client.get_run(run_id).data.metrics), set()
     by_epoch: dict[int, dict[str, float]] = {}
-    for key in keys:
+    for key in sorted(keys):
         for metric in client.get_metric_history(run_id, key):
             by_epoch.setdefault(metric.step, {"epoch": metric.step})[key] = metric.value
-    return [by_epoch[e] for e in sorted(by_epoch) if len(by_epoch[e]) == len(keys) + 1] or fallback
+    return [by_epoch[e] for e in sorted(by_epoch) if every_epoch <= set(by_epoch[e])] or rank_zero_history
 
 
 def log_keras_model(model, registered_name: str, with_example: bool = True) -> str:

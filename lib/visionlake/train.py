@@ -218,8 +218,7 @@ def train_classifier(spark: SparkSession, config: Config) -> TrainSummary:
                  settings.model, settings.dataset, manifest["version"], num_proc, inputs.steps, settings.batch_size,
                  settings.epochs, run_id)
         results = sorted(run_on_ranks(spark, train_rank, (job,), num_proc), key=lambda r: r["rank"])
-        history = tracking.metric_history(run_id, ("loss", "accuracy", "val_loss", "val_accuracy"),
-                                          results[0]["history"])
+        history = tracking.metric_history(run_id, results[0]["history"])
         model = _load_model(settings, spec, len(label_names), results[0]["best_weights"])
         test_accuracy = _evaluate_and_log(model, inputs.test_files, spec, history, label_names)
         best_val = max(h["val_accuracy"] for h in history)
