@@ -21,6 +21,9 @@ setup(
         "mlflow>=3,<4",
         "google-crc32c>=1.5",
     ],
-    extras_require={"test": ["pytest>=8"]},
+    extras_require={
+        "test": ["pytest>=8", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6"],  # notebooks run in the suite
+        "notebooks": ["jupyterlab>=4"],
+    },
     entry_points={"console_scripts": ["visionlake=visionlake.cli:main"]},
 )

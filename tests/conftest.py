@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +13,8 @@ from PIL import Image
 
 from visionlake.config import SparkConfig, load_config
 
-SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "mnist_png.tar.gz"
+REPO = Path(__file__).resolve().parents[1]
+SHARED_MNIST = REPO.parent / "shared" / "datasets" / "mnist_png.tar.gz"
 
 
 @pytest.fixture(scope="session")
@@ -22,6 +26,23 @@ def spark():
     with spark_session(config) as session:
         session.sparkContext.setLogLevel("ERROR")
         yield session
+
+
+@pytest.fixture(scope="session")
+def visionlake_wheel(tmp_path_factory) -> Path:
+    """A wheel of the checkout, as `make dist` builds it (fresh for every test session)."""
+    folder = tmp_path_factory.mktemp("dist")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                    "--disable-pip-version-check", "-w", str(folder), str(REPO)], check=True)
+    return next(folder.glob("visionlake-*.whl"))
+
+
+def loopback_job_env(**extra: str) -> dict[str, str]:
+    """The environment a local spark-submit gets: the job venv's interpreter and every Spark service on 127.0.0.1."""
+    env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": sys.executable,
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}", **extra}
+    env.pop("PYSPARK_GATEWAY_PORT", None)
+    return env
 
 
 @pytest.fixture

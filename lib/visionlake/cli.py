@@ -1,7 +1,7 @@
-"""The ``visionlake`` command line and the shared runner behind every ``jobs/*.py`` entry point.
+"""visionlake: ingest images into a lake, train with Horovod on Spark, track in MLflow, score in batch.
 
 Examples:
-    visionlake demo                                   # generate the demo raw data and run the pipeline on it
+    visionlake demo                                   # demo data -> ingest -> classifier -> anomaly -> GAN -> score
     visionlake ingest --conf conf/mnist.yaml ingest.source.uri=/data/mnist
     visionlake ingest ingest.full_rebuild=true        # rebuild the demo dataset from scratch
     visionlake train classifier --dataset mnist --conf conf/mnist.yaml
@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Optional
 
+import visionlake
 from visionlake.config import Config, ConfigError, load_config
 
 log = logging.getLogger("visionlake")
@@ -30,7 +31,7 @@ EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 _EXAMPLES = {
     "ingest": "visionlake ingest --conf conf/mnist.yaml ingest.source.uri=/data/mnist_png",
     "demo-data": "visionlake demo-data demo.images_per_class=100",
-    "demo": "visionlake demo",
+    "demo": "visionlake demo                       # or quicker: visionlake demo demo.generative_epochs=5",
     "show-config": "visionlake show-config --conf conf/mnist.yaml lake.root=/tmp/lake",
     "train": "visionlake train classifier --dataset mnist train.model=resnet_small train.epochs=8\n"
              "  visionlake train gan --model cdcgan --dataset mnist generative.epochs=10\n"
@@ -122,6 +123,7 @@ def _run(job: Callable, args: argparse.Namespace) -> int:
     configure_logging()
     try:
         config = load_config(args.conf, args.overrides)
+        log.info("visionlake %s from %s", visionlake.__version__, Path(visionlake.__file__).parent)
         log.info("config: %s", json.dumps(config.to_dict(), default=str))
         with spark_session(config.spark) as spark:
             spark.sparkContext.setLogLevel("WARN")
@@ -207,9 +209,9 @@ def demo_data_job(config: Config) -> Path:
 
 
 def demo_job(spark, config: Config) -> None:
-    demo_data_job(config)
-    ingest_job(spark, config)
-    train_classifier_job(spark, config)
+    from visionlake.pipeline import run_demo
+
+    print(run_demo(spark, config).report())
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -218,7 +220,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     helps = {"ingest": "ingest raw images into the lake (Parquet + TFRecord + quarantine)",
              "demo-data": "write the embedded demo raw dataset to ingest.source.uri",
-             "demo": "generate the demo data and run the pipeline on it",
+             "demo": "generate the demo data and run the whole pipeline on it (ingest, classifier, anomaly model, "
+                     "GAN, scoring)",
              "show-config": "print the resolved configuration",
              "train": "train a model with Horovod on Spark, track it in MLflow, register and gate it",
              "generate": "write labelled synthetic images from a registered conditional generator to the lake",

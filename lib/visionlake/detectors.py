@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 GATE_METRIC = "val_auroc"
 THRESHOLD_TAG = "anomaly.threshold"
+NORMAL_LABELS_TAG = "anomaly.normal_labels"  # a val AUROC only compares detectors with the same normal labels
 
 
 @dataclass
@@ -177,7 +178,8 @@ def train_detector(spark: SparkSession, config: Config) -> DetectorSummary:
             version = _log_and_register(scorer, {**artifacts, "calibration": str(calibration_path)},
                                         settings.registered_model, image_shape)
         _tag_version(settings.registered_model, version, calibration, settings.method, normal)
-        gate = tracking.gate_and_promote(settings.registered_model, version, GATE_METRIC, val_auroc)
+        gate = tracking.gate_and_promote(settings.registered_model, version, GATE_METRIC, val_auroc,
+                                         comparable_on=(NORMAL_LABELS_TAG,))
     summary = DetectorSummary(run_id, settings.method, settings.registered_model, version, calibration, val_auroc,
                               gate, time.perf_counter() - started)
     log.info("%s", summary.report())
@@ -253,7 +255,7 @@ def _tag_version(name: str, version: str, calibration: Calibration, method: str,
             "anomaly.false_positive_rate": str(calibration.target_false_positive_rate),
             "anomaly.calibration_fpr": f"{calibration.achieved_false_positive_rate:.6f}",
             "anomaly.calibration_images": str(calibration.calibration_images),
-            "anomaly.normal_labels": ",".join(map(str, normal)),
+            NORMAL_LABELS_TAG: ",".join(map(str, normal)),
             "anomaly.score_summary": json.dumps(calibration.quantiles)}
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)

@@ -7,6 +7,7 @@ import os
 import sys
 from typing import Iterator
 
+from pyspark import SparkConf
 from pyspark.sql import SparkSession
 
 from visionlake.config import SparkConfig
@@ -32,13 +33,9 @@ def launched_by_spark_submit() -> bool:
     return "PYSPARK_GATEWAY_PORT" in os.environ
 
 
-@contextlib.contextmanager
-def spark_session(config: SparkConfig) -> Iterator[SparkSession]:
-    """Opens the session and always stops it, also when the job fails.
-
-    Under spark-submit the master and resources come from the submit; otherwise ``config.master`` runs locally with
-    every Spark service bound to 127.0.0.1.
-    """
+def start_session(config: SparkConfig) -> SparkSession:
+    """The session for ``config``: under spark-submit the master and resources come from the submit; otherwise
+    ``config.master`` runs locally with every Spark service bound to 127.0.0.1. The caller stops it."""
     builder = SparkSession.builder.appName(config.app_name)
     if not launched_by_spark_submit():
         # The JVM reads SPARK_LOCAL_IP at launch for the UI and block manager; the driver settings cover the rest.
@@ -49,6 +46,14 @@ def spark_session(config: SparkConfig) -> Iterator[SparkSession]:
                    .config("spark.driver.host", LOOPBACK).config("spark.driver.bindAddress", LOOPBACK))
         for key, value in config.conf.items():
             builder = builder.config(key, value)
+    else:
+        submitted = SparkConf()
+        if submitted.get("spark.master", "").startswith("local"):
+            # A local-master submit is one machine too: keep the driver on loopback unless the submit says otherwise
+            # (its UI follows SPARK_LOCAL_IP, which the submitter sets: see README).
+            for key in ("spark.driver.host", "spark.driver.bindAddress"):
+                if not submitted.contains(key):
+                    builder = builder.config(key, LOOPBACK)
     spark = builder.getOrCreate()
     chosen = spark.sparkContext.getConf()  # what the builder or spark-submit set explicitly
     for key, value in SESSION_DEFAULTS.items():
@@ -56,6 +61,13 @@ def spark_session(config: SparkConfig) -> Iterator[SparkSession]:
             spark.conf.set(key, value)
     log.info("Spark %s on %s (parallelism %d)", spark.version, spark.sparkContext.master,
              spark.sparkContext.defaultParallelism)
+    return spark
+
+
+@contextlib.contextmanager
+def spark_session(config: SparkConfig) -> Iterator[SparkSession]:
+    """``start_session`` that always stops the session, also when the job fails."""
+    spark = start_session(config)
     try:
         yield spark
     finally:

@@ -153,11 +153,13 @@ def mlflow_uri() -> str:
 
 
 def gate_and_promote(model_name: str, version: str, metric: str, value: Optional[float],
-                     higher_is_better: bool = True) -> dict[str, Any]:
+                     higher_is_better: bool = True, comparable_on: tuple[str, ...] = ()) -> dict[str, Any]:
     """Sets ``candidate`` on the new version and moves ``champion`` to it only if it beats the current champion.
 
-    A version without a figure (``value`` None) only becomes champion when there is none. The decision and both
-    figures are recorded as tags on the model version and on its run.
+    A version without a figure (``value`` None) only becomes champion when there is none. ``comparable_on`` names
+    version tags that must match for the figures to be comparable (e.g. what an anomaly model calls normal); a
+    champion that differs in one of them is replaced, since the new version follows the current configuration. The
+    decision and both figures are recorded as tags on the model version and on its run.
     """
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
@@ -170,7 +172,9 @@ def gate_and_promote(model_name: str, version: str, metric: str, value: Optional
         champion_version = champion.version
     except MlflowException:
         champion, champion_value, champion_version = None, None, None
-    if champion is None:
+    differs = [tag for tag in comparable_on if champion is not None and
+               champion.tags.get(tag) != client.get_model_version(model_name, version).tags.get(tag)]
+    if champion is None or differs:
         promoted = True
     elif value is None:
         promoted = False
@@ -182,7 +186,8 @@ def gate_and_promote(model_name: str, version: str, metric: str, value: Optional
                 "gate.candidate_value": "none" if value is None else f"{value:.6f}",
                 "gate.champion_value": "none" if champion_value is None else f"{champion_value:.6f}",
                 "gate.champion_version": str(champion_version or "none"),
-                "gate.decision": "promoted" if promoted else "kept_champion"}
+                "gate.decision": "promoted" if promoted else "kept_champion",
+                "gate.not_comparable_on": ",".join(differs) or "none"}
     run_id = client.get_model_version(model_name, version).run_id
     for key, tag in decision.items():
         client.set_model_version_tag(model_name, version, key, tag)

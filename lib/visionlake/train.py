@@ -204,8 +204,9 @@ def train_classifier(spark: SparkSession, config: Config) -> TrainSummary:
         run_id = run.info.run_id
         if not settings.resume_run_id:
             mlflow.log_params(tracking.flatten({"train": config.to_dict()["train"], "lake": config.to_dict()["lake"]}))
-            mlflow.set_tags({"dataset": settings.dataset, "dataset.version": manifest["version"],
-                             "dataset.digest": manifest["source"]["digest"], "dataset.run_id": manifest["run_id"],
+            mlflow.set_tags({"job": "train_classifier", "dataset": settings.dataset,
+                             "dataset.version": manifest["version"], "dataset.digest": manifest["source"]["digest"],
+                             "dataset.run_id": manifest["run_id"],
                              "horovod.num_proc": num_proc, "model.architecture": settings.model})
             mlflow.set_tags(inputs.mix_tags(settings.synthetic_fraction))
         loop = LoopJob(rank_settings=rank_settings(spark, settings, num_proc), spec=spec, epochs=settings.epochs,

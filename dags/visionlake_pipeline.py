@@ -1,0 +1,93 @@
+"""visionlake pipeline: ingest -> train classifier -> train anomaly model (and GAN when enabled) -> batch scoring.
+
+Every task is one ``spark-submit`` of a ``jobs/*.py`` entry point through the Apache Spark provider, so Airflow only
+schedules: the job stack (Spark, TensorFlow, Horovod) lives in its own environment and is never imported here.
+
+Deployment settings are Airflow objects, read when a task runs (not when the scheduler parses this file):
+* connection ``visionlake_spark``: the Spark master, e.g. ``local[*]`` (``make airflow-test`` defines it through
+  ``AIRFLOW_CONN_VISIONLAKE_SPARK``), ``yarn``, ``spark://host:7077`` or ``k8s://https://host:6443``;
+* variable ``visionlake_home``: the folder holding ``jobs/`` and ``conf/`` (default: the checkout this file is in);
+* variable ``visionlake_python``: the job environment's interpreter (default ``<home>/.venv/bin/python``);
+* variable ``visionlake_py_files``: the wheel to ship (``make dist``), empty when the package is installed there.
+
+Per-run choices are DAG params (dataset, raw path, config file, extra ``key=value`` overrides, whether to train the
+GAN), so one trigger form covers the demo and a production dataset alike.
+"""
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pendulum
+from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+from airflow.providers.standard.operators.python import ShortCircuitOperator
+from airflow.sdk import DAG, Param
+
+CONN_ID = "visionlake_spark"
+CHECKOUT = str(Path(__file__).resolve().parents[1])
+_HOME = f"var.value.get('visionlake_home', '{CHECKOUT}')"
+HOME = "{{ " + _HOME + " }}"
+PYTHON = "{{ var.value.get('visionlake_python', " + _HOME + " ~ '/.venv/bin/python') }}"
+
+RETRIES = {"retries": 2, "retry_delay": timedelta(minutes=1), "retry_exponential_backoff": 2.0,
+           "max_retry_delay": timedelta(minutes=15)}
+
+
+def job_arguments(*settings: str) -> str:
+    """The job's arguments as one native-rendered list: ``--conf FILE`` (when given), the task's own settings
+    (templates like ``'ingest.dataset=' ~ params.dataset``) and then the run's overrides, which win."""
+    conf = "(['--conf', params.config_file] if params.config_file else [])"
+    return "{{ %s + [%s] + params.overrides }}" % (conf, ", ".join(settings))
+
+
+def gan_enabled(params: dict) -> bool:
+    return bool(params["train_gan"])
+
+
+def spark_job(task_id: str, job: str, *settings: str) -> SparkSubmitOperator:
+    return SparkSubmitOperator(
+        task_id=task_id,
+        conn_id=CONN_ID,
+        application=f"{HOME}/jobs/{job}.py",
+        application_args=job_arguments(*settings),
+        py_files="{{ var.value.get('visionlake_py_files', '') }}",
+        # Driver and executors run the job environment's interpreter, not whatever python3 the worker has.
+        conf={"spark.pyspark.python": PYTHON, "spark.pyspark.driver.python": PYTHON},
+        name=f"visionlake-{task_id}")
+
+
+with DAG(
+    dag_id="visionlake_pipeline",
+    description="Ingest raw images, train the classifier and anomaly model (and GAN), score into the lake.",
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,  # runs commit lake and registry versions; one at a time keeps them in order
+    default_args=RETRIES,
+    render_template_as_native_obj=True,  # job_arguments renders to a real list
+    params={
+        "dataset": Param("demo", type="string", minLength=1, description="lake dataset to build and score"),
+        "raw_path": Param("data/demo-raw", type="string", minLength=1,
+                          description="raw images to ingest: a folder, archive or manifest, any Hadoop URI"),
+        "config_file": Param("", type="string",
+                             description="YAML config passed as --conf (empty: the embedded local default)"),
+        "overrides": Param([], type="array", items={"type": "string", "pattern": "^[A-Za-z0-9_.]+=.*$"},
+                           description="extra key.path=value config overrides for every job"),
+        "train_gan": Param(False, type="boolean", description="also train the conditional GAN"),
+    },
+    tags=["visionlake"],
+    doc_md=__doc__,
+) as dag:
+    ingest = spark_job("ingest", "ingest", "'ingest.dataset=' ~ params.dataset",
+                       "'ingest.source.uri=' ~ params.raw_path")
+    train_classifier = spark_job("train_classifier", "train_classifier", "'train.dataset=' ~ params.dataset")
+    train_anomaly = spark_job("train_anomaly", "train_anomaly", "'train.dataset=' ~ params.dataset")
+    check_gan = ShortCircuitOperator(task_id="gan_enabled", python_callable=gan_enabled,
+                                     ignore_downstream_trigger_rules=False)
+    train_gan = spark_job("train_gan", "train_gan", "'train.dataset=' ~ params.dataset")
+    score = spark_job("score", "batch_inference", "'score.dataset=' ~ params.dataset")
+
+    # The classifier comes first: scoring needs it and the GAN's quality metric (FCD) is measured with it.
+    ingest >> train_classifier >> [train_anomaly, check_gan]
+    check_gan >> train_gan
+    [train_classifier, train_anomaly] >> score

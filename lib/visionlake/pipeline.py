@@ -1,0 +1,116 @@
+"""The whole pipeline in one process, as ``visionlake demo`` runs it: demo data -> ingest -> classifier -> anomaly
+model -> conditional GAN (short schedule) -> batch scoring, then a summary of what is now in the lake and registry.
+
+Each step is the same library call its ``jobs/*.py`` entry point makes; only the schedule is shortened for the demo
+(``demo.*`` in the config).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable
+
+from pyspark.sql import SparkSession
+
+from visionlake.config import Config
+
+log = logging.getLogger(__name__)
+
+SUMMARY_TABLES = ("images", "quarantine", "predictions", "synthetic")
+
+
+@dataclass
+class DemoSummary:
+    dataset: str
+    lake_root: str
+    tracking_uri: str
+    tables: dict[str, int]
+    models: dict[str, dict[str, str]]  # registered model -> alias -> version
+    anomaly_rate: float
+    per_label_anomaly_rate: dict[str, float]
+    step_seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.step_seconds.values())
+
+    def report(self) -> str:
+        steps = ", ".join(f"{name} {seconds:.0f}s" for name, seconds in self.step_seconds.items())
+        lines = [f"visionlake demo finished in {self.seconds:.0f}s ({steps})",
+                 f"lake {self.lake_root}, dataset {self.dataset!r}:"]
+        lines += [f"  {table:<12} {count:>6} rows" for table, count in self.tables.items()]
+        lines.append(f"registered models ({self.tracking_uri}):")
+        for name, aliases in sorted(self.models.items()):
+            shown = ", ".join(f"@{alias} = v{version}" for alias, version in sorted(aliases.items())) or "no alias"
+            lines.append(f"  {name:<24} {shown}")
+        rates = ", ".join(f"{label} {rate:.0%}" for label, rate in sorted(self.per_label_anomaly_rate.items()))
+        lines += [f"anomaly rate {self.anomaly_rate:.1%} (per predicted label: {rates})",
+                  "next:",
+                  "  make mlflow-ui                  # runs, sample grids, confusion matrices, models: "
+                  "http://127.0.0.1:5000",
+                  "  .venv/bin/jupyter lab notebooks/  # 01_explore_lake, 02_models, 03_anomalies "
+                  "(or: make notebooks)"]
+        return "\n".join(lines)
+
+
+def demo_settings(config: Config) -> Config:
+    """The config with the demo's short generative schedule and its choice of normal classes."""
+    demo = config.demo
+    generative = replace(config.generative, epochs=demo.generative_epochs,
+                         quality=replace(config.generative.quality, samples=demo.quality_samples))
+    anomaly = replace(config.anomaly, normal_labels=list(demo.normal_labels))
+    return replace(config, generative=generative, anomaly=anomaly)
+
+
+def run_demo(spark: SparkSession, config: Config) -> DemoSummary:
+    """Runs every step on the embedded demo data; re-running adds model versions but no duplicate lake rows."""
+    from visionlake.cli import demo_data_job
+    from visionlake.detectors import train_detector
+    from visionlake.generative import train_generative
+    from visionlake.ingest import ingest
+    from visionlake.score import score_dataset
+    from visionlake.train import train_classifier
+
+    config = demo_settings(config)
+    gan_config = replace(config, generative=replace(config.generative, model="cdcgan"))
+    steps: list[tuple[str, Callable[[], Any]]] = [
+        ("demo data", lambda: demo_data_job(config)),
+        ("ingest", lambda: ingest(spark, config)),
+        ("classifier", lambda: train_classifier(spark, config)),
+        ("anomaly model", lambda: train_detector(spark, config)),
+        ("conditional GAN", lambda: train_generative(spark, gan_config)),
+        ("scoring", lambda: score_dataset(spark, config)),
+    ]
+    seconds: dict[str, float] = {}
+    results: dict[str, Any] = {}
+    for number, (name, step) in enumerate(steps, start=1):
+        log.info("demo step %d/%d: %s", number, len(steps), name)
+        started = time.perf_counter()
+        results[name] = step()  # each step logs its own summary
+        seconds[name] = time.perf_counter() - started
+    scored = results["scoring"]
+    return DemoSummary(dataset=config.score.dataset, lake_root=config.lake.root,
+                       tracking_uri=config.tracking.tracking_uri, tables=table_counts(spark, config),
+                       models=registered_aliases(config), anomaly_rate=scored.anomaly_rate,
+                       per_label_anomaly_rate=scored.per_label_anomaly_rate, step_seconds=seconds)
+
+
+def table_counts(spark: SparkSession, config: Config) -> dict[str, int]:
+    """Live rows per table of the scored dataset (0 for a table it does not have yet)."""
+    from visionlake.lake import Lake
+
+    lake = Lake(spark, config.lake.root)
+    manifest = lake.require_manifest(config.score.dataset)
+    return {table: lake.read_table(config.score.dataset, table, manifest).count() for table in SUMMARY_TABLES}
+
+
+def registered_aliases(config: Config) -> dict[str, dict[str, str]]:
+    """Every registered model in the store with its aliases (alias -> version)."""
+    from mlflow.tracking import MlflowClient
+
+    from visionlake import tracking
+
+    tracking.connect(config.tracking)
+    return {model.name: {alias: str(version) for alias, version in model.aliases.items()}
+            for model in MlflowClient().search_registered_models()}

@@ -1,0 +1,117 @@
+"""Operating visionlake: the full demo pipeline and its summary, the real MLflow server's REST API over the demo's
+store, and the notebooks executed top to bottom on the demo lake."""
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, TINY_TRAINING, loopback_job_env
+
+DEMO_MODELS = ("visionlake-classifier", "visionlake-anomaly", "visionlake-cdcgan")
+NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
+
+
+@pytest.fixture(scope="module")
+def demo(spark, tmp_path_factory):
+    """`visionlake demo` in process (the shared session), on a small schedule, in its own workspace."""
+    from visionlake.config import load_config
+    from visionlake.pipeline import run_demo
+
+    root = tmp_path_factory.mktemp("demo-workspace")
+    config = load_config(None, [*TINY_TRAINING, "demo.generative_epochs=2", "demo.quality_samples=200"],
+                         base_dir=str(root))
+    return root, config, run_demo(spark, config)
+
+
+def test_demo_runs_every_step_and_ends_with_a_summary(demo):
+    from mlflow.tracking import MlflowClient
+
+    root, config, summary = demo
+    images = 5 * config.demo.images_per_class
+    assert summary.tables == {"images": images, "quarantine": 4, "predictions": images, "synthetic": 0}
+    assert list(summary.step_seconds) == ["demo data", "ingest", "classifier", "anomaly model", "conditional GAN",
+                                          "scoring"]
+    for name in DEMO_MODELS:
+        assert summary.models[name] == {"candidate": "1", "champion": "1"}
+    assert 0.0 < summary.anomaly_rate < 1.0
+    detector = MlflowClient(config.tracking.tracking_uri).get_model_version("visionlake-anomaly", "1")
+    assert detector.tags["anomaly.normal_labels"] == "1,2,3,4", "the demo treats circles (label 0) as anomalies"
+    report = summary.report()
+    for expected in ("predictions", "@champion = v1", "anomaly rate", "make mlflow-ui", "notebooks"):
+        assert expected in report
+
+
+def free_loopback_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def get_json(base: str, endpoint: str, **query: str) -> dict:
+    with urllib.request.urlopen(f"{base}{endpoint}?{urllib.parse.urlencode(query)}", timeout=30) as response:
+        return json.loads(response.read())
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(demo):
+    """The real MLflow server (what `make mlflow-ui` runs) over the demo's store, on a free loopback port."""
+    root, config, _ = demo
+    port = free_loopback_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", config.tracking.tracking_uri,
+         "--default-artifact-root", str(root / "mlartifacts"), "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1"],
+        env=loopback_job_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    try:
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/health", timeout=5) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"MLflow server did not start: {server.stderr.read()[-3000:]}") from None
+                time.sleep(1)
+        yield base
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_mlflow_server_shows_the_demo_models_aliases_and_artifacts(mlflow_server):
+    found = get_json(mlflow_server, "/api/2.0/mlflow/registered-models/search")["registered_models"]
+    assert sorted(model["name"] for model in found) == sorted(DEMO_MODELS)
+    for name in DEMO_MODELS:
+        version = get_json(mlflow_server, "/api/2.0/mlflow/registered-models/alias", name=name,
+                           alias="champion")["model_version"]
+        assert version["version"] == "1"
+    gan_run = get_json(mlflow_server, "/api/2.0/mlflow/registered-models/alias", name="visionlake-cdcgan",
+                       alias="champion")["model_version"]["run_id"]
+    grids = get_json(mlflow_server, "/api/2.0/mlflow/artifacts/list", run_id=gan_run, path="samples")["files"]
+    assert grids and all(item["path"].endswith(".png") for item in grids), "sample grids browsable in the UI"
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[path.stem for path in NOTEBOOKS])
+def test_notebook_runs_top_to_bottom_on_the_demo_lake(notebook: Path, demo, monkeypatch):
+    import nbformat
+    from nbclient import NotebookClient
+
+    root, _, _ = demo
+    monkeypatch.setenv("VISIONLAKE_WORKSPACE", str(root))  # the kernel inherits it
+    executed = nbformat.read(notebook, as_version=4)
+    NotebookClient(executed, timeout=600, kernel_name="python3",
+                   resources={"metadata": {"path": str(notebook.parent)}}).execute()  # raises on a failing cell
+
+    outputs = [output for cell in executed.cells if cell.cell_type == "code" for output in cell.outputs]
+    assert not [output for output in outputs if output.output_type == "error"]
+    assert any("image/png" in output.get("data", {}) for output in outputs), "each notebook shows pictures"
