@@ -35,7 +35,8 @@ def sample_archive(limit: int | None, target: Path, keep=None) -> Path:
     with tarfile.open(ARCHIVE) as source, tarfile.open(target, "w:gz") as sample:
         members = [m for m in source.getmembers() if m.isfile() and (keep is None or keep(m.name))]
         limit = limit or len(members)
-        for member in members[:: max(1, len(members) // limit)][:limit]:
+        # A ceiling step spreads the sample over the whole archive (training and testing folders alike).
+        for member in members[:: max(1, -(-len(members) // limit))][:limit]:
             sample.addfile(member, source.extractfile(member))
     return target
 

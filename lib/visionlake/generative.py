@@ -334,8 +334,8 @@ def fit_generative(spark: SparkSession, plan: GenerativePlan, run_id: str) -> Ge
         mlflow.log_params(tracking.flatten({"generative": tree["generative"], "train.seed": shared.seed,
                                             "train.num_proc": plan.num_proc, "lake": tree["lake"]}))
         mlflow.set_tags({"job": "train_generative", "dataset": shared.dataset,
-                         "dataset.version": plan.manifest["version"], "dataset.digest": plan.manifest["source"]["digest"],
-                         "horovod.num_proc": plan.num_proc,
+                         "dataset.version": plan.manifest["version"],
+                         "dataset.digest": plan.manifest["source"]["digest"], "horovod.num_proc": plan.num_proc,
                          "model.kind": settings.model, "model.num_classes": len(plan.label_names),
                          "model.trained_labels": ",".join(map(str, plan.spec.labels)) or "all",
                          "quality.classifier": plan.judge.uri if plan.judge else "none"})
