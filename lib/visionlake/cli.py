@@ -200,12 +200,9 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def demo_data_job(config: Config) -> Path:
-    from visionlake.demo import write_demo_dataset
+    from visionlake.demo import write_demo_source
 
-    target = Path(config.ingest.source.uri.removeprefix("file:"))
-    count = write_demo_dataset(target, config.demo)
-    log.info("demo raw dataset: %d files under %s", count, target)
-    return target
+    return write_demo_source(config)
 
 
 def demo_job(spark, config: Config) -> None:

@@ -7,13 +7,16 @@ quarantine.
 from __future__ import annotations
 
 import io
+import logging
 import math
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from visionlake.config import DemoConfig
+from visionlake.config import Config, DemoConfig
+
+log = logging.getLogger(__name__)
 
 SHAPES = ("circle", "square", "triangle", "cross", "ring")
 _FORMATS = (("PNG", ".png"), ("JPEG", ".jpg"), ("PNG", ".png"), ("JPEG", ".jpg"), ("GIF", ".gif"),
@@ -82,3 +85,11 @@ def write_demo_dataset(target: Path, config: DemoConfig) -> int:
             path.write_bytes(payload)
         count += 1
     return count
+
+
+def write_demo_source(config: Config) -> Path:
+    """The demo dataset at ``ingest.source.uri`` (a local path), where the demo's ingest reads it."""
+    target = Path(config.ingest.source.uri.removeprefix("file:"))
+    count = write_demo_dataset(target, config.demo)
+    log.info("demo raw dataset: %d files under %s", count, target)
+    return target

@@ -65,7 +65,7 @@ def demo_settings(config: Config) -> Config:
 
 def run_demo(spark: SparkSession, config: Config) -> DemoSummary:
     """Runs every step on the embedded demo data; re-running adds model versions but no duplicate lake rows."""
-    from visionlake.cli import demo_data_job
+    from visionlake.demo import write_demo_source
     from visionlake.detectors import train_detector
     from visionlake.generative import train_generative
     from visionlake.ingest import ingest
@@ -75,7 +75,7 @@ def run_demo(spark: SparkSession, config: Config) -> DemoSummary:
     config = demo_settings(config)
     gan_config = replace(config, generative=replace(config.generative, model="cdcgan"))
     steps: list[tuple[str, Callable[[], Any]]] = [
-        ("demo data", lambda: demo_data_job(config)),
+        ("demo data", lambda: write_demo_source(config)),
         ("ingest", lambda: ingest(spark, config)),
         ("classifier", lambda: train_classifier(spark, config)),
         ("anomaly model", lambda: train_detector(spark, config)),

@@ -172,8 +172,9 @@ def gate_and_promote(model_name: str, version: str, metric: str, value: Optional
         champion_version = champion.version
     except MlflowException:
         champion, champion_value, champion_version = None, None, None
-    differs = [tag for tag in comparable_on if champion is not None and
-               champion.tags.get(tag) != client.get_model_version(model_name, version).tags.get(tag)]
+    candidate_tags = client.get_model_version(model_name, version).tags if comparable_on else {}
+    differs = [tag for tag in comparable_on
+               if champion is not None and champion.tags.get(tag) != candidate_tags.get(tag)]
     if champion is None or differs:
         promoted = True
     elif value is None:
