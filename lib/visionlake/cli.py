@@ -71,6 +71,17 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                         help="config overrides, e.g. ingest.dataset=mnist lake.root=/data/lake")
 
 
+def parse_command_line(parser: argparse.ArgumentParser, argv: Optional[list[str]]) -> argparse.Namespace:
+    """Like ``parse_args``, but ``key.path=value`` overrides may also follow flags: argparse fills a positional list
+    only once, so ``train gan --model cdcgan generative.epochs=3`` would otherwise reject the override."""
+    args, extra = parser.parse_known_args(argv)
+    stray = [item for item in extra if item.startswith("-") or "=" not in item]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    args.overrides = [*getattr(args, "overrides", []), *extra]
+    return args
+
+
 class _Py4JReconnectFilter(logging.Filter):
     """Horovod's driver forks helper processes that inherit the py4j socket; when one exits, py4j logs the reset
     with a traceback through the root logger and then reconnects on its own. The record is noise, not an error."""
@@ -111,7 +122,7 @@ def run_job(job: Callable, description: str, argv: Optional[list[str]] = None, c
     if add_arguments:
         add_arguments(parser)
     add_config_arguments(parser)
-    args = parser.parse_args(argv)
+    args = parse_command_line(parser, argv)
     args.command = command
     args.overrides = [*flag_overrides(args), *args.overrides]
     return _run(job, args)
@@ -234,7 +245,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         elif name == "score":
             add_score_arguments(sub)
         add_config_arguments(sub)
-    args = parser.parse_args(argv)
+    args = parse_command_line(parser, argv)
     args.overrides = [*flag_overrides(args), *args.overrides]
     if args.command in ("show-config", "demo-data"):
         configure_logging()

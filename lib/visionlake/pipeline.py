@@ -57,7 +57,7 @@ class DemoSummary:
 def demo_settings(config: Config) -> Config:
     """The config with the demo's short generative schedule and its choice of normal classes."""
     demo = config.demo
-    generative = replace(config.generative, epochs=demo.generative_epochs,
+    generative = replace(config.generative, epochs=demo.generative_epochs, batch_size=demo.generative_batch_size,
                          quality=replace(config.generative.quality, samples=demo.quality_samples))
     anomaly = replace(config.anomaly, normal_labels=list(demo.normal_labels))
     return replace(config, generative=generative, anomaly=anomaly)

@@ -1,6 +1,7 @@
 import subprocess
 import sys
 
+from tests.conftest import REPO
 from visionlake.cli import EXIT_BAD_INPUT, main
 
 
@@ -39,3 +40,15 @@ def test_flags_become_config_overrides_and_explicit_overrides_win():
 def test_generate_with_a_bad_count_exits_2_before_any_spark_work(caplog):
     assert main(["generate", "--per-class", "0"]) == EXIT_BAD_INPUT
     assert "synthetic.per_class" in caplog.text
+
+
+def test_overrides_may_follow_flags_and_unknown_flags_still_fail(capsys, tmp_path, monkeypatch):
+    import pytest
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["show-config", "ingest.dataset=parts", "--conf", str(tmp_path / "none.yaml")]) == EXIT_BAD_INPUT
+    assert main(["show-config", "ingest.dataset=parts", "--conf", str(REPO / "conf" / "local.yaml"), "lake.root=/x"]) == 0
+    shown = capsys.readouterr().out
+    assert '"dataset": "parts"' in shown and '"root": "/x"' in shown
+    with pytest.raises(SystemExit):
+        main(["show-config", "--no-such-flag"])

@@ -12,11 +12,11 @@ from visionlake.pipeline import DemoSummary, demo_settings
 
 def test_demo_settings_shorten_the_generative_schedule_and_pick_the_normal_shapes():
     config = load_config(None, ["generative.epochs=50", "demo.generative_epochs=3", "demo.quality_samples=64",
-                                "demo.normal_labels=[ring]"])
+                                "demo.generative_batch_size=8", "demo.normal_labels=[ring]"])
 
     demo = demo_settings(config)
 
-    assert (demo.generative.epochs, demo.generative.quality.samples) == (3, 64)
+    assert (demo.generative.epochs, demo.generative.batch_size, demo.generative.quality.samples) == (3, 8, 64)
     assert list(demo.anomaly.normal_labels) == ["ring"]
     assert demo.generative.gan == config.generative.gan and demo.train == config.train
 
