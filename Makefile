@@ -51,6 +51,11 @@ test-unit: setup
 airflow-test: setup airflow-setup
 	$(PY) -m pytest tests/integration/test_airflow.py
 
+# Absolute roots: the tasks' spark-submit runs in Airflow's working directory, not necessarily this one.
+AIRFLOW_DEMO_CONF = {"raw_path": "$(CURDIR)/data/demo-raw", "overrides": ["lake.root=$(CURDIR)/lake", \
+	"tracking.tracking_uri=sqlite:///$(CURDIR)/mlflow.db", "tracking.artifact_root=$(CURDIR)/mlartifacts", \
+	"train.checkpoint_root=$(CURDIR)/checkpoints"]}
+
 # The DAG on the demo data in this checkout (lake/, mlflow.db), as a scheduler would run it; the Airflow metadata DB
 # and logs go to build/airflow.
 airflow-demo: setup airflow-setup dist
@@ -62,10 +67,7 @@ airflow-demo: setup airflow-setup dist
 		AIRFLOW_VAR_VISIONLAKE_HOME=$(CURDIR) AIRFLOW_VAR_VISIONLAKE_PY_FILES=$$(ls $(CURDIR)/dist/visionlake-*.whl | tail -1) \
 		SPARK_LOCAL_IP=127.0.0.1 PATH=$(CURDIR)/$(VENV)/bin:$$PATH && \
 	$(AIRFLOW_VENV)/bin/airflow db migrate >/dev/null && \
-	$(AIRFLOW_VENV)/bin/airflow dags test visionlake_pipeline \
-		-c '{"raw_path": "$(CURDIR)/data/demo-raw", "overrides": ["lake.root=$(CURDIR)/lake", \
-		"tracking.tracking_uri=sqlite:///$(CURDIR)/mlflow.db", "tracking.artifact_root=$(CURDIR)/mlartifacts", \
-		"train.checkpoint_root=$(CURDIR)/checkpoints"]}'
+	$(AIRFLOW_VENV)/bin/airflow dags test visionlake_pipeline -c '$(AIRFLOW_DEMO_CONF)'
 
 bench-ingest: setup
 	$(PY) bench/ingest_bench.py
