@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import encoded, png_bytes
+from visionlake.data import open_batch_reader
 from visionlake.demo import write_demo_dataset
 from visionlake.images import decode_png, normalise_image
 from visionlake.ingest import IngestError, ingest
@@ -197,8 +198,6 @@ def test_bad_sources_and_incompatible_reruns_fail_with_clear_errors(spark, make_
 
 
 def test_pixels_and_labels_round_trip_through_petastorm_and_tf_data(spark, make_config, tmp_path):
-    from petastorm import make_batch_reader
-
     write_demo_dataset(tmp_path / "data" / "demo-raw", make_config().demo)
     config = make_config()
     summary = ingest(spark, config)
@@ -214,7 +213,7 @@ def test_pixels_and_labels_round_trip_through_petastorm_and_tf_data(spark, make_
     train = manifest["tables"]["images"] + "/split=train"
 
     seen = {}
-    with make_batch_reader(train, num_epochs=1, workers_count=1) as reader:
+    with open_batch_reader(train, num_epochs=1, workers_count=1) as reader:
         for batch in reader:
             for row_id, label, image in zip(batch.id, batch.label, batch.image):
                 assert row_id not in seen
