@@ -21,7 +21,7 @@ import numpy as np
 from _common import archive_available, mnist_config, sample_archive, workspace
 from visionlake.cli import configure_logging
 from visionlake.detectors import load_scorer, train_detector
-from visionlake.images import decode_png
+from visionlake.images import decode_stored_image
 from visionlake.ingest import ingest
 from visionlake.lake import Lake
 from visionlake.score import score_dataset
@@ -53,7 +53,7 @@ def main() -> int:
             summary = score_dataset(spark, config)
             job_seconds = time.perf_counter() - started
             rows = Lake(spark, config.lake.root).read_table("mnist", "images").select("image").collect()
-        images = np.stack([decode_png(row["image"]) for row in rows]).astype(np.float32) / 255.0
+        images = np.stack([decode_stored_image(row["image"]) for row in rows]).astype(np.float32) / 255.0
         import mlflow.tensorflow
 
         classifier = mlflow.tensorflow.load_model("models:/visionlake-classifier@champion")

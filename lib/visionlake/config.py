@@ -59,7 +59,10 @@ class SourceConfig:
 
 @dataclass(frozen=True)
 class LabelConfig:
-    source: Literal["folder", "regex", "manifest"] = "folder"
+    # folder: the first folder below the source root (below a split folder when split.mode=source), as
+    # torchvision's ImageFolder and Keras' image_dataset_from_directory; files nested deeper keep it.
+    # parent_folder: the folder that directly holds the file. regex: ``pattern`` on the file name.
+    source: Literal["folder", "parent_folder", "regex", "manifest"] = "folder"
     # Regex with a named group ``label``, matched against the file name.
     pattern: Optional[str] = None
     # Ordered class names: index in this list = integer label. Empty: discovered from the data (kept stable across runs).
@@ -87,7 +90,11 @@ class ImageConfig:
     pad_value: int = 0
     # Transparent pixels are composited over this grey level before the alpha channel is dropped.
     alpha_background: int = 255
-    png_compress_level: int = 1
+    # How the lake stores the normalised pixels: png is lossless (small and grayscale images), jpeg is ~5x smaller
+    # on photos (bench/photo_bench.py). Fixed per dataset: changing it needs ingest.full_rebuild.
+    codec: Literal["png", "jpeg"] = "png"
+    quality: int = 95             # jpeg only
+    png_compress_level: int = 1   # png only
 
 
 @dataclass(frozen=True)
@@ -106,6 +113,7 @@ class IngestConfig:
     image: ImageConfig = field(default_factory=ImageConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     full_rebuild: bool = False
+    # A second full copy of the images as TFRecord shards for tf.data (train.reader=tfrecord). Fixed per dataset.
     tfrecord: bool = True
 
 
@@ -313,6 +321,9 @@ def validate(config: Config) -> None:
             raise ConfigError(f"ingest.image.{key} must be a grey level in 0..255, got {value}")
     if not 0 <= image.png_compress_level <= 9:
         raise ConfigError("ingest.image.png_compress_level must be in 0..9")
+    if not 1 <= image.quality <= 100:
+        raise ConfigError(f"ingest.image.quality must be a JPEG quality in 1..100 (95 is near-lossless), "
+                          f"got {image.quality}")
     if config.ingest.limits.max_pixels <= 0 or config.ingest.limits.max_file_bytes <= 0:
         raise ConfigError("ingest.limits.max_pixels and max_file_bytes must be positive")
     train = config.train

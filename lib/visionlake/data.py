@@ -227,11 +227,8 @@ def _close_reader(reader) -> None:
 def _batches(encoded, spec: InputSpec, training: bool):
     import tensorflow as tf
 
-    height, width, channels = spec.image_shape
-
-    def decode(png, label):
-        image = tf.ensure_shape(tf.io.decode_png(png, channels=channels), (height, width, channels))
-        image = tf.cast(image, tf.float32) / 255.0
+    def decode(encoded, label):
+        image = tf.cast(decode_lake_image(encoded, spec.image_shape), tf.float32) / 255.0
         return image, tf.cast(label, tf.int32)
 
     def augment(image, label):
@@ -251,6 +248,14 @@ def _batches(encoded, spec: InputSpec, training: bool):
         dataset = dataset.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
     dataset = dataset.map(rescale, num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.batch(spec.batch_size, drop_remainder=training).prefetch(tf.data.AUTOTUNE)
+
+
+def decode_lake_image(encoded, image_shape: tuple[int, int, int]):
+    """TF op: one stored lake image (PNG or JPEG, whatever the dataset's codec) -> a uint8 tensor of its shape."""
+    import tensorflow as tf
+
+    image = tf.io.decode_image(encoded, channels=image_shape[2], expand_animations=False)
+    return tf.ensure_shape(image, image_shape)
 
 
 def augment_image(image, settings: AugmentConfig):

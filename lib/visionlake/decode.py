@@ -35,7 +35,9 @@ def raw_label(source_path: str, label_hint: Optional[str], plan: DecodePlan,
     """The label name of one record before it is mapped to an index: the manifest's, else the path's."""
     if label_hint is not None and label_hint == label_hint and str(label_hint).strip():  # NaN-safe
         return str(label_hint).strip()
-    return L.label_from_path(source_path, plan.ingest.label.source, pattern, plan.ingest.source.uri)
+    split = plan.ingest.split
+    return L.label_from_path(source_path, plan.ingest.label.source, pattern, plan.ingest.source.uri,
+                             split.source_names if split.mode == "source" else ())
 
 
 def discover_label_names(frame: pd.DataFrame, plan: DecodePlan) -> pd.DataFrame:
@@ -47,15 +49,13 @@ def discover_label_names(frame: pd.DataFrame, plan: DecodePlan) -> pd.DataFrame:
 
 def decode_records(frame: pd.DataFrame, plan: DecodePlan) -> pd.DataFrame:
     """Decodes and normalises every record of a batch; each yields exactly one accepted or rejected row."""
+    return _decoded_frame(list(_decode_each(frame, plan)))
+
+
+def _decode_each(frame: pd.DataFrame, plan: DecodePlan) -> Iterator[dict]:
     ingest = plan.ingest
     pattern, formats = plan.label_pattern, allowed_formats(ingest.source.extensions)
     index_of = {name: i for i, name in enumerate(plan.label_names)}
-    rows = {field.name: [] for field in DECODED_SCHEMA.fields}
-
-    def emit(**values):
-        for name, column in rows.items():
-            column.append(values.get(name))
-
     for record in frame.itertuples(index=False):
         content, error = record.content, record.error if isinstance(record.error, str) else None
         if content is None and error is None:
@@ -66,26 +66,29 @@ def decode_records(frame: pd.DataFrame, plan: DecodePlan) -> pd.DataFrame:
         source_sha256 = hashlib.sha256(content).hexdigest() if content is not None else None
         if error is not None:
             reason, _, detail = error.partition(": ")
-            emit(source_path=record.source_path, source_sha256=source_sha256, reason=reason, detail=detail)
+            yield dict(source_path=record.source_path, source_sha256=source_sha256, reason=reason, detail=detail)
             continue
         label_name = raw_label(record.source_path, record.label_hint, plan, pattern)
         if label_name is None or label_name not in index_of:
             detail = ("no label in the path or manifest" if label_name is None
                       else f"label {label_name!r} is not in ingest.label.names")
-            emit(source_path=record.source_path, source_sha256=source_sha256, reason="no_label", detail=detail)
+            yield dict(source_path=record.source_path, source_sha256=source_sha256, reason="no_label", detail=detail)
             continue
         try:
             image = normalise_image(bytes(content), ingest.image, ingest.limits, formats)
         except RejectedImage as rejection:
-            emit(source_path=record.source_path, source_sha256=source_sha256, reason=rejection.reason,
-                 detail=rejection.detail[:500])
+            yield dict(source_path=record.source_path, source_sha256=source_sha256, reason=rejection.reason,
+                       detail=rejection.detail[:500])
             continue
         height, width, channels = image.shape
-        emit(source_path=record.source_path, source_sha256=source_sha256, id=image.content_hash,
-             label=index_of[label_name], label_name=label_name,
-             split=_split_for(record, image.content_hash, plan), height=height, width=width,
-             channels=channels, image=image.png)
-    result = pd.DataFrame(rows)
+        yield dict(source_path=record.source_path, source_sha256=source_sha256, id=image.content_hash,
+                   label=index_of[label_name], label_name=label_name,
+                   split=_split_for(record, image.content_hash, plan), height=height, width=width,
+                   channels=channels, image=image.encoded)
+
+
+def _decoded_frame(rows: list[dict]) -> pd.DataFrame:
+    result = pd.DataFrame({name: [row.get(name) for row in rows] for name in DECODED_SCHEMA.fieldNames()})
     for name in ("label", "height", "width", "channels"):
         result[name] = result[name].astype("Int32")
     return result
@@ -103,6 +106,21 @@ def _split_for(record, content_hash: str, plan: DecodePlan) -> str:
     return L.assign_split(content_hash, split.ratios)
 
 
-def decode_partition(batches: Iterator[pd.DataFrame], plan: DecodePlan) -> Iterator[pd.DataFrame]:
+# A task hands its decoded images to Spark in batches of about this many stored bytes, so its memory stays bounded
+# whatever the image size and Spark's records-per-batch setting.
+OUTPUT_BATCH_BYTES = 64 * 1024 * 1024
+
+
+def decode_partition(batches: Iterator[pd.DataFrame], plan: DecodePlan,
+                     max_batch_bytes: int = OUTPUT_BATCH_BYTES) -> Iterator[pd.DataFrame]:
+    """mapInPandas body: ``decode_records`` over a task's batches, re-batched by stored bytes."""
     for batch in batches:
-        yield decode_records(batch, plan)
+        rows, size = [], 0
+        for row in _decode_each(batch, plan):
+            rows.append(row)
+            size += len(row.get("image") or b"")
+            if size >= max_batch_bytes:
+                yield _decoded_frame(rows)
+                rows, size = [], 0
+        if rows:
+            yield _decoded_frame(rows)

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from visionlake.config import Config, load_config
-from visionlake.images import decode_png
+from visionlake.images import decode_stored_image
 from visionlake.metrics import image_grid
 
 
@@ -54,7 +54,7 @@ def open_workspace(root: str | Path = "..", config_file: Optional[str] = None, *
 
 def decode_all(pngs: Iterable[bytes]) -> np.ndarray:
     """PNG bytes -> (n, h, w, c) uint8."""
-    return np.stack([decode_png(png) for png in pngs])
+    return np.stack([decode_stored_image(png) for png in pngs])
 
 
 def grid_per_label(rows: pd.DataFrame, per_label: int) -> dict[str, np.ndarray]:

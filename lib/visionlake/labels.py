@@ -13,16 +13,39 @@ def path_parts(source_path: str) -> list[str]:
     return [part for part in re.split(r"/|!/", without_scheme) if part]
 
 
-def label_from_path(source_path: str, source: str, pattern: Optional[re.Pattern] = None,
-                    root: str = "") -> Optional[str]:
-    """The label name a path carries: its parent folder's name below ``root`` (the source), or the regex group
-    ``label`` of its file name. A file directly in the source root has no folder label."""
+ARCHIVE_PATTERN = r"(?i)\.(tar|tar\.gz|tgz|tar\.bz2|tbz2|zip)$"
+_ARCHIVE_NAME = re.compile(ARCHIVE_PATTERN)
+
+
+def label_from_path(source_path: str, source: str, pattern: Optional[re.Pattern] = None, root: str = "",
+                    split_folders: Iterable[str] = ()) -> Optional[str]:
+    """The label name a path carries.
+
+    ``folder``: the first folder below ``root`` (the source), as torchvision's ``ImageFolder`` and Keras'
+    ``image_dataset_from_directory`` read a class-folder tree; files nested deeper keep that class. Archives are
+    containers, not classes, so their names are skipped, as is an archive's wrapping folder named like it
+    (``parts.tar.gz!/parts/...``, what ``tar czf parts.tar.gz parts/`` makes), and so are the ``split_folders``
+    names (train/test/...) that precede the class. ``parent_folder``: the folder directly holding the file.
+    ``regex``: the group ``label`` of the file name. A file with no folder below the root has no folder label.
+    """
     parts = path_parts(source_path)
-    if source == "folder":
+    if source in ("folder", "parent_folder"):
         root_parts = path_parts(root)
-        if parts[:len(root_parts)] == root_parts:
-            parts = parts[len(root_parts):]
-        return parts[-2] if len(parts) >= 2 else None
+        below_root = len(root_parts) if parts[:len(root_parts)] == root_parts else 0
+        folders, wrapper = [], None
+        for position, part in enumerate(parts[:-1]):
+            if _ARCHIVE_NAME.search(part):
+                wrapper = _ARCHIVE_NAME.sub("", part)  # the archive's stem: a first folder of that name wraps it
+                continue
+            if position >= below_root and part != wrapper:
+                folders.append(part)
+            wrapper = None
+        if source == "parent_folder":
+            return folders[-1] if folders else None
+        skipped = {name.lower() for name in split_folders}
+        while folders and folders[0].lower() in skipped:
+            folders = folders[1:]
+        return folders[0] if folders else None
     if source == "regex":
         if pattern is None:
             raise ValueError("label source 'regex' needs a compiled pattern")

@@ -11,19 +11,39 @@ _CARRIED = ("synthetic", "predictions")  # sections written by the generate and 
 _DIGEST_MODULUS = 2 ** 64
 
 
+# What manifests written before a setting existed imply for it.
+_IMAGE_SPEC_DEFAULTS = {"codec": "png", "quality": None, "tfrecord": True}
+
+
 def image_spec(settings: IngestConfig) -> dict[str, Any]:
+    """The settings that make a dataset's stored images what they are; fixed for the dataset's lifetime."""
     image = settings.image
     return {"mode": image.mode, "height": image.height, "width": image.width,
-            "channels": 1 if image.mode == "L" else 3, "resize": image.resize, "invert": image.invert}
+            "channels": 1 if image.mode == "L" else 3, "resize": image.resize, "invert": image.invert,
+            "codec": image.codec, "quality": image.quality if image.codec == "jpeg" else None,
+            "tfrecord": settings.tfrecord}
+
+
+def stored_image_spec(manifest: dict[str, Any]) -> dict[str, Any]:
+    """A manifest's image spec, with the defaults of settings added since it was written."""
+    return {**_IMAGE_SPEC_DEFAULTS, **manifest["image"]}
+
+
+def stored_codec(manifest: dict[str, Any]):
+    """The codec the dataset's images are stored in (for writers that add images to it, e.g. synthetic)."""
+    from visionlake.images import StoredCodec
+
+    spec = stored_image_spec(manifest)
+    return StoredCodec(spec["codec"], spec["quality"] or StoredCodec.quality)
 
 
 def check_compatible(previous: dict[str, Any], settings: IngestConfig) -> None:
-    """An incremental run must normalise images exactly as the dataset's earlier runs did.
+    """An incremental run must normalise and store images exactly as the dataset's earlier runs did.
 
     Raises:
         ValueError: the image settings differ; the message names both and the way out.
     """
-    wanted, stored = image_spec(settings), previous["image"]
+    wanted, stored = image_spec(settings), stored_image_spec(previous)
     if wanted != stored:
         changed = sorted(key for key in wanted if wanted[key] != stored.get(key))
         raise ValueError(f"dataset {previous['dataset']!r} was built with image settings {stored}; this run asks "

@@ -124,12 +124,12 @@ def with_predictions_run(manifest: dict[str, Any], run_id: str, slice_key: str, 
 
 # ---- the worker side ----------------------------------------------------------------------------------------------
 def _decode_rows(frame: pd.DataFrame, image_shape) -> tuple[list[np.ndarray], list[int], list[tuple[int, str]]]:
-    from visionlake.images import decode_png
+    from visionlake.images import decode_stored_image
 
     images, good, bad = [], [], []
     for position, png in enumerate(frame["image"]):
         try:
-            pixels = decode_png(png)
+            pixels = decode_stored_image(png)
             if pixels.shape != tuple(image_shape):
                 raise ValueError(f"shape {pixels.shape}, expected {tuple(image_shape)}")
         except Exception as error:  # noqa: BLE001 - any undecodable row is quarantined with the codec's message
@@ -318,7 +318,7 @@ def _log_anomaly_maps(lake: Lake, settings, run_id: str, models: ScoringModels) 
     import mlflow
 
     from visionlake.detectors import load_scorer
-    from visionlake.images import decode_png
+    from visionlake.images import decode_stored_image
     from visionlake.scorers import anomaly_map_png
 
     scorer = load_scorer(models.detector.uri)
@@ -330,7 +330,7 @@ def _log_anomaly_maps(lake: Lake, settings, run_id: str, models: ScoringModels) 
     rows = table.filter(F.col("id").isin(ids)).select("id", "image").dropDuplicates(["id"]).collect()
     if not rows:
         return
-    images = np.stack([decode_png(row["image"]) for row in rows])
+    images = np.stack([decode_stored_image(row["image"]) for row in rows])
     maps = scorer.anomaly_map(images)
     if maps is None:
         return

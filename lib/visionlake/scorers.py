@@ -28,9 +28,9 @@ def as_unit_images(model_input: Any, image_shape: tuple[int, int, int]) -> np.nd
     import pandas as pd
 
     if isinstance(model_input, pd.DataFrame):
-        from visionlake.images import decode_png
+        from visionlake.images import decode_stored_image
 
-        model_input = np.stack([decode_png(png) for png in model_input["image"]]) if len(model_input) else \
+        model_input = np.stack([decode_stored_image(png) for png in model_input["image"]]) if len(model_input) else \
             np.zeros((0, *image_shape), np.uint8)
     images = np.asarray(model_input)
     if images.dtype == np.uint8:

@@ -21,11 +21,10 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from visionlake.config import LimitsConfig, SourceConfig
-from visionlake.labels import ARCHIVE_MEMBER_SEPARATOR
+from visionlake.labels import ARCHIVE_MEMBER_SEPARATOR, ARCHIVE_PATTERN
 from visionlake.schema import RAW_SCHEMA
 from visionlake.storage import HadoopStorage
 
-ARCHIVE_PATTERN = r"(?i)\.(tar|tar\.gz|tgz|tar\.bz2|tbz2|zip)$"
 ARCHIVE_GLOB = "*.{tar,tar.gz,tgz,tar.bz2,tbz2,zip,TAR,TAR.GZ,TGZ,ZIP}"
 # Spark's binaryFile source holds a whole file in one row, so it cannot read files of 2 GiB or more.
 BINARY_FILE_ROW_LIMIT = 2 ** 31 - 1

@@ -21,6 +21,7 @@ import pandas as pd
 from pyspark.sql import SparkSession
 from pyspark.sql import types as T
 
+from visionlake import manifest as M
 from visionlake import tracking
 from visionlake.config import Config, ConfigError
 from visionlake.lake import Lake, new_run_id
@@ -123,11 +124,11 @@ def with_synthetic_run(manifest: dict[str, Any], run_id: str, request: Generatio
 # ---- the worker side ----------------------------------------------------------------------------------------------
 def generate_partition(tasks: Iterator[pd.DataFrame], *, model_uri: str, tracking_uri: str, model_name: str,
                        model_version: str, generation_run_id: str, label_names: tuple[str, ...],
-                       compress_level: int, created_at: dt.datetime) -> Iterator[pd.DataFrame]:
+                       codec, created_at: dt.datetime) -> Iterator[pd.DataFrame]:
     import tensorflow as tf
 
     from visionlake.generative_models import latent_size
-    from visionlake.images import content_hash, encode_png
+    from visionlake.images import content_hash
     from visionlake.metrics import to_uint8
 
     generator = tracking.worker_model(model_uri, tracking_uri)
@@ -138,12 +139,12 @@ def generate_partition(tasks: Iterator[pd.DataFrame], *, model_uri: str, trackin
             pixels = to_uint8(generator([latent, labels], training=False).numpy())
             rows = []
             for offset, image in enumerate(pixels):
-                png = encode_png(image, compress_level)
+                encoded = codec.encode(image)
                 rows.append({"id": content_hash(image), "label": int(task.label),
                              "label_name": label_names[task.label], "height": image.shape[0],
-                             "width": image.shape[1], "channels": image.shape[2], "image": png,
+                             "width": image.shape[1], "channels": image.shape[2], "image": encoded,
                              "source_path": f"{model_uri}#label={task.label}&index={task.first_index + offset}",
-                             "source_sha256": hashlib.sha256(png).hexdigest(), "ingested_at": created_at,
+                             "source_sha256": hashlib.sha256(encoded).hexdigest(), "ingested_at": created_at,
                              "source_model": model_name, "source_model_version": model_version,
                              "generation_run_id": generation_run_id, "split": SYNTHETIC_SPLIT})
             yield pd.DataFrame(rows, columns=GENERATED_SCHEMA.fieldNames())
@@ -190,7 +191,7 @@ def generate_synthetic(spark: SparkSession, config: Config) -> SyntheticSummary:
         generated = frame.repartition(partitions).mapInPandas(partial(
             generate_partition, model_uri=model.uri, tracking_uri=config.tracking.tracking_uri,
             model_name=model.name, model_version=model.version, generation_run_id=run.info.run_id,
-            label_names=label_names, compress_level=config.ingest.image.png_compress_level, created_at=now),
+            label_names=label_names, codec=M.stored_codec(manifest), created_at=now),
             GENERATED_SCHEMA)
         staging = paths.staging(run_id)
         (generated.write.partitionBy("split").option("parquet.block.size", config.lake.row_group_bytes)

@@ -146,11 +146,10 @@ def read_tfrecord_dataset(files: list[str], image_shape: tuple[int, int, int], b
     """A parsed, batched ``tf.data.Dataset`` of ``{"image": uint8 HxWxC, "label": int64, "id": string}``."""
     import tensorflow as tf
 
-    height, width, channels = image_shape
+    from visionlake.data import decode_lake_image
 
     def decode(example):
-        image = tf.io.decode_png(example["image/encoded"], channels=channels)
-        return {"image": tf.ensure_shape(image, (height, width, channels)), "label": example["label"],
+        return {"image": decode_lake_image(example["image/encoded"], image_shape), "label": example["label"],
                 "id": example["id"]}
 
     dataset = tfrecord_examples(files, compression)

@@ -12,7 +12,7 @@ import pytest
 from tests.conftest import demo_workspace_with_classifier
 
 from visionlake.detectors import load_scorer, train_detector
-from visionlake.images import decode_png
+from visionlake.images import decode_stored_image
 from visionlake.lake import Lake
 from visionlake.schema import PREDICTIONS_SCHEMA
 from visionlake.score import ScoringModels, score_dataset, score_partition
@@ -58,7 +58,7 @@ def test_the_detector_is_calibrated_at_the_false_positive_rate_and_registered(de
     lake = Lake(spark, config.lake.root)
     rows = (lake.read_table("demo", "images").filter("split = 'val' and label_name in ('circle', 'square')")
             .select("image").collect())
-    images = np.stack([decode_png(r["image"]) for r in rows])
+    images = np.stack([decode_stored_image(r["image"]) for r in rows])
     scores = load_scorer("models:/visionlake-anomaly@champion").score(images)
     assert (scores > calibration.threshold).mean() == pytest.approx(calibration.achieved_false_positive_rate)
 
@@ -91,7 +91,7 @@ def test_distributed_predictions_equal_in_process_predict(scored, workspace, spa
     table = predictions(spark, config).select("id", "predicted_label", "confidence", "anomaly_score")
     images = Lake(spark, config.lake.root).read_table("demo", "images").select("id", "image")
     rows = table.join(images, "id").limit(40).toPandas()
-    pixels = np.stack([decode_png(png) for png in rows["image"]]).astype(np.float32) / 255.0
+    pixels = np.stack([decode_stored_image(png) for png in rows["image"]]).astype(np.float32) / 255.0
     mlflow.set_tracking_uri(config.tracking.tracking_uri)
     probabilities = mlflow.tensorflow.load_model("models:/visionlake-classifier/1").predict(pixels, verbose=0)
     scores = load_scorer("models:/visionlake-anomaly/1").score(pixels)

@@ -12,7 +12,7 @@ from PIL import Image
 from tests.conftest import encoded, png_bytes
 from visionlake.data import open_batch_reader
 from visionlake.demo import write_demo_dataset
-from visionlake.images import decode_png, normalise_image
+from visionlake.images import decode_stored_image, normalise_image
 from visionlake.ingest import IngestError, ingest
 from visionlake.lake import Lake
 from visionlake.schema import IMAGES_SCHEMA, QUARANTINE_REASONS
@@ -217,7 +217,7 @@ def test_pixels_and_labels_round_trip_through_petastorm_and_tf_data(spark, make_
         for batch in reader:
             for row_id, label, image in zip(batch.id, batch.label, batch.image):
                 assert row_id not in seen
-                seen[row_id] = (manifest["label_names"][label], decode_png(image))
+                seen[row_id] = (manifest["label_names"][label], decode_stored_image(image))
     assert len(seen) == sum(manifest["counts"]["train"].values())
     for row_id, (label_name, pixels) in seen.items():
         assert expected[row_id][0] == label_name
@@ -250,7 +250,7 @@ def test_a_sample_of_the_shared_mnist_archive(spark, make_config, tmp_path, shar
     assert {r.label_name for r in rows} == set(config.ingest.label.names)
     assert all(config.ingest.label.names[r.label] == r.label_name for r in rows)
     for row in rows[:50]:
-        pixels = decode_png(row.image)
+        pixels = decode_stored_image(row.image)
         assert pixels.shape == (28, 28, 1)
         assert pixels.mean() < 100  # inverted to white strokes on black, as MNIST arrays are
         assert row.label_name in row.source_path.rsplit("/", 1)[1]

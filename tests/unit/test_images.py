@@ -6,7 +6,7 @@ from PIL import Image
 
 from tests.conftest import encoded, png_bytes
 from visionlake.config import ImageConfig, LimitsConfig
-from visionlake.images import RejectedImage, content_hash, decode_png, normalise_image
+from visionlake.images import RejectedImage, content_hash, decode_stored_image, normalise_image
 
 LIMITS = LimitsConfig()
 
@@ -82,7 +82,7 @@ def test_every_supported_format_decodes(image_format):
     data = encoded(Image.new("RGB", (8, 8), (10, 200, 30)), image_format)
     result = normalise_image(data, ImageConfig(mode="RGB", height=8, width=8), LIMITS)
     assert result.pixels.shape == (8, 8, 3)
-    assert decode_png(result.png).tolist() == result.pixels.tolist()
+    assert decode_stored_image(result.encoded).tolist() == result.pixels.tolist()
 
 
 def test_content_hash_depends_on_pixels_and_shape_only():
