@@ -21,7 +21,7 @@ import numpy as np
 from _common import archive_available, mnist_config, sample_archive, workspace
 from visionlake.anomaly import roc_auc
 from visionlake.cli import configure_logging
-from visionlake.data import InputSpec, split_file_rows
+from visionlake.data import InputSpec
 from visionlake.detectors import load_scorer, train_detector
 from visionlake.ingest import ingest
 from visionlake.lake import Lake
@@ -58,7 +58,7 @@ def main() -> int:
             spark.sparkContext.setLogLevel("ERROR")
             ingest(spark, config_for())
             lake = Lake(spark, config_for().lake.root)
-            test_files = tuple(f for f, _ in split_file_rows(lake.read_table("mnist", "images"), "test"))
+            test_files = tuple(lake.table_files("mnist", "images", "test", lake.read_manifest("mnist")))
             test_images, test_labels = read_images(InputSpec((28, 28, 1), batch_size=512), test_files, 10 ** 9)
             test_images = (test_images + 1.0) / 2.0
             for method in methods:

@@ -21,7 +21,8 @@ import numpy as np
 
 from _common import archive_available, mnist_config, sample_archive, workspace
 from visionlake.cli import configure_logging
-from visionlake.data import InputSpec, open_images, plan_file_shards, split_file_rows
+from visionlake.data import InputSpec, open_images
+from visionlake.shards import RankShard, plan_shards, read_row_group_stats, whole
 from visionlake.ingest import ingest
 from visionlake.lake import Lake
 from visionlake.launcher import RankSettings, init_rank, run_on_ranks
@@ -53,10 +54,10 @@ def input_pipeline_rank(spec: InputSpec, files: tuple[str, ...], steps: int, thr
     import tensorflow as tf
 
     hvd = init_rank(RankSettings(seed=1, threads=threads))
-    with open_images(spec, files, training=True) as batches:
+    with open_images(spec, whole(files), training=True) as batches:
         lake_rate = timed_steps("lenet", batches, steps, hvd)
     arrays, labels = [], []
-    with open_images(spec, files, training=False) as batches:
+    with open_images(spec, whole(files), training=False) as batches:
         for images, batch_labels in batches:
             arrays.append(images.numpy())
             labels.append(batch_labels.numpy())
@@ -65,7 +66,7 @@ def input_pipeline_rank(spec: InputSpec, files: tuple[str, ...], steps: int, thr
     return {"lake": lake_rate, "memory": timed_steps("lenet", memory, steps, hvd)}
 
 
-def scaling_rank(spec: InputSpec, shards: tuple[tuple[str, ...], ...], steps: int, threads: int) -> float:
+def scaling_rank(spec: InputSpec, shards: tuple[RankShard, ...], steps: int, threads: int) -> float:
     hvd = init_rank(RankSettings(seed=1, threads=threads))
     with open_images(spec, shards[hvd.rank()], training=True) as batches:
         return timed_steps("lenet", batches, steps, hvd)
@@ -90,13 +91,12 @@ def main() -> int:
             spark.sparkContext.setLogLevel("ERROR")
             ingest(spark, config)
             lake = Lake(spark, config.lake.root)
-            file_rows = split_file_rows(lake.read_table("mnist", "images"), "train")
+            all_files = tuple(lake.table_files("mnist", "images", "train", lake.read_manifest("mnist")))
             spec = InputSpec(image_shape=(28, 28, 1), batch_size=BATCH, seed=1)
-            all_files = tuple(f for f, _ in file_rows)
             pipeline = run_on_ranks(spark, input_pipeline_rank, (spec, all_files, args.steps, 2), 1)[0]
-            shards = plan_file_shards(file_rows, 2).files
+            shards = plan_shards(read_row_group_stats(spark, list(all_files), 2), 2).shards
             two_ranks = sum(run_on_ranks(spark, scaling_rank, (spec, shards, args.steps, 1), 2))
-            one_rank = run_on_ranks(spark, scaling_rank, (spec, (all_files,), args.steps, 2), 1)[0]
+            one_rank = run_on_ranks(spark, scaling_rank, (spec, (whole(all_files),), args.steps, 2), 1)[0]
             started = time.perf_counter()
             summary = train_classifier(spark, config)
             quality_seconds = time.perf_counter() - started

@@ -1,127 +1,103 @@
-"""The shared training input path: which lake files each rank reads, and the tf.data pipeline that reads them.
+"""The shared training input path: which lake rows each rank reads, and the tf.data pipeline that reads them.
 
-Sharding is planned on the driver: the split's Parquet files are sorted and balanced over the ranks by row count,
-and every rank takes the same number of steps per epoch (the smallest shard's), so no rank waits at epoch end for
-a collective the others never reach. Each rank then reads only its files through petastorm (or its ``shard`` of the
-TFRecord records), decodes the PNGs, scales, augments, batches and prefetches.
+Sharding is planned on the driver (``visionlake.shards``): by row group, or by row when a split or label subset has
+too few row groups for that, and every rank takes the same number of steps per epoch (the smallest share's), so no
+rank waits at epoch end for a collective the others never reach. Each rank then reads its share through petastorm
+(or its ``shard`` of the TFRecord records), decodes the stored images (PNG or JPEG), scales, augments, batches and
+prefetches.
 """
 from __future__ import annotations
 
 import contextlib
 import warnings
 from dataclasses import dataclass, replace
-from typing import Any, Iterator, Literal
+from typing import Any, Iterator, Literal, Optional
 
-from pyspark.sql import functions as F
+import pandas as pd
 
 from visionlake.config import AugmentConfig
-
-
-@dataclass(frozen=True)
-class ShardPlan:
-    files: tuple[tuple[str, ...], ...]  # per rank
-    rows: tuple[int, ...]
-
-    def steps_per_epoch(self, batch_size: int) -> int:
-        return min(self.rows) // batch_size if self.rows else 0
-
-
-def plan_file_shards(file_rows: list[tuple[str, int]], num_shards: int) -> ShardPlan:
-    """Balances files over shards by row count (largest first, ties by name): the same input gives the same plan."""
-    if len(file_rows) < num_shards:
-        raise ValueError(f"{len(file_rows)} Parquet file(s) cannot feed {num_shards} ranks; re-ingest with "
-                         f"lake.write_partitions >= {num_shards} or train with fewer processes")
-    files: list[list[str]] = [[] for _ in range(num_shards)]
-    rows = [0] * num_shards
-    for path, count in sorted(file_rows, key=lambda item: (-item[1], item[0])):
-        target = rows.index(min(rows))
-        files[target].append(path)
-        rows[target] += count
-    return ShardPlan(tuple(tuple(sorted(f)) for f in files), tuple(rows))
-
-
-def split_file_rows(images, split: str, labels: tuple[int, ...] = ()) -> list[tuple[str, int]]:
-    """(file URI, rows) of one split of an ``images`` DataFrame, counting only ``labels`` when given."""
-    rows = images.filter(F.col("split") == split)
-    if labels:
-        rows = rows.filter(F.col("label").isin(list(labels)))
-    counts = rows.groupBy(F.input_file_name().alias("file")).count().collect()
-    return sorted((row["file"], row["count"]) for row in counts)
+from visionlake.shards import RankShard, ShardPlan, plan_records, plan_shards, read_row_group_stats, row_rank
 
 
 @dataclass(frozen=True)
 class TrainingInputs:
-    """The files every rank reads, planned once on the driver."""
-    train_files: tuple[tuple[str, ...], ...]      # per rank
-    val_files: tuple[tuple[str, ...], ...]        # per rank (validation is summed over the ranks)
-    test_files: tuple[str, ...]                   # the whole test split (evaluated on one process)
-    steps: int                                    # per epoch, the same on every rank
-    synthetic_files: tuple[tuple[str, ...], ...] = ()
+    """What every rank reads, planned once on the driver."""
+    train: tuple[RankShard, ...]      # per rank
+    val: tuple[RankShard, ...]        # per rank (validation is summed over the ranks)
+    test_files: tuple[str, ...]       # the whole test split (evaluated on one process)
+    train_files: tuple[str, ...]      # the whole train split (e.g. the FCD train-vs-test floor)
+    steps: int                        # per epoch, the same on every rank
+    synthetic: tuple[RankShard, ...] = ()
     synthetic_rows: int = 0
     synthetic_runs: tuple[str, ...] = ()
 
     def mix_tags(self, fraction: float) -> dict[str, str]:
-        """What an MLflow run records about its real/synthetic mix."""
+        """What an MLflow run records about its real/synthetic mix and its sharding."""
         return {"data.synthetic_fraction": str(fraction), "data.synthetic_rows": str(self.synthetic_rows),
-                "data.synthetic_runs": ",".join(self.synthetic_runs) or "none"}
+                "data.synthetic_runs": ",".join(self.synthetic_runs) or "none",
+                "data.sharding": self.train[0].by, "data.rows_per_rank": ",".join(str(s.rows) for s in self.train)}
 
 
-def _files_per_rank(file_rows: list[tuple[str, int]], num_proc: int) -> tuple[tuple[str, ...], ...]:
-    """Balanced shards, or round-robin when there are fewer files than ranks (some ranks then read nothing)."""
-    if len(file_rows) >= num_proc:
-        return plan_file_shards(file_rows, num_proc).files
-    return tuple(tuple(f for f, _ in file_rows[r::num_proc]) for r in range(num_proc))
-
-
-def plan_inputs(lake, manifest: dict[str, Any], *, num_proc: int, batch_size: int, max_steps: int,
+def plan_inputs(spark, lake, manifest: dict[str, Any], *, num_proc: int, batch_size: int, max_steps: int,
                 reader: str = "petastorm", synthetic_fraction: float = 0.0, section: str = "train",
                 labels: tuple[int, ...] = ()) -> TrainingInputs:
     """Shards the dataset's splits over ``num_proc`` ranks and sets the steps per epoch.
 
     With ``synthetic_fraction`` > 0, a (1 - fraction) share of each batch is real, so an epoch still passes over the
     real shard about once. ``section`` names the config section in error messages. ``labels`` restricts the
-    planned rows to those labels (the reader must filter with the same ``InputSpec.labels``).
+    planned rows to those labels (the reader filters with the same ``InputSpec.labels``).
 
     Raises:
-        ConfigError: too few files or images for the ranks and batch size, or no synthetic images to mix in.
+        ConfigError: fewer images than ranks x batch, no TFRecord copy to read, or no synthetic images to mix in.
     """
     from visionlake.config import ConfigError
 
-    images = lake.read_table(manifest["dataset"], "images", manifest)
-    test_files = tuple(f for f, _ in split_file_rows(images, "test", labels))
+    dataset = manifest["dataset"]
+    files = {split: lake.table_files(dataset, "images", split, manifest) for split in ("train", "val", "test")}
+    synthetic_files = lake.table_files(dataset, "synthetic", "train", manifest) if synthetic_fraction > 0 else []
+    if synthetic_fraction > 0 and not synthetic_files:
+        raise ConfigError(f"{section}.synthetic_fraction={synthetic_fraction} but dataset {dataset!r} has no "
+                          f"synthetic images; run `visionlake generate` first or set {section}.synthetic_fraction=0")
+    stats = read_row_group_stats(spark, files["train"] + files["val"] + synthetic_files, num_proc)
+    in_files = lambda names: [g for g in stats if g.file in set(names)]  # noqa: E731
     if reader == "tfrecord":
-        base = manifest["tables"]["tfrecord"].rsplit("/tfrecord", 1)[0]
-        files = {split: tuple(f"{base}/{f}" for f in manifest["tfrecord_files"].get(split, []))
-                 for split in ("train", "val")}
-        train_rows = sum(manifest["counts"].get("train", {}).values()) // num_proc
-        train_plan = ShardPlan((files["train"],) * num_proc, (train_rows,) * num_proc)
-        val_files = (files["val"],) * num_proc
+        train_plan = _tfrecord_plan(manifest, "train", num_proc, labels, section)
+        val_plan = _tfrecord_plan(manifest, "val", num_proc, labels, section)
     else:
-        try:
-            train_plan = plan_file_shards(split_file_rows(images, "train", labels), num_proc)
-        except ValueError as error:
-            raise ConfigError(str(error)) from None
-        val_files = _files_per_rank(split_file_rows(images, "val", labels), num_proc)
-    synthetic_files, synthetic_rows, synthetic_runs = (), 0, ()
-    if synthetic_fraction > 0:
-        synthetic = lake.read_table(manifest["dataset"], "synthetic", manifest)
-        file_rows = split_file_rows(synthetic, "train")
-        if not file_rows:
-            raise ConfigError(f"{section}.synthetic_fraction={synthetic_fraction} but dataset "
-                              f"{manifest['dataset']!r} has no synthetic images; run `visionlake generate` first "
-                              f"or set {section}.synthetic_fraction=0")
-        synthetic_files = _files_per_rank(file_rows, num_proc)
-        synthetic_rows = sum(count for _, count in file_rows)
-        synthetic_runs = tuple(sorted(manifest.get("synthetic", {}).get("live_runs", [])))
+        train_plan = plan_shards(in_files(files["train"]), num_proc, labels)
+        val_plan = plan_shards(in_files(files["val"]), num_proc, labels, min_row_group_share=0.0)
+    synthetic_plan, synthetic_rows = ShardPlan(()), 0
+    if synthetic_files:
+        synthetic_plan = plan_shards(in_files(synthetic_files), num_proc)
+        synthetic_rows = sum(synthetic_plan.rows)
     real_per_batch = max(1, round(batch_size * (1.0 - synthetic_fraction)))
     steps = train_plan.steps_per_epoch(real_per_batch)
     if max_steps:
         steps = min(steps, max_steps)
     if steps == 0:
-        raise ConfigError(f"the train split of {manifest['dataset']!r} has too few images for {num_proc} rank(s) x "
-                          f"batch {batch_size}; lower {section}.batch_size or train.num_proc")
-    return TrainingInputs(train_plan.files, val_files, test_files, steps, synthetic_files, synthetic_rows,
-                          synthetic_runs)
+        raise ConfigError(f"the train split of {dataset!r} has fewer images than {num_proc} rank(s) x batch "
+                          f"{batch_size} (ranks get {list(train_plan.rows)}); lower {section}.batch_size or "
+                          "train.num_proc")
+    synthetic_runs = tuple(sorted(manifest.get("synthetic", {}).get("live_runs", [])))
+    return TrainingInputs(train_plan.shards, val_plan.shards, tuple(files["test"]), tuple(files["train"]), steps,
+                          synthetic_plan.shards, synthetic_rows, synthetic_runs if synthetic_files else ())
+
+
+def _tfrecord_plan(manifest: dict[str, Any], split: str, num_proc: int, labels: tuple[int, ...],
+                   section: str) -> ShardPlan:
+    from visionlake.config import ConfigError
+    from visionlake.manifest import stored_image_spec
+
+    if not stored_image_spec(manifest)["tfrecord"]:
+        raise ConfigError(f"dataset {manifest['dataset']!r} has no TFRecord copy (ingested with "
+                          f"ingest.tfrecord=false); set {section}.reader=petastorm, or re-ingest with "
+                          "ingest.tfrecord=true ingest.full_rebuild=true")
+    base = manifest["tables"]["tfrecord"].rsplit("/tfrecord", 1)[0]
+    files = tuple(f"{base}/{f}" for f in manifest["tfrecord_files"].get(split, []))
+    names = manifest["label_names"]
+    rows = sum(n for name, n in manifest["counts"].get(split, {}).items()
+               if not labels or names.index(name) in labels)
+    return plan_records(files, rows, num_proc)
 
 
 @dataclass(frozen=True)
@@ -142,48 +118,73 @@ def _petastorm_url(uri: str) -> str:
 
 
 @contextlib.contextmanager
-def open_images(spec: InputSpec, files: tuple[str, ...], training: bool, shard: tuple[int, int] = (0, 1),
-                synthetic_files: tuple[str, ...] = (), synthetic_fraction: float = 0.0) -> Iterator[Any]:
+def open_images(spec: InputSpec, source: RankShard, training: bool, synthetic: Optional[RankShard] = None,
+                synthetic_fraction: float = 0.0) -> Iterator[Any]:
     """Yields a ``tf.data.Dataset`` of ``(images float32, labels int32)`` batches; closes its readers on exit.
 
     Args:
-        files: Parquet files (petastorm: this rank's files) or TFRecord files (all of the split's).
+        source: this rank's share of a split: Parquet files (petastorm) or TFRecord files, and how to shard them.
         training: repeat forever, shuffle, augment and drop the last partial batch.
-        shard: (index, count) of this rank among the TFRecord readers; Parquet files are sharded by the plan.
-        synthetic_files, synthetic_fraction: training only: Parquet files of the ``synthetic`` table, drawn at
+        synthetic, synthetic_fraction: training only: this rank's share of the ``synthetic`` table, drawn at
             random for this share of the examples (real and synthetic images then pass the same augmentation).
     """
     import tensorflow as tf
 
     with contextlib.ExitStack() as readers:
-        encoded = _encoded_examples(spec, files, training, shard, readers)
-        if training and synthetic_files and synthetic_fraction > 0:
-            synthetic = _encoded_examples(replace(spec, reader="petastorm"), synthetic_files, True, shard, readers)
+        encoded = _encoded_examples(spec, source, training, readers)
+        if training and synthetic is not None and synthetic.files and synthetic_fraction > 0:
+            mixed = _encoded_examples(replace(spec, reader="petastorm", labels=()), synthetic, True, readers)
             encoded = tf.data.Dataset.sample_from_datasets(
-                [encoded, synthetic], weights=[1.0 - synthetic_fraction, synthetic_fraction], seed=spec.seed)
+                [encoded, mixed], weights=[1.0 - synthetic_fraction, synthetic_fraction], seed=spec.seed)
         yield _batches(encoded, spec, training)
 
 
-def _encoded_examples(spec: InputSpec, files: tuple[str, ...], training: bool, shard: tuple[int, int],
-                      readers: contextlib.ExitStack):
-    """(PNG bytes, label) pairs from the files; a petastorm reader is registered with ``readers`` to be closed."""
+def _encoded_examples(spec: InputSpec, source: RankShard, training: bool, readers: contextlib.ExitStack):
+    """(stored image bytes, label) pairs of the rank's share; a petastorm reader is registered with ``readers``."""
     import tensorflow as tf
 
-    if not files:
+    if not source.files:
         return tf.data.Dataset.from_tensor_slices((tf.constant([], tf.string), tf.constant([], tf.int32)))
     if spec.reader == "petastorm":
         from petastorm.tf_utils import make_petastorm_dataset
 
-        reader = open_batch_reader([_petastorm_url(f) for f in files], schema_fields=["image", "label"],
-                                   num_epochs=None if training else 1, shuffle_row_groups=training,
-                                   seed=spec.seed, workers_count=2)
+        by_row_group = source.by == "row_group" and source.ranks > 1
+        reader = open_batch_reader(
+            [_petastorm_url(f) for f in source.files], schema_fields=["image", "label", "id"],
+            num_epochs=None if training else 1, shuffle_row_groups=training, seed=spec.seed, workers_count=2,
+            cur_shard=source.rank if by_row_group else None, shard_count=source.ranks if by_row_group else None,
+            predicate=_row_filter(spec.labels, source))
         readers.callback(_close_reader, reader)
         return make_petastorm_dataset(reader).unbatch().map(lambda row: (row.image, tf.cast(row.label, tf.int32)))
     from visionlake.tfrecord import tfrecord_examples
 
-    examples = tfrecord_examples(list(files), spec.tfrecord_compression).shard(shard[1], shard[0])
+    examples = tfrecord_examples(list(source.files), spec.tfrecord_compression)
+    if source.by == "record":
+        examples = examples.shard(source.ranks, source.rank)
     encoded = examples.map(lambda example: (example["image/encoded"], tf.cast(example["label"], tf.int32)))
     return encoded.repeat() if training else encoded
+
+
+def _row_filter(labels: tuple[int, ...], source: RankShard):
+    """A petastorm predicate keeping the wanted labels and, when sharding by row, this rank's rows; None when
+    every row is kept. petastorm reads the predicate's small columns first and skips row groups it rejects whole."""
+    from petastorm.predicates import PredicateBase
+
+    by_row = source.by == "row" and source.ranks > 1
+    if not labels and not by_row:
+        return None
+
+    class RowFilter(PredicateBase):
+        def get_fields(self):
+            return {"label", "id"} if by_row else {"label"}
+
+        def do_include(self, values):
+            keep = values["label"].isin(labels) if labels else pd.Series(True, index=values.index)
+            if by_row:
+                keep &= row_rank(values["id"], source.ranks) == source.rank
+            return keep
+
+    return RowFilter()
 
 
 def open_batch_reader(*args, **kwargs):

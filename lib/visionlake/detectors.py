@@ -27,7 +27,7 @@ from pyspark.sql import SparkSession
 from visionlake import tracking
 from visionlake.anomaly import Calibration, calibrate, roc_auc
 from visionlake.config import Config, ConfigError
-from visionlake.data import InputSpec, split_file_rows
+from visionlake.data import InputSpec
 from visionlake.generative import GenerativePlan, fit_generative, prepare_generative
 from visionlake.lake import Lake
 from visionlake.launcher import init_rank, run_on_ranks
@@ -222,8 +222,7 @@ def _save(folder: Path, **networks) -> dict[str, str]:
 def _calibrate(spark, lake: Lake, manifest, scorer: AnomalyScorer, normal: tuple[int, ...], rate: float,
                image_shape) -> tuple[Calibration, Optional[float]]:
     """Threshold on the normal validation images; AUROC when the validation split also has other labels."""
-    images_table = lake.read_table(manifest["dataset"], "images", manifest)
-    files = tuple(f for f, _ in split_file_rows(images_table, "val"))
+    files = tuple(lake.table_files(manifest["dataset"], "images", "val", manifest))
     images, labels = read_images(InputSpec(image_shape, batch_size=256), files, limit=10 ** 9)
     if not len(images):
         raise ConfigError(f"dataset {manifest['dataset']!r} has no validation images to calibrate the threshold on")

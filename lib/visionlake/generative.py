@@ -232,15 +232,14 @@ class AutoencoderTask(RankTask):
         figures = {"loss": loss, "reconstruction": squared_error}
         return {**figures, "kl": kl} if self.variational else figures
 
-    def validate(self, val_files: tuple[str, ...]) -> dict[str, float]:
+    def validate(self, val) -> dict[str, float]:
         import numpy as np
         import tensorflow as tf
 
         from visionlake.data import open_images
 
         totals = np.zeros(2)
-        with open_images(self.job.loop.spec, val_files, training=False,
-                         shard=(self.hvd.rank(), self.hvd.size())) as batches:
+        with open_images(self.job.loop.spec, val, training=False) as batches:
             for images, _ in batches:
                 loss, _, _ = self._losses(images, None, training=False)
                 totals += [float(loss) * len(images), len(images)]
@@ -288,8 +287,8 @@ class GenerativePlan:
     def loop(self, run_id: str) -> LoopJob:
         settings, shared = self.config.generative, self.config.train
         return LoopJob(rank_settings=self.rank_settings, spec=self.spec, epochs=settings.epochs,
-                       steps_per_epoch=self.inputs.steps, train_files=self.inputs.train_files,
-                       val_files=self.inputs.val_files, tracking_uri=self.config.tracking.tracking_uri, run_id=run_id,
+                       steps_per_epoch=self.inputs.steps, train=self.inputs.train, val=self.inputs.val,
+                       tracking_uri=self.config.tracking.tracking_uri, run_id=run_id,
                        checkpoint_dir=f"{shared.checkpoint_root}/{run_id}")
 
 
@@ -318,7 +317,7 @@ def prepare_generative(spark: SparkSession, config: Config, labels: tuple[int, .
     num_proc = default_num_proc(spark, shared.num_proc)
     spec = InputSpec(image_shape=image_shape, batch_size=settings.batch_size, reader="petastorm", scale="tanh",
                      shuffle_buffer=shared.shuffle_buffer, seed=shared.seed, labels=tuple(labels))
-    inputs = plan_inputs(lake, manifest, num_proc=num_proc, batch_size=settings.batch_size,
+    inputs = plan_inputs(spark, lake, manifest, num_proc=num_proc, batch_size=settings.batch_size,
                          max_steps=settings.max_steps_per_epoch, section="generative", labels=tuple(labels))
     return GenerativePlan(config, manifest, spec, inputs, judge, num_proc, rank_settings(spark, shared, num_proc),
                           experiment_id)
@@ -341,7 +340,7 @@ def fit_generative(spark: SparkSession, plan: GenerativePlan, run_id: str) -> Ge
                          "quality.classifier": plan.judge.uri if plan.judge else "none"})
     job = GenerativeJob(loop=plan.loop(run_id), settings=settings, num_classes=len(plan.label_names),
                         test_files=plan.inputs.test_files,
-                        quality_train_files=tuple(f for files in plan.inputs.train_files for f in files),
+                        quality_train_files=plan.inputs.train_files,
                         judge_uri=plan.judge.uri if plan.judge else None)
     log.info("training %s on %s v%d: %d rank(s), %d step(s)/epoch of %d, %d epoch(s); run %s", settings.model,
              shared.dataset, plan.manifest["version"], plan.num_proc, plan.inputs.steps, settings.batch_size,

@@ -23,7 +23,7 @@ from visionlake import manifest as M
 from visionlake.config import Config
 from visionlake.decode import DecodePlan, decode_partition, discover_label_names
 from visionlake.labels import merge_label_names
-from visionlake.lake import Lake, new_run_id
+from visionlake.lake import Lake, in_shuffled_order, new_run_id
 from visionlake.schema import DECODED_SCHEMA, IMAGE_FIELDS, QUARANTINE_FIELDS
 from visionlake.sources import read_raw_records
 from visionlake.tfrecord import write_shards
@@ -112,6 +112,7 @@ def ingest(spark: SparkSession, config: Config) -> IngestSummary:
     plan = DecodePlan(settings, tuple(label_names))
     decoded = raw.mapInPandas(partial(decode_partition, plan=plan), DECODED_SCHEMA).persist(
         StorageLevel.MEMORY_AND_DISK)
+    images = None
     try:
         with _phase(f"decode {settings.source.uri} + find duplicates"):
             duplicates = _find_duplicates(decoded, existing_images)
@@ -124,6 +125,8 @@ def ingest(spark: SparkSession, config: Config) -> IngestSummary:
                                  quarantined={}, total=M.split_totals(previous),
                                  paths=_summary_paths(previous, paths), seconds=time.perf_counter() - started)
         images, quarantine = _final_tables(spark, decoded, duplicates, now)
+        # Written in a pseudo-random order, once shuffled and read by both the Parquet and the TFRecord writer.
+        images = in_shuffled_order(images, partitions).persist(StorageLevel.MEMORY_AND_DISK)
         staging = paths.staging(run_id)
         with _phase("images table"):
             (images.write.partitionBy("split").option("parquet.block.size", config.lake.row_group_bytes)
@@ -134,6 +137,8 @@ def ingest(spark: SparkSession, config: Config) -> IngestSummary:
             shards = _write_tfrecords(images, f"{staging}/tfrecord", config) if settings.tfrecord else []
     finally:
         decoded.unpersist()
+        if images is not None:
+            images.unpersist()
 
     manifest = M.build_manifest(
         previous=previous, base=base, settings=settings, run_id=run_id, created_at=now, label_names=label_names,

@@ -42,6 +42,17 @@ TABLE_SCHEMAS = {"images": IMAGES_SCHEMA, "synthetic": SYNTHETIC_SCHEMA, "predic
 _VERSION_FILE = re.compile(r"^v(\d{6})\.json$")
 
 
+def in_shuffled_order(frame: DataFrame, partitions: int) -> DataFrame:
+    """``frame`` spread over ``partitions`` and ordered in each by a hash of the content id.
+
+    Deterministic, and independent of the source's order (a class-per-folder listing arrives sorted by class), so
+    every written file and row group is a fair sample of the labels: training shards by row group and its shuffle
+    buffer only has to mix neighbours. The split leads the sort because partitioned writes group rows by it.
+    """
+    key = F.xxhash64("id")
+    return frame.repartition(partitions, key).sortWithinPartitions("split", key, "id")
+
+
 class LakeError(RuntimeError):
     """The lake is missing, inconsistent, or was changed concurrently; the message says what to do."""
 
@@ -116,6 +127,17 @@ class Lake:
             return self.spark.createDataFrame([], schema)
         frame = self.spark.read.option("basePath", location).schema(schema).parquet(location)
         return frame.filter(F.col("run_id").isin(manifest["live_runs"]))
+
+    def table_files(self, dataset: str, table: str, split: str, manifest: dict[str, Any]) -> list[str]:
+        """The Parquet files of one split of a table, live runs only; listed, nothing read."""
+        folder = f"{self.paths(dataset).table(table)}/split={split}"
+        live = set(manifest["live_runs"])
+        files = []
+        for run_folder in self.storage.list_names(folder, directories_only=True):
+            if run_folder.startswith("run_id=") and run_folder[len("run_id="):] in live:
+                files += [f"{folder}/{run_folder}/{name}" for name in self.storage.list_names(f"{folder}/{run_folder}")
+                          if name.endswith(".parquet")]
+        return sorted(files)
 
     # ---- writing ---------------------------------------------------------------------------------------------------
     def recover(self, dataset: str) -> list[str]:

@@ -17,6 +17,7 @@ import numpy as np
 
 from visionlake.data import InputSpec, open_images
 from visionlake.launcher import RankSettings
+from visionlake.shards import RankShard
 
 
 @dataclass(frozen=True)
@@ -26,14 +27,14 @@ class LoopJob:
     spec: InputSpec
     epochs: int
     steps_per_epoch: int
-    train_files: tuple[tuple[str, ...], ...]  # per rank
-    val_files: tuple[tuple[str, ...], ...]    # per rank
+    train: tuple[RankShard, ...]  # per rank
+    val: tuple[RankShard, ...]    # per rank
     tracking_uri: str
     run_id: str
     checkpoint_dir: str
     # ("val_accuracy", "max") keeps the best epoch's weights; None keeps the last epoch's.
     selection: Optional[tuple[str, str]] = None
-    synthetic_files: tuple[tuple[str, ...], ...] = ()  # per rank, mixed into training batches
+    synthetic: tuple[RankShard, ...] = ()  # per rank, mixed into training batches
     synthetic_fraction: float = 0.0
 
 
@@ -49,7 +50,7 @@ class RankTask:
     def train_step(self, images, labels) -> dict[str, Any]:
         raise NotImplementedError
 
-    def validate(self, val_files: tuple[str, ...]) -> dict[str, float]:
+    def validate(self, val: RankShard) -> dict[str, float]:
         """Collective (every rank calls it): metrics over all ranks' validation shards."""
         return {}
 
@@ -103,8 +104,8 @@ def run_loop(job: LoopJob, task: RankTask, hvd) -> dict[str, Any]:
     best = _best_so_far(client, job) if client is not None and first_epoch > 0 else None
     best_folder = f"{job.checkpoint_dir}/best"
     history: list[dict[str, float]] = []
-    with open_images(job.spec, job.train_files[rank], training=True, shard=(rank, size),
-                     synthetic_files=job.synthetic_files[rank] if job.synthetic_files else (),
+    with open_images(job.spec, job.train[rank], training=True,
+                     synthetic=job.synthetic[rank] if job.synthetic else None,
                      synthetic_fraction=job.synthetic_fraction) as train_batches:
         batches = iter(train_batches)
         for current in range(first_epoch, job.epochs):
@@ -123,7 +124,7 @@ def run_loop(job: LoopJob, task: RankTask, hvd) -> dict[str, Any]:
                     variable.assign(hvd.allreduce(variable, op=hvd.Average))
             record = {key: totals[i] / totals[-1] for i, key in enumerate(keys)}
             record["images_per_s"] = totals[-1] / (time.perf_counter() - started)
-            record.update(task.validate(job.val_files[rank] if job.val_files else ()))
+            record.update(task.validate(job.val[rank]))
             record.update(task.epoch_figures())
             epoch.assign(current + 1)
             stop = task.should_stop(record)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from visionlake.data import InputSpec, open_images
+from visionlake.shards import whole
 from visionlake.metrics import (conditional_accuracy, fit_gaussian, frechet_distance, image_grid, per_image_mse,
                                 to_uint8, to_unit)
 
@@ -52,7 +53,7 @@ class Judge:
 def read_images(spec: InputSpec, files: tuple[str, ...], limit: int) -> tuple[np.ndarray, np.ndarray]:
     """Up to ``limit`` images in [-1, 1] and their labels, in file order (no shuffling, no augmentation)."""
     images, labels, count = [], [], 0
-    with open_images(replace(spec, scale="tanh"), files, training=False) as batches:
+    with open_images(replace(spec, scale="tanh"), whole(files), training=False) as batches:
         for batch_images, batch_labels in batches:
             images.append(batch_images.numpy())
             labels.append(batch_labels.numpy())

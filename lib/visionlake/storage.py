@@ -1,10 +1,21 @@
 """File-system operations on any Hadoop URI (file:, hdfs://, s3a://, ...) through the Spark driver's JVM."""
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Optional
 
 from pyspark.sql import SparkSession
+
+
+def pyarrow_filesystem(uri: str):
+    """(pyarrow file system, path) for a lake URI as Spark writes it (``file:/x``, ``/x``, ``hdfs://``, ``s3a://``),
+    for Python code on executors and ranks that reads or writes lake files without the JVM."""
+    from pyarrow import fs as pafs
+
+    if uri.startswith("file:") or uri.startswith("/"):
+        return pafs.LocalFileSystem(), re.sub(r"^file:(//)?", "", uri)
+    return pafs.FileSystem.from_uri(re.sub(r"^s3a://", "s3://", uri))
 
 
 class StorageError(RuntimeError):

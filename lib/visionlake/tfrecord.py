@@ -87,14 +87,11 @@ def write_records(records: Iterable[bytes], stream, compression: str) -> int:
 
 def open_output_stream(uri: str):
     """A writable stream on a local path or a pyarrow-supported URI (s3/s3a, gs, hdfs with libhdfs)."""
-    from pyarrow import fs as pafs
+    from visionlake.storage import pyarrow_filesystem
 
-    if uri.startswith("file:") or uri.startswith("/"):
-        local_path = re.sub(r"^file:(//)?", "", uri)
-        local = pafs.LocalFileSystem()
-        local.create_dir(local_path.rsplit("/", 1)[0], recursive=True)
-        return local.open_output_stream(local_path)
-    filesystem, path = pafs.FileSystem.from_uri(re.sub(r"^s3a://", "s3://", uri))
+    filesystem, path = pyarrow_filesystem(uri)
+    if uri.startswith(("file:", "/")):  # object stores and HDFS create parents themselves
+        filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
     return filesystem.open_output_stream(path)
 
 

@@ -25,6 +25,7 @@ from visionlake.evaluation import confusion_matrix, per_class_report, plot_confu
 from visionlake.lake import Lake
 from visionlake.launcher import default_num_proc, init_rank, rank_settings, run_on_ranks
 from visionlake.loop import LoopJob, RankTask, load_weights, run_loop
+from visionlake.shards import RankShard, whole
 
 log = logging.getLogger(__name__)
 
@@ -155,9 +156,8 @@ class ClassifierTask(RankTask):
         loss, correct = self._step(images, labels)
         return {"loss": loss, "accuracy": float(correct) / len(labels)}
 
-    def validate(self, val_files: tuple[str, ...]) -> dict[str, float]:
-        with open_images(self.job.loop.spec, val_files, training=False,
-                         shard=(self.hvd.rank(), self.hvd.size())) as batches:
+    def validate(self, val: RankShard) -> dict[str, float]:
+        with open_images(self.job.loop.spec, val, training=False) as batches:
             val_loss, val_accuracy = _evaluate(self.model, batches, self.hvd)
         return {"val_loss": val_loss, "val_accuracy": val_accuracy}
 
@@ -196,7 +196,7 @@ def train_classifier(spark: SparkSession, config: Config) -> TrainSummary:
                      batch_size=settings.batch_size, reader=settings.reader, shuffle_buffer=settings.shuffle_buffer,
                      seed=settings.seed, augment=settings.augment,
                      tfrecord_compression=manifest.get("tfrecord_compression", "none"))
-    inputs = plan_inputs(lake, manifest, num_proc=num_proc, batch_size=settings.batch_size,
+    inputs = plan_inputs(spark, lake, manifest, num_proc=num_proc, batch_size=settings.batch_size,
                          max_steps=settings.max_steps_per_epoch, reader=settings.reader,
                          synthetic_fraction=settings.synthetic_fraction, section="train")
     label_names = manifest["label_names"]
@@ -210,10 +210,10 @@ def train_classifier(spark: SparkSession, config: Config) -> TrainSummary:
                              "horovod.num_proc": num_proc, "model.architecture": settings.model})
             mlflow.set_tags(inputs.mix_tags(settings.synthetic_fraction))
         loop = LoopJob(rank_settings=rank_settings(spark, settings, num_proc), spec=spec, epochs=settings.epochs,
-                       steps_per_epoch=inputs.steps, train_files=inputs.train_files, val_files=inputs.val_files,
+                       steps_per_epoch=inputs.steps, train=inputs.train, val=inputs.val,
                        tracking_uri=config.tracking.tracking_uri, run_id=run_id,
                        checkpoint_dir=f"{settings.checkpoint_root}/{run_id}", selection=("val_accuracy", "max"),
-                       synthetic_files=inputs.synthetic_files, synthetic_fraction=settings.synthetic_fraction)
+                       synthetic=inputs.synthetic, synthetic_fraction=settings.synthetic_fraction)
         job = RankJob(loop=loop, train=settings, num_classes=len(label_names))
         log.info("training %s on %s v%d: %d rank(s), %d step(s)/epoch of %d, up to %d epoch(s); run %s",
                  settings.model, settings.dataset, manifest["version"], num_proc, inputs.steps, settings.batch_size,
@@ -246,7 +246,7 @@ def predict_split(model, test_files: tuple[str, ...], spec: InputSpec):
     """(labels, predicted labels) of a split's Parquet files, read through the same input path as training."""
     labels, predicted = [], []
     # These are the Parquet files, so they are read through petastorm whatever train.reader is.
-    with open_images(replace(spec, reader="petastorm"), test_files, training=False) as batches:
+    with open_images(replace(spec, reader="petastorm"), whole(test_files), training=False) as batches:
         for batch_images, batch_labels in batches:
             labels.append(batch_labels.numpy())
             predicted.append(np.argmax(model(batch_images, training=False).numpy(), axis=-1))

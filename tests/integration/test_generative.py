@@ -67,7 +67,7 @@ def test_a_short_gan_run_changes_both_networks_identically_on_every_rank(runs, w
 
 
 def test_fcd_is_zero_for_a_set_against_itself_symmetric_and_grows_with_noise(workspace, spark):
-    from visionlake.data import InputSpec, split_file_rows
+    from visionlake.data import InputSpec
     from visionlake.metrics import frechet_features_distance
 
     import mlflow
@@ -76,8 +76,7 @@ def test_fcd_is_zero_for_a_set_against_itself_symmetric_and_grows_with_noise(wor
     mlflow.set_tracking_uri(config.tracking.tracking_uri)
     judge = Judge.load("models:/visionlake-classifier@champion")
     lake = Lake(spark, config.lake.root)
-    images_table = lake.read_table("demo", "images")
-    files = tuple(f for f, _ in split_file_rows(images_table, "train"))
+    files = tuple(lake.table_files("demo", "images", "train", lake.read_manifest("demo")))
     images, _ = read_images(InputSpec((32, 32, 3), batch_size=64), files, 200)
     half_a, half_b = judge.features(images[:100]), judge.features(images[100:])
     assert frechet_features_distance(half_a, half_a) == pytest.approx(0.0, abs=1e-6)
@@ -120,9 +119,10 @@ def test_synthetic_images_round_trip_through_the_readers_and_mix_into_training(r
     assert all(r["height"] == 32 and r["channels"] == 3 and r["source_path"].startswith("models:/") for r in rows)
 
     # petastorm + tf.data, exactly as training reads `images`
-    from visionlake.data import InputSpec, split_file_rows
-    files = tuple(f for f, _ in split_file_rows(table, "train"))
-    with open_images(InputSpec((32, 32, 3), batch_size=16), files, training=False) as batches:
+    from visionlake.data import InputSpec
+    from visionlake.shards import whole
+    files = lake.table_files("demo", "synthetic", "train", lake.read_manifest("demo"))
+    with open_images(InputSpec((32, 32, 3), batch_size=16), whole(files), training=False) as batches:
         labels = np.concatenate([b[1].numpy() for b in batches])
     assert sorted(np.bincount(labels).tolist()) == [12] * 5
 

@@ -106,10 +106,16 @@ def test_a_failing_rank_is_reported_and_the_run_marked_failed(spark, workspace, 
     victim = sorted((demo_lake / "lake" / "demo" / "images" / "split=train").rglob("*.parquet"))[-1]
     checksum = victim.with_name(f".{victim.name}.crc")
     original, original_checksum = victim.read_bytes(), checksum.read_bytes()
-    # Garbage in the data pages, footer intact: the driver's planning (footer row counts) passes, the rank that
-    # reads this file fails while decoding.
+    # Garbage in the image column's pages, footer and the label/id columns intact: the driver's planning (which
+    # reads those) passes, the rank that reads this file's images fails while decoding.
+    import pyarrow.parquet as pq
+
+    chunk = pq.ParquetFile(victim).metadata.row_group(0).column(
+        pq.ParquetFile(victim).schema_arrow.get_field_index("image"))
+    start = chunk.data_page_offset + 16
+    end = chunk.data_page_offset + chunk.total_compressed_size
     damaged = bytearray(original)
-    damaged[64:len(original) // 2] = b"\xee" * (len(original) // 2 - 64)
+    damaged[start:end] = b"\xee" * (end - start)
     victim.write_bytes(bytes(damaged))
     checksum.unlink()
     try:

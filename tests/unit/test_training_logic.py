@@ -2,23 +2,8 @@ import numpy as np
 import pytest
 
 from visionlake.config import TrainConfig
-from visionlake.data import plan_file_shards
 from visionlake.evaluation import confusion_matrix, per_class_report
 from visionlake.train import Plateau, learning_rate_at
-
-
-def test_shards_are_balanced_deterministic_and_disjoint():
-    files = [("f1", 100), ("f2", 90), ("f3", 10), ("f4", 5), ("f5", 95)]
-    plan = plan_file_shards(files, 2)
-    assert plan == plan_file_shards(list(reversed(files)), 2)
-    assert sorted(f for shard in plan.files for f in shard) == ["f1", "f2", "f3", "f4", "f5"]
-    assert max(plan.rows) - min(plan.rows) <= max(rows for _, rows in files)  # largest-first greedy bound
-    assert plan.steps_per_epoch(32) == min(plan.rows) // 32
-
-
-def test_too_few_files_for_the_ranks_is_a_clear_error():
-    with pytest.raises(ValueError, match="lake.write_partitions >= 3"):
-        plan_file_shards([("a", 10), ("b", 10)], 3)
 
 
 def test_learning_rate_warms_up_to_the_scaled_rate_then_decays():
