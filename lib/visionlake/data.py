@@ -32,10 +32,14 @@ class TrainingInputs:
     synthetic_runs: tuple[str, ...] = ()
 
     def mix_tags(self, fraction: float) -> dict[str, str]:
-        """What an MLflow run records about its real/synthetic mix and its sharding."""
+        """What an MLflow run records about its real/synthetic mix."""
         return {"data.synthetic_fraction": str(fraction), "data.synthetic_rows": str(self.synthetic_rows),
-                "data.synthetic_runs": ",".join(self.synthetic_runs) or "none",
-                "data.sharding": self.train[0].by, "data.rows_per_rank": ",".join(str(s.rows) for s in self.train)}
+                "data.synthetic_runs": ",".join(self.synthetic_runs) or "none"}
+
+    def sharding_tags(self) -> dict[str, str]:
+        """What an MLflow run records about how its ranks shared the training split."""
+        return {"data.sharding": self.train[0].by, "data.rows_per_rank": ",".join(str(s.rows) for s in self.train),
+                "data.steps_per_epoch": str(self.steps)}
 
 
 def plan_inputs(spark, lake, manifest: dict[str, Any], *, num_proc: int, batch_size: int, max_steps: int,
@@ -255,7 +259,11 @@ def decode_lake_image(encoded, image_shape: tuple[int, int, int]):
     """TF op: one stored lake image (PNG or JPEG, whatever the dataset's codec) -> a uint8 tensor of its shape."""
     import tensorflow as tf
 
-    image = tf.io.decode_image(encoded, channels=image_shape[2], expand_animations=False)
+    channels = image_shape[2]
+    # INTEGER_ACCURATE is libjpeg's default (Pillow's): TF's own default DCT differs by up to 8 grey levels.
+    image = tf.cond(tf.io.is_jpeg(encoded),
+                    lambda: tf.io.decode_jpeg(encoded, channels=channels, dct_method="INTEGER_ACCURATE"),
+                    lambda: tf.io.decode_png(encoded, channels=channels))
     return tf.ensure_shape(image, image_shape)
 
 

@@ -337,7 +337,8 @@ def fit_generative(spark: SparkSession, plan: GenerativePlan, run_id: str) -> Ge
                          "dataset.digest": plan.manifest["source"]["digest"], "horovod.num_proc": plan.num_proc,
                          "model.kind": settings.model, "model.num_classes": len(plan.label_names),
                          "model.trained_labels": ",".join(map(str, plan.spec.labels)) or "all",
-                         "quality.classifier": plan.judge.uri if plan.judge else "none"})
+                         "quality.classifier": plan.judge.uri if plan.judge else "none",
+                         **plan.inputs.sharding_tags()})
     job = GenerativeJob(loop=plan.loop(run_id), settings=settings, num_classes=len(plan.label_names),
                         test_files=plan.inputs.test_files,
                         quality_train_files=plan.inputs.train_files,

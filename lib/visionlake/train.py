@@ -208,7 +208,7 @@ def train_classifier(spark: SparkSession, config: Config) -> TrainSummary:
                              "dataset.version": manifest["version"], "dataset.digest": manifest["source"]["digest"],
                              "dataset.run_id": manifest["run_id"],
                              "horovod.num_proc": num_proc, "model.architecture": settings.model})
-            mlflow.set_tags(inputs.mix_tags(settings.synthetic_fraction))
+            mlflow.set_tags({**inputs.mix_tags(settings.synthetic_fraction), **inputs.sharding_tags()})
         loop = LoopJob(rank_settings=rank_settings(spark, settings, num_proc), spec=spec, epochs=settings.epochs,
                        steps_per_epoch=inputs.steps, train=inputs.train, val=inputs.val,
                        tracking_uri=config.tracking.tracking_uri, run_id=run_id,

@@ -13,6 +13,7 @@ from tests.conftest import demo_workspace_with_classifier
 
 from visionlake.detectors import load_scorer, train_detector
 from visionlake.images import decode_stored_image
+from visionlake.ingest import ingest
 from visionlake.lake import Lake
 from visionlake.schema import PREDICTIONS_SCHEMA
 from visionlake.score import ScoringModels, score_dataset, score_partition
@@ -154,3 +155,18 @@ def test_the_other_detectors_train_calibrate_and_score(method, workspace, spark,
     scores = scorer.score(np.random.default_rng(0).integers(0, 255, (4, 32, 32, 3), dtype=np.uint8))
     assert scores.shape == (4,) and np.isfinite(scores).all()
     assert (scorer.anomaly_map(np.zeros((2, 32, 32, 3), np.uint8)) is None) == (method == "classifier")
+
+
+def test_a_jpeg_dataset_scores_like_its_png_twin(scored, workspace, spark):
+    """The same raw images stored as JPEG: the scoring job decodes them and predicts what it predicts on PNG."""
+    config = workspace("ingest.dataset=demo_jpeg", "ingest.image.codec=jpeg", "score.dataset=demo_jpeg")
+    ingest(spark, config)
+    jpeg = score_dataset(spark, config)
+    lake = Lake(spark, config.lake.root)
+    assert lake.read_manifest("demo_jpeg")["image"]["codec"] == "jpeg" and jpeg.quarantined == 0
+    png_rows = lake.read_table("demo", "predictions").select("id", "predicted_label", "anomaly_score").toPandas()
+    jpeg_rows = lake.read_table("demo_jpeg", "predictions").select("id", "predicted_label", "anomaly_score")
+    both = png_rows.merge(jpeg_rows.toPandas(), on="id", suffixes=("_png", "_jpeg"))
+    assert len(both) == len(png_rows) == jpeg.scored  # same normalised pixels, same ids
+    assert (both["predicted_label_png"] == both["predicted_label_jpeg"]).mean() >= 0.9
+    assert np.corrcoef(both["anomaly_score_png"], both["anomaly_score_jpeg"])[0, 1] >= 0.9

@@ -83,3 +83,34 @@ def test_changed_image_settings_need_a_rebuild(tmp_path):
     stored = {"dataset": "demo", "image": {**M.image_spec(settings), "height": 64}}
     with pytest.raises(ValueError, match="full_rebuild=true"):
         M.check_compatible(stored, settings)
+
+
+def test_codec_and_tfrecord_copy_are_fixed_per_dataset_and_old_manifests_read_as_png_with_tfrecord(tmp_path):
+    settings = load_config(base_dir=str(tmp_path)).ingest
+    legacy = {"dataset": "demo", "image": {key: value for key, value in M.image_spec(settings).items()
+                                           if key not in ("codec", "quality", "tfrecord")}}
+    M.check_compatible(legacy, settings)  # written before codecs existed: png with a TFRecord copy
+    assert M.stored_codec(legacy).name == "png"
+    jpeg = load_config(base_dir=str(tmp_path), overrides=["ingest.image.codec=jpeg",
+                                                          "ingest.image.quality=90"]).ingest
+    with pytest.raises(ValueError, match="differs in codec, quality"):
+        M.check_compatible(legacy, jpeg)
+    stored = {"dataset": "demo", "image": M.image_spec(jpeg)}
+    assert M.stored_codec(stored).name == "jpeg" and M.stored_codec(stored).quality == 90
+    without_copy = load_config(base_dir=str(tmp_path), overrides=["ingest.tfrecord=false"]).ingest
+    with pytest.raises(ValueError, match="differs in tfrecord"):
+        M.check_compatible(legacy, without_copy)
+
+
+def test_decoded_batches_are_bounded_by_stored_bytes(tmp_path):
+    from visionlake.decode import decode_partition
+
+    image = png_bytes(np.random.default_rng(0).integers(0, 255, (4, 4), np.uint8))
+    config = load_config(None, ["ingest.source.uri=/raw", "ingest.image.mode=L", "ingest.image.height=4",
+                                "ingest.image.width=4"], base_dir=str(tmp_path))
+    plan = DecodePlan(config.ingest, ("cat",))
+    frame = raw_frame([(f"file:/raw/cat/{i}.png", image, None) for i in range(10)])
+    stored = len(decode_records(frame.head(1), plan).loc[0, "image"])
+    batches = list(decode_partition(iter([frame]), plan, max_batch_bytes=3 * stored))
+    assert [len(b) for b in batches] == [3, 3, 3, 1]
+    assert pd.concat(batches, ignore_index=True).equals(decode_records(frame, plan))

@@ -6,11 +6,26 @@ from visionlake import labels as L
 MNIST = re.compile(r"(?P<label>[a-z]+)_\d+\.png")
 
 
-def test_folder_label_is_the_parent_below_the_source_root():
+def test_folder_label_is_the_first_folder_below_the_source_root():
     assert L.label_from_path("file:/data/raw/cats/a.png", "folder", root="/data/raw") == "cats"
+    assert L.label_from_path("file:/data/raw/cats/2024/scans/a.png", "folder", root="/data/raw") == "cats"
     assert L.label_from_path("file:/data/raw/a.png", "folder", root="/data/raw") is None
+
+
+def test_split_folders_archives_and_archive_wrappers_are_not_classes():
+    assert L.label_from_path("file:/d/raw/train/cats/x/a.png", "folder", root="/d/raw",
+                             split_folders=["train", "test"]) == "cats"
+    assert L.label_from_path("file:/d/raw/train/cats/a.png", "folder", root="/d/raw") == "train"  # split.mode=hash
+    assert L.label_from_path("file:/d/parts.tar.gz!/parts/bolts/x.jpg", "folder", root="/d/parts.tar.gz") == "bolts"
+    assert L.label_from_path("file:/d/raw/b1.zip!/nuts/x.jpg", "folder", root="/d/raw") == "nuts"
+    assert L.label_from_path("file:/d/raw/nuts/b1.zip!/x/y.jpg", "folder", root="/d/raw") == "nuts"
+
+
+def test_parent_folder_keeps_the_folder_that_holds_the_file():
+    assert L.label_from_path("file:/data/raw/cats/2024/scans/a.png", "parent_folder", root="/data/raw") == "scans"
     member = "file:/data/parts.tar.gz!/parts/bolts/x.jpg"
-    assert L.label_from_path(member, "folder", root="/data/parts.tar.gz") == "bolts"
+    assert L.label_from_path(member, "parent_folder", root="/data/parts.tar.gz") == "bolts"
+    assert L.label_from_path("file:/data/raw/a.png", "parent_folder", root="/data/raw") is None
 
 
 def test_regex_label_reads_the_file_name_inside_archives():
