@@ -23,7 +23,7 @@ from visionlake import manifest as M
 from visionlake.config import Config
 from visionlake.decode import DecodePlan, decode_partition, discover_label_names
 from visionlake.labels import merge_label_names
-from visionlake.lake import Lake, in_shuffled_order, new_run_id
+from visionlake.lake import Lake, grouped_by_split, in_shuffled_order, new_run_id, table_writer
 from visionlake.schema import DECODED_SCHEMA, IMAGE_FIELDS, QUARANTINE_FIELDS
 from visionlake.sources import read_raw_records
 from visionlake.tfrecord import write_shards
@@ -107,12 +107,12 @@ def ingest(spark: SparkSession, config: Config) -> IngestSummary:
         processed = existing_images.select("source_path").unionByName(
             lake.read_table(settings.dataset, "quarantine", base).select("source_path"))
     with _phase("listing + labels"):
-        raw = read_raw_records(spark, settings.source, settings.limits, processed, partitions)
+        raw = in_shuffled_order(read_raw_records(spark, settings.source, settings.limits, processed),
+                                partitions, by="source_path")
         label_names = _resolve_label_names(raw, settings, base)
     plan = DecodePlan(settings, tuple(label_names))
     decoded = raw.mapInPandas(partial(decode_partition, plan=plan), DECODED_SCHEMA).persist(
         StorageLevel.MEMORY_AND_DISK)
-    images = None
     try:
         with _phase(f"decode {settings.source.uri} + find duplicates"):
             duplicates = _find_duplicates(decoded, existing_images)
@@ -125,20 +125,17 @@ def ingest(spark: SparkSession, config: Config) -> IngestSummary:
                                  quarantined={}, total=M.split_totals(previous),
                                  paths=_summary_paths(previous, paths), seconds=time.perf_counter() - started)
         images, quarantine = _final_tables(spark, decoded, duplicates, now)
-        # Written in a pseudo-random order, once shuffled and read by both the Parquet and the TFRecord writer.
-        images = in_shuffled_order(images, partitions).persist(StorageLevel.MEMORY_AND_DISK)
+        images = grouped_by_split(images, by="source_path")
         staging = paths.staging(run_id)
         with _phase("images table"):
-            (images.write.partitionBy("split").option("parquet.block.size", config.lake.row_group_bytes)
-             .parquet(f"{staging}/images"))
-        with _phase("quarantine table"):
-            quarantine.coalesce(1).write.parquet(f"{staging}/quarantine")
+            table_writer(images, config.lake, "split").parquet(f"{staging}/images")
+        if quarantined:
+            with _phase("quarantine table"):
+                table_writer(quarantine.coalesce(1), config.lake).parquet(f"{staging}/quarantine")
         with _phase("TFRecord shards"):
             shards = _write_tfrecords(images, f"{staging}/tfrecord", config) if settings.tfrecord else []
     finally:
         decoded.unpersist()
-        if images is not None:
-            images.unpersist()
 
     manifest = M.build_manifest(
         previous=previous, base=base, settings=settings, run_id=run_id, created_at=now, label_names=label_names,

@@ -30,6 +30,7 @@ from typing import Any, Optional
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from visionlake.config import LakeConfig
 from visionlake.schema import IMAGES_SCHEMA, PREDICTIONS_SCHEMA, QUARANTINE_SCHEMA, SYNTHETIC_SCHEMA
 from visionlake.storage import HadoopStorage, StorageError
 
@@ -42,15 +43,28 @@ TABLE_SCHEMAS = {"images": IMAGES_SCHEMA, "synthetic": SYNTHETIC_SCHEMA, "predic
 _VERSION_FILE = re.compile(r"^v(\d{6})\.json$")
 
 
-def in_shuffled_order(frame: DataFrame, partitions: int) -> DataFrame:
-    """``frame`` spread over ``partitions`` and ordered in each by a hash of the content id.
+def in_shuffled_order(frame: DataFrame, partitions: int, by: str = "id") -> DataFrame:
+    """``frame`` spread over ``partitions`` and ordered in each by a hash of column ``by``.
 
     Deterministic, and independent of the source's order (a class-per-folder listing arrives sorted by class), so
     every written file and row group is a fair sample of the labels: training shards by row group and its shuffle
-    buffer only has to mix neighbours. The split leads the sort because partitioned writes group rows by it.
+    buffer only has to mix neighbours. Ingest applies it to the raw records (paths, before any pixel is decoded),
+    so the decoded images never need a shuffle of their own and every decode task gets a fair share of the work.
     """
-    key = F.xxhash64("id")
-    return frame.repartition(partitions, key).sortWithinPartitions("split", key, "id")
+    key = F.xxhash64(by)
+    return frame.repartition(partitions, key).sortWithinPartitions(key, by)
+
+
+def table_writer(frame: DataFrame, settings: LakeConfig, partition_by: Optional[str] = None):
+    """How every lake table is written: row groups of ``lake.row_group_bytes`` in ``lake.parquet_compression``."""
+    writer = frame.write.option("parquet.block.size", settings.row_group_bytes).option(
+        "compression", settings.parquet_compression)
+    return writer.partitionBy(partition_by) if partition_by else writer
+
+
+def grouped_by_split(frame: DataFrame, by: str = "id") -> DataFrame:
+    """Rows grouped by split for a partitioned write, keeping the ``in_shuffled_order`` order inside each split."""
+    return frame.sortWithinPartitions("split", F.xxhash64(by), by)
 
 
 class LakeError(RuntimeError):

@@ -32,7 +32,7 @@ from pyspark.sql import types as T
 
 from visionlake import tracking
 from visionlake.config import Config, ConfigError
-from visionlake.lake import Lake, LakeError, new_run_id
+from visionlake.lake import Lake, LakeError, new_run_id, table_writer
 from visionlake.schema import PREDICTION_FIELDS, QUARANTINE_FIELDS
 
 log = logging.getLogger(__name__)
@@ -283,9 +283,8 @@ def _write_staging(lake: Lake, dataset: str, run_id: str, scored: DataFrame, now
                    config: Config) -> dict[str, Any]:
     staging = lake.paths(dataset).staging(run_id)
     good = scored.filter(F.col("reason").isNull()).drop("reason", "detail")
-    (good.withColumn("scored_date", F.lit(now.date().isoformat()))
-     .write.partitionBy("scored_date").option("parquet.block.size", config.lake.row_group_bytes)
-     .parquet(f"{staging}/predictions"))
+    table_writer(good.withColumn("scored_date", F.lit(now.date().isoformat())), config.lake,
+                 "scored_date").parquet(f"{staging}/predictions")
     bad = scored.filter(F.col("reason").isNotNull())
     quarantine = bad.select("source_path", "reason", F.concat(F.lit("scoring lake image "), F.col("id"),
                                                               F.lit(": "), F.col("detail")).alias("detail"),
@@ -295,7 +294,7 @@ def _write_staging(lake: Lake, dataset: str, run_id: str, scored: DataFrame, now
                                            F.sum(F.col("is_anomaly").cast("int")).alias("anomalies")).collect()
     quarantined = bad.count()
     if quarantined:
-        quarantine.coalesce(1).write.parquet(f"{staging}/quarantine")
+        table_writer(quarantine.coalesce(1), config.lake).parquet(f"{staging}/quarantine")
     scored_count = sum(row["n"] for row in stats)
     return {"scored": scored_count, "anomalies": sum(row["anomalies"] for row in stats), "quarantined": quarantined,
             "per_label": {row["label_name"]: row["anomalies"] / row["n"] for row in stats}}

@@ -35,7 +35,7 @@ class SourceError(ValueError):
 
 
 def read_raw_records(spark: SparkSession, source: SourceConfig, limits: LimitsConfig,
-                     already_processed: Optional[DataFrame], partitions: int) -> DataFrame:
+                     already_processed: Optional[DataFrame]) -> DataFrame:
     """All raw records of the source that are not in ``already_processed`` (a frame of ``source_path``).
 
     Raises:
@@ -47,7 +47,7 @@ def read_raw_records(spark: SparkSession, source: SourceConfig, limits: LimitsCo
         if not os.path.exists(local_root):
             raise SourceError(f"source {source.uri} does not exist; set ingest.source.uri to a folder or archive "
                               "that holds the raw images (or run `visionlake demo-data` for the demo set)")
-        return _skip(_local_records(spark, local_root, source, limits, partitions), already_processed)
+        return _skip(_local_records(spark, local_root, source, limits), already_processed)
     if not storage.exists(source.uri):
         raise SourceError(f"source {source.uri} does not exist; set ingest.source.uri to a folder, archive or "
                           "Hadoop URI that holds the raw images (or run `visionlake demo-data` for the demo set)")
@@ -58,10 +58,10 @@ def read_raw_records(spark: SparkSession, source: SourceConfig, limits: LimitsCo
         records = _manifest_records(spark, storage, source.manifest, listing, empty_files, limits)
     elif source.expand_archives:
         # Archives are listed by their own glob so that plain files are not read twice. One task expands each
-        # archive; the repartition spreads its members over all cores for decoding.
+        # archive; the ingest's shuffle then spreads its members over all cores for decoding.
         archives = (spark.read.format("binaryFile").option("recursiveFileLookup", "true")
                     .option("pathGlobFilter", ARCHIVE_GLOB).load(source.uri).withColumnRenamed("path", "source_path"))
-        members = _expand_archives(archives, limits).repartition(partitions)
+        members = _expand_archives(archives, limits)
         plain = listing.filter(~F.col("source_path").rlike(ARCHIVE_PATTERN))
         records = _file_records(plain, limits).unionByName(members)
     else:
@@ -95,8 +95,7 @@ def list_local_files(root: str) -> Iterator[tuple[str, int]]:
                     yield entry.path, entry.stat().st_size
 
 
-def _local_records(spark: SparkSession, root: str, source: SourceConfig, limits: LimitsConfig,
-                   partitions: int) -> DataFrame:
+def _local_records(spark: SparkSession, root: str, source: SourceConfig, limits: LimitsConfig) -> DataFrame:
     """Local sources skip the JVM: the driver lists (a fast scandir that also sees zero-byte files) and the Python
     workers read the bytes themselves, which costs far less per file than Spark's binaryFile reader."""
     archive = re.compile(ARCHIVE_PATTERN)
@@ -116,7 +115,7 @@ def _local_records(spark: SparkSession, root: str, source: SourceConfig, limits:
     if archives:
         members = spark.createDataFrame(pd.DataFrame(archives, columns=columns), RAW_SCHEMA).mapInPandas(
             partial(expand_archive_batches, max_member_bytes=limits.max_file_bytes), RAW_SCHEMA)
-        records = records.unionByName(members.repartition(partitions))
+        records = records.unionByName(members)
     return records
 
 

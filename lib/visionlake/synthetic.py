@@ -24,7 +24,7 @@ from pyspark.sql import types as T
 from visionlake import manifest as M
 from visionlake import tracking
 from visionlake.config import Config, ConfigError
-from visionlake.lake import Lake, in_shuffled_order, new_run_id
+from visionlake.lake import Lake, grouped_by_split, in_shuffled_order, new_run_id, table_writer
 from visionlake.schema import IMAGE_FIELDS, LINEAGE_FIELDS
 
 log = logging.getLogger(__name__)
@@ -193,10 +193,9 @@ def generate_synthetic(spark: SparkSession, config: Config) -> SyntheticSummary:
             model_name=model.name, model_version=model.version, generation_run_id=run.info.run_id,
             label_names=label_names, codec=M.stored_codec(manifest), created_at=now),
             GENERATED_SCHEMA)
-        generated = in_shuffled_order(generated, partitions)  # tasks are per label: mix them in every file
+        generated = grouped_by_split(in_shuffled_order(generated, partitions))  # tasks are per label: mix them
         staging = paths.staging(run_id)
-        (generated.write.partitionBy("split").option("parquet.block.size", config.lake.row_group_bytes)
-         .parquet(f"{staging}/synthetic"))
+        table_writer(generated, config.lake, "split").parquet(f"{staging}/synthetic")
         written = spark.read.parquet(f"{staging}/synthetic").groupBy("label_name").count().collect()
         counts = dict(sorted((row["label_name"], row["count"]) for row in written))
         version = lake.publish_and_commit(dataset, run_id, with_synthetic_run(
