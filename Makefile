@@ -13,9 +13,10 @@ HOROVOD_BUILD := HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_M
 AIRFLOW_VENV := .venv-airflow
 AIRFLOW_STAMP := $(AIRFLOW_VENV)/.setup-stamp
 NOTEBOOKS_STAMP := $(VENV)/.notebooks-stamp
+BENCH_STAMP := $(VENV)/.bench-stamp
 
 .PHONY: setup airflow-setup demo test test-unit airflow-test bench-ingest bench-train bench-gan bench-anomaly \
-	bench-score dist clean mlflow-ui notebooks notebooks-strip airflow-demo
+	bench-score bench-photos dist clean mlflow-ui notebooks notebooks-strip airflow-demo
 
 setup: $(STAMP)
 
@@ -83,6 +84,14 @@ bench-anomaly: setup
 
 bench-score: setup
 	$(PY) bench/score_bench.py
+
+$(BENCH_STAMP): $(STAMP)
+	$(PIP) install -c constraints.txt -e '.[bench]'
+	touch $(BENCH_STAMP)
+
+# Camera-sized photos (built from scikit-image's photographs) ingested at 224x224 RGB, per stored codec.
+bench-photos: $(BENCH_STAMP)
+	$(PY) bench/photo_bench.py
 
 # The embedded store: runs in mlflow.db, artifacts under mlartifacts/ (each experiment records its location).
 mlflow-ui: setup

@@ -24,6 +24,8 @@ setup(
     extras_require={
         "test": ["pytest>=8", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6"],  # notebooks run in the suite
         "notebooks": ["jupyterlab>=4"],
+        # bench/photo_bench.py builds its photo drop from the photographs scikit-image ships; never a job dependency
+        "bench": ["scikit-image>=0.22"],
     },
     entry_points={"console_scripts": ["visionlake=visionlake.cli:main"]},
 )

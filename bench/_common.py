@@ -52,6 +52,23 @@ def mnist_config(work: Path, source: Path, *overrides: str):
         base_dir=str(work))
 
 
+def decode_in_one_process(files: list[Path], plan, batch: int):
+    """The ingest's per-image work in this process, on files read in batches: read, hash, decode, normalise, encode.
+    Returns the decoded frame (accepted and rejected rows), as the job's decode stage would."""
+    import pandas as pd
+
+    from visionlake.decode import decode_records
+
+    frames = []
+    for start in range(0, len(files), batch):
+        chunk = files[start:start + batch]
+        raw = pd.DataFrame({"source_path": [f"file:{p}" for p in chunk], "content": [p.read_bytes() for p in chunk],
+                            "length": [0] * len(chunk), "label_hint": [None] * len(chunk),
+                            "split_hint": [None] * len(chunk), "error": [None] * len(chunk)})
+        frames.append(decode_records(raw, plan))
+    return pd.concat(frames, ignore_index=True)
+
+
 class PeakMemory:
     """Peak resident memory of this process and all its descendants (the Spark JVM and its Python workers),
     sampled every ``interval`` seconds from /proc while the block runs."""

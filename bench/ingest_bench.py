@@ -17,14 +17,13 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from _common import ARCHIVE, ROOT, archive_available, workspace
+from _common import ARCHIVE, ROOT, archive_available, decode_in_one_process, workspace
 from visionlake.cli import configure_logging
 from visionlake.config import load_config
-from visionlake.decode import DecodePlan, decode_records
+from visionlake.decode import DecodePlan
 from visionlake.ingest import ingest
 from visionlake.spark import spark_session
 
@@ -45,14 +44,7 @@ def run_baseline(files: list[Path], config, output: Path) -> float:
     """Single process: read, decode, normalise, hash, PNG-encode, write one Parquet file per split."""
     plan = DecodePlan(config.ingest, tuple(config.ingest.label.names))
     started = time.perf_counter()
-    frames = []
-    for start in range(0, len(files), BATCH):
-        chunk = files[start:start + BATCH]
-        raw = pd.DataFrame({"source_path": [f"file:{p}" for p in chunk], "content": [p.read_bytes() for p in chunk],
-                            "length": [0] * len(chunk), "label_hint": [None] * len(chunk),
-                            "split_hint": [None] * len(chunk), "error": [None] * len(chunk)})
-        frames.append(decode_records(raw, plan))
-    decoded = pd.concat(frames, ignore_index=True)
+    decoded = decode_in_one_process(files, plan, BATCH)
     accepted = decoded[decoded["reason"].isna()]
     for split, rows in accepted.groupby("split"):
         pq.write_table(pa.Table.from_pandas(rows.drop(columns=["reason", "detail"]), preserve_index=False),

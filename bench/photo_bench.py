@@ -22,15 +22,14 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from _common import PeakMemory, workspace
+from _common import PeakMemory, decode_in_one_process, workspace
 from visionlake.cli import configure_logging
 from visionlake.config import load_config
-from visionlake.decode import DecodePlan, decode_records
+from visionlake.decode import DecodePlan
 from visionlake.images import encode_png
 from visionlake.ingest import ingest
 from visionlake.spark import spark_session
@@ -68,14 +67,7 @@ def run_single_process(files: list[Path], config, output: Path) -> float:
     """The per-image work of the job in one process: read, hash, decode, normalise, encode; then write Parquet."""
     plan = DecodePlan(config.ingest, tuple(SOURCE_PHOTOS))
     started = time.perf_counter()
-    frames = []
-    for start in range(0, len(files), BATCH):
-        chunk = files[start:start + BATCH]
-        raw = pd.DataFrame({"source_path": [f"file:{p}" for p in chunk], "content": [p.read_bytes() for p in chunk],
-                            "length": [0] * len(chunk), "label_hint": [None] * len(chunk),
-                            "split_hint": [None] * len(chunk), "error": [None] * len(chunk)})
-        frames.append(decode_records(raw, plan))
-    decoded = pd.concat(frames, ignore_index=True)
+    decoded = decode_in_one_process(files, plan, BATCH)
     accepted = decoded[decoded["reason"].isna()].drop(columns=["reason", "detail"])
     pq.write_table(pa.Table.from_pandas(accepted, preserve_index=False), output / "images.parquet",
                    row_group_size=64)

@@ -152,9 +152,10 @@ def _encoded_examples(spec: InputSpec, source: RankShard, training: bool, reader
     if spec.reader == "petastorm":
         from petastorm.tf_utils import make_petastorm_dataset
 
-        by_row_group = source.by == "row_group" and source.ranks > 1
+        by_row_group = source.shared_by_row_group
         reader = open_batch_reader(
-            [_petastorm_url(f) for f in source.files], schema_fields=["image", "label", "id"],
+            [_petastorm_url(f) for f in source.files],
+            schema_fields=["image", "label", "id"] if source.shared_by_row else ["image", "label"],
             num_epochs=None if training else 1, shuffle_row_groups=training, seed=spec.seed, workers_count=2,
             cur_shard=source.rank if by_row_group else None, shard_count=source.ranks if by_row_group else None,
             predicate=_row_filter(spec.labels, source))
@@ -174,7 +175,7 @@ def _row_filter(labels: tuple[int, ...], source: RankShard):
     every row is kept. petastorm reads the predicate's small columns first and skips row groups it rejects whole."""
     from petastorm.predicates import PredicateBase
 
-    by_row = source.by == "row" and source.ranks > 1
+    by_row = source.shared_by_row
     if not labels and not by_row:
         return None
 

@@ -52,6 +52,14 @@ class RankShard:
     by: Literal["row_group", "row", "record", "all"] = "all"
     rows: int = -1  # the rank's rows after the label filter; -1 = not counted
 
+    @property
+    def shared_by_row_group(self) -> bool:
+        return self.by == "row_group" and self.ranks > 1
+
+    @property
+    def shared_by_row(self) -> bool:
+        return self.by == "row" and self.ranks > 1
+
 
 def whole(files) -> RankShard:
     """All of ``files`` for a single reader (evaluation on one process)."""
