@@ -15,7 +15,8 @@ from typing import Any, Iterator, Literal, Optional
 
 import pandas as pd
 
-from visionlake.config import AugmentConfig
+from visionlake.config import AugmentConfig, ConfigError
+from visionlake.manifest import stored_image_spec
 from visionlake.shards import RankShard, ShardPlan, plan_records, plan_shards, read_row_group_stats, row_rank
 
 
@@ -54,16 +55,19 @@ def plan_inputs(spark, lake, manifest: dict[str, Any], *, num_proc: int, batch_s
     Raises:
         ConfigError: fewer images than ranks x batch, no TFRecord copy to read, or no synthetic images to mix in.
     """
-    from visionlake.config import ConfigError
-
     dataset = manifest["dataset"]
     files = {split: lake.table_files(dataset, "images", split, manifest) for split in ("train", "val", "test")}
     synthetic_files = lake.table_files(dataset, "synthetic", "train", manifest) if synthetic_fraction > 0 else []
     if synthetic_fraction > 0 and not synthetic_files:
         raise ConfigError(f"{section}.synthetic_fraction={synthetic_fraction} but dataset {dataset!r} has no "
                           f"synthetic images; run `visionlake generate` first or set {section}.synthetic_fraction=0")
-    stats = read_row_group_stats(spark, files["train"] + files["val"] + synthetic_files, num_proc)
-    in_files = lambda names: [g for g in stats if g.file in set(names)]  # noqa: E731
+    parquet_splits = () if reader == "tfrecord" else ("train", "val")
+    stats = read_row_group_stats(spark, [f for s in parquet_splits for f in files[s]] + synthetic_files, num_proc)
+
+    def in_files(names: list[str]) -> list:
+        wanted = set(names)
+        return [group for group in stats if group.file in wanted]
+
     if reader == "tfrecord":
         train_plan = _tfrecord_plan(manifest, "train", num_proc, labels, section)
         val_plan = _tfrecord_plan(manifest, "val", num_proc, labels, section)
@@ -89,9 +93,6 @@ def plan_inputs(spark, lake, manifest: dict[str, Any], *, num_proc: int, batch_s
 
 def _tfrecord_plan(manifest: dict[str, Any], split: str, num_proc: int, labels: tuple[int, ...],
                    section: str) -> ShardPlan:
-    from visionlake.config import ConfigError
-    from visionlake.manifest import stored_image_spec
-
     if not stored_image_spec(manifest)["tfrecord"]:
         raise ConfigError(f"dataset {manifest['dataset']!r} has no TFRecord copy (ingested with "
                           f"ingest.tfrecord=false); set {section}.reader=petastorm, or re-ingest with "

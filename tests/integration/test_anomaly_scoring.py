@@ -159,12 +159,16 @@ def test_the_other_detectors_train_calibrate_and_score(method, workspace, spark,
 
 def test_a_jpeg_dataset_scores_like_its_png_twin(scored, workspace, spark):
     """The same raw images stored as JPEG: the scoring job decodes them and predicts what it predicts on PNG."""
-    config = workspace("ingest.dataset=demo_jpeg", "ingest.image.codec=jpeg", "score.dataset=demo_jpeg")
+    lake = Lake(spark, workspace().lake.root)
+    png_rows = lake.read_table("demo", "predictions").select(
+        "id", "predicted_label", "anomaly_score", "classifier_version", "anomaly_version").toPandas()
+    (classifier, detector), = png_rows[["classifier_version", "anomaly_version"]].drop_duplicates().to_numpy()
+    config = workspace("ingest.dataset=demo_jpeg", "ingest.image.codec=jpeg", "score.dataset=demo_jpeg",
+                       f"score.classifier=models:/visionlake-classifier/{classifier}",
+                       f"score.anomaly_model=models:/visionlake-anomaly/{detector}")
     ingest(spark, config)
     jpeg = score_dataset(spark, config)
-    lake = Lake(spark, config.lake.root)
     assert lake.read_manifest("demo_jpeg")["image"]["codec"] == "jpeg" and jpeg.quarantined == 0
-    png_rows = lake.read_table("demo", "predictions").select("id", "predicted_label", "anomaly_score").toPandas()
     jpeg_rows = lake.read_table("demo_jpeg", "predictions").select("id", "predicted_label", "anomaly_score")
     both = png_rows.merge(jpeg_rows.toPandas(), on="id", suffixes=("_png", "_jpeg"))
     assert len(both) == len(png_rows) == jpeg.scored  # same normalised pixels, same ids
