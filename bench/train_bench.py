@@ -92,7 +92,7 @@ def main() -> int:
             ingest(spark, config)
             lake = Lake(spark, config.lake.root)
             all_files = tuple(lake.table_files("mnist", "images", "train", lake.read_manifest("mnist")))
-            spec = InputSpec(image_shape=(28, 28, 1), batch_size=BATCH, seed=1)
+            spec = InputSpec(image_shape=(28, 28, 1), batch_size=BATCH, seed=1, codec="png")
             pipeline = run_on_ranks(spark, input_pipeline_rank, (spec, all_files, args.steps, 2), 1)[0]
             shards = plan_shards(read_row_group_stats(spark, list(all_files), 2), 2).shards
             two_ranks = sum(run_on_ranks(spark, scaling_rank, (spec, shards, args.steps, 1), 2))

@@ -116,6 +116,7 @@ class InputSpec:
     augment: AugmentConfig = AugmentConfig()
     tfrecord_compression: str = "none"
     labels: tuple[int, ...] = ()  # only these labels (e.g. the normal class of an anomaly detector); () = all
+    codec: Optional[str] = None   # the dataset's stored codec (png|jpeg); None = told apart per image
 
 
 def _petastorm_url(uri: str) -> str:
@@ -235,7 +236,7 @@ def _batches(encoded, spec: InputSpec, training: bool):
     import tensorflow as tf
 
     def decode(encoded, label):
-        image = tf.cast(decode_lake_image(encoded, spec.image_shape), tf.float32) / 255.0
+        image = tf.cast(decode_lake_image(encoded, spec.image_shape, spec.codec), tf.float32) / 255.0
         return image, tf.cast(label, tf.int32)
 
     def augment(image, label):
@@ -257,15 +258,20 @@ def _batches(encoded, spec: InputSpec, training: bool):
     return dataset.batch(spec.batch_size, drop_remainder=training).prefetch(tf.data.AUTOTUNE)
 
 
-def decode_lake_image(encoded, image_shape: tuple[int, int, int]):
-    """TF op: one stored lake image (PNG or JPEG, whatever the dataset's codec) -> a uint8 tensor of its shape."""
+def decode_lake_image(encoded, image_shape: tuple[int, int, int], codec: Optional[str] = None):
+    """TF op: one stored lake image -> a uint8 tensor of its shape. ``codec`` (the dataset's, png|jpeg) picks the
+    decoder; None tells PNG from JPEG per image, which costs the small-image input path ~8% (bench/train_bench.py)."""
     import tensorflow as tf
 
     channels = image_shape[2]
-    # INTEGER_ACCURATE is libjpeg's default (Pillow's): TF's own default DCT differs by up to 8 grey levels.
-    image = tf.cond(tf.io.is_jpeg(encoded),
-                    lambda: tf.io.decode_jpeg(encoded, channels=channels, dct_method="INTEGER_ACCURATE"),
-                    lambda: tf.io.decode_png(encoded, channels=channels))
+
+    def jpeg():  # INTEGER_ACCURATE is libjpeg's default (Pillow's): TF's own default differs by up to 8 grey levels
+        return tf.io.decode_jpeg(encoded, channels=channels, dct_method="INTEGER_ACCURATE")
+
+    def png():
+        return tf.io.decode_png(encoded, channels=channels)
+
+    image = {"jpeg": jpeg, "png": png}[codec]() if codec else tf.cond(tf.io.is_jpeg(encoded), jpeg, png)
     return tf.ensure_shape(image, image_shape)
 
 

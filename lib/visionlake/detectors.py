@@ -30,6 +30,7 @@ from visionlake.config import Config, ConfigError
 from visionlake.data import InputSpec
 from visionlake.generative import GenerativePlan, fit_generative, prepare_generative
 from visionlake.lake import Lake
+from visionlake.manifest import stored_image_spec
 from visionlake.launcher import init_rank, run_on_ranks
 from visionlake.loop import LoopJob, RankTask, load_weights, run_loop
 from visionlake.metrics import to_unit
@@ -223,7 +224,8 @@ def _calibrate(spark, lake: Lake, manifest, scorer: AnomalyScorer, normal: tuple
                image_shape) -> tuple[Calibration, Optional[float]]:
     """Threshold on the normal validation images; AUROC when the validation split also has other labels."""
     files = tuple(lake.table_files(manifest["dataset"], "images", "val", manifest))
-    images, labels = read_images(InputSpec(image_shape, batch_size=256), files, limit=10 ** 9)
+    images, labels = read_images(InputSpec(image_shape, batch_size=256, codec=stored_image_spec(manifest)["codec"]),
+                                 files, limit=10 ** 9)
     if not len(images):
         raise ConfigError(f"dataset {manifest['dataset']!r} has no validation images to calibrate the threshold on")
     scores = scorer.score(to_unit(images))

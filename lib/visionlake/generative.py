@@ -24,6 +24,7 @@ from visionlake.evaluation import plot_curves
 from visionlake.lake import Lake
 from visionlake.launcher import default_num_proc, init_rank, rank_settings, run_on_ranks
 from visionlake.loop import LoopJob, RankTask, load_weights, run_loop
+from visionlake.manifest import stored_image_spec
 
 log = logging.getLogger(__name__)
 
@@ -316,7 +317,8 @@ def prepare_generative(spark: SparkSession, config: Config, labels: tuple[int, .
     judge = _resolve_judge(settings, image_shape) if settings.is_gan else None
     num_proc = default_num_proc(spark, shared.num_proc)
     spec = InputSpec(image_shape=image_shape, batch_size=settings.batch_size, reader="petastorm", scale="tanh",
-                     shuffle_buffer=shared.shuffle_buffer, seed=shared.seed, labels=tuple(labels))
+                     shuffle_buffer=shared.shuffle_buffer, seed=shared.seed, labels=tuple(labels),
+                     codec=stored_image_spec(manifest)["codec"])
     inputs = plan_inputs(spark, lake, manifest, num_proc=num_proc, batch_size=settings.batch_size,
                          max_steps=settings.max_steps_per_epoch, section="generative", labels=tuple(labels))
     return GenerativePlan(config, manifest, spec, inputs, judge, num_proc, rank_settings(spark, shared, num_proc),

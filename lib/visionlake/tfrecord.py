@@ -139,14 +139,14 @@ def tfrecord_examples(files: list[str], compression: str = "none"):
 
 def read_tfrecord_dataset(files: list[str], image_shape: tuple[int, int, int], batch_size: int,
                           compression: str = "none", shuffle_buffer: int = 0, seed: Optional[int] = None,
-                          drop_remainder: bool = False):
+                          drop_remainder: bool = False, codec: Optional[str] = None):
     """A parsed, batched ``tf.data.Dataset`` of ``{"image": uint8 HxWxC, "label": int64, "id": string}``."""
     import tensorflow as tf
 
     from visionlake.data import decode_lake_image
 
     def decode(example):
-        return {"image": decode_lake_image(example["image/encoded"], image_shape), "label": example["label"],
+        return {"image": decode_lake_image(example["image/encoded"], image_shape, codec), "label": example["label"],
                 "id": example["id"]}
 
     dataset = tfrecord_examples(files, compression)

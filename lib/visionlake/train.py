@@ -25,6 +25,7 @@ from visionlake.evaluation import confusion_matrix, per_class_report, plot_confu
 from visionlake.lake import Lake
 from visionlake.launcher import default_num_proc, init_rank, rank_settings, run_on_ranks
 from visionlake.loop import LoopJob, RankTask, load_weights, run_loop
+from visionlake.manifest import stored_image_spec
 from visionlake.shards import RankShard, whole
 
 log = logging.getLogger(__name__)
@@ -195,7 +196,8 @@ def train_classifier(spark: SparkSession, config: Config) -> TrainSummary:
     spec = InputSpec(image_shape=(image["height"], image["width"], image["channels"]),
                      batch_size=settings.batch_size, reader=settings.reader, shuffle_buffer=settings.shuffle_buffer,
                      seed=settings.seed, augment=settings.augment,
-                     tfrecord_compression=manifest.get("tfrecord_compression", "none"))
+                     tfrecord_compression=manifest.get("tfrecord_compression", "none"),
+                     codec=stored_image_spec(manifest)["codec"])
     inputs = plan_inputs(spark, lake, manifest, num_proc=num_proc, batch_size=settings.batch_size,
                          max_steps=settings.max_steps_per_epoch, reader=settings.reader,
                          synthetic_fraction=settings.synthetic_fraction, section="train")
