@@ -53,12 +53,12 @@ def open_workspace(root: str | Path = "..", config_file: Optional[str] = None, *
 
 
 def decode_all(pngs: Iterable[bytes]) -> np.ndarray:
-    """PNG bytes -> (n, h, w, c) uint8."""
+    """Stored lake images (PNG or JPEG bytes) -> (n, h, w, c) uint8."""
     return np.stack([decode_stored_image(png) for png in pngs])
 
 
 def grid_per_label(rows: pd.DataFrame, per_label: int) -> dict[str, np.ndarray]:
-    """``label_name`` -> a one-row mosaic of up to ``per_label`` of its images (``image`` holds PNG bytes)."""
+    """``label_name`` -> a one-row mosaic of up to ``per_label`` of its images (``image`` holds PNG or JPEG bytes)."""
     return {label: image_grid(decode_all(group["image"].head(per_label)), per_label)
             for label, group in rows.groupby("label_name", sort=True)}
 

@@ -27,7 +27,7 @@ IMAGE_FIELDS = [
     T.StructField("height", T.IntegerType(), False),
     T.StructField("width", T.IntegerType(), False),
     T.StructField("channels", T.IntegerType(), False),
-    T.StructField("image", T.BinaryType(), False),  # PNG bytes of the normalised image
+    T.StructField("image", T.BinaryType(), False),  # the normalised image in the dataset's codec (PNG or JPEG)
     T.StructField("source_path", T.StringType(), False),
     T.StructField("source_sha256", T.StringType(), False),
     T.StructField("ingested_at", T.TimestampType(), False),

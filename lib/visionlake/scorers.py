@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import numpy as np
-# predict() takes arrays and DataFrames of PNG bytes alike, so it has no type hint; MLflow warns once about that.
+# predict() takes arrays and DataFrames of stored image bytes alike, so it has no type hint; MLflow warns once.
 from mlflow.pyfunc import PythonModel
 
 METHODS = ("autoencoder", "vae", "gan", "classifier")
@@ -24,7 +24,7 @@ _BATCH = 512
 
 
 def as_unit_images(model_input: Any, image_shape: tuple[int, int, int]) -> np.ndarray:
-    """float32 [0, 1] images from an array (uint8 or float) or a DataFrame with an ``image`` column of PNG bytes."""
+    """float32 [0, 1] images from an array (uint8 or float) or a DataFrame with an ``image`` column of stored bytes."""
     import pandas as pd
 
     if isinstance(model_input, pd.DataFrame):
