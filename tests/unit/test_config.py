@@ -29,6 +29,10 @@ def test_overrides_are_typed_and_nested(tmp_path):
     ("ingest.split.ratios={train: 0.5, test: 0.2}", r"sum to 1"),
     ("ingest.label.source=regex", r"named group"),
     ("ingest.image.pad_value=300", r"pad_value must be a grey level"),
+    ("ingest.image.codec=webp", r"ingest\.image\.codec must be one of png, jpeg"),
+    ("ingest.image.quality=0", r"ingest\.image\.quality must be a JPEG quality in 1\.\.100"),
+    ("ingest.label.source=parent", r"ingest\.label\.source must be one of folder, parent_folder"),
+    ("lake.parquet_compression=gzip", r"lake\.parquet_compression must be one of zstd, snappy, none"),
     ("nonsense", r"must look like key\.path=value"),
 ])
 def test_bad_settings_are_rejected_with_the_key_named(tmp_path, override, message):
