@@ -107,12 +107,14 @@ def ingest(spark: SparkSession, config: Config) -> IngestSummary:
         processed = existing_images.select("source_path").unionByName(
             lake.read_table(settings.dataset, "quarantine", base).select("source_path"))
     with _phase("listing + labels"):
-        raw = in_shuffled_order(read_raw_records(spark, settings.source, settings.limits, processed),
-                                partitions, by="source_path")
+        raw = read_raw_records(spark, settings.source, settings.limits, processed)
         label_names = _resolve_label_names(raw, settings, base)
     plan = DecodePlan(settings, tuple(label_names))
-    decoded = raw.mapInPandas(partial(decode_partition, plan=plan), DECODED_SCHEMA).persist(
-        StorageLevel.MEMORY_AND_DISK)
+    # The lake's row order is set here, on the records (paths, or bytes for archives and remote sources), so the
+    # decoded images never need a shuffle of their own and every decode task gets a fair share of the work.
+    decoded = (in_shuffled_order(raw, partitions, by="source_path")
+               .mapInPandas(partial(decode_partition, plan=plan), DECODED_SCHEMA)
+               .persist(StorageLevel.MEMORY_AND_DISK))
     try:
         with _phase(f"decode {settings.source.uri} + find duplicates"):
             duplicates = _find_duplicates(decoded, existing_images)

@@ -48,8 +48,7 @@ def in_shuffled_order(frame: DataFrame, partitions: int, by: str = "id") -> Data
 
     Deterministic, and independent of the source's order (a class-per-folder listing arrives sorted by class), so
     every written file and row group is a fair sample of the labels: training shards by row group and its shuffle
-    buffer only has to mix neighbours. Ingest applies it to the raw records (paths, before any pixel is decoded),
-    so the decoded images never need a shuffle of their own and every decode task gets a fair share of the work.
+    buffer only has to mix neighbours. Ingest applies it to the raw records, before any pixel is decoded.
     """
     key = F.xxhash64(by)
     return frame.repartition(partitions, key).sortWithinPartitions(key, by)
