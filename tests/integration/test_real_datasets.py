@@ -81,6 +81,13 @@ def stream_labels(spec: InputSpec, inputs, batches: int) -> list[list[int]]:
         return [labels.numpy().tolist() for _, labels in dataset.take(batches)]
 
 
+def read_once(spec: InputSpec, inputs) -> int:
+    """What every rank runs: one pass over its share, counting the rows petastorm hands it."""
+    hvd = init_rank(RankSettings(seed=1, threads=1))
+    with open_images(spec, inputs.train[hvd.rank()], training=False) as dataset:
+        return sum(len(labels) for _, labels in dataset)
+
+
 def test_first_folder_labels_hold_for_nested_files(tree_lake):
     _, summary = tree_lake
     assert summary.quarantined == {}
@@ -109,6 +116,9 @@ def test_two_ranks_each_stream_every_label_in_well_mixed_batches(tree_lake, spar
     inputs = plan_inputs(spark, lake, manifest, num_proc=2, batch_size=BATCH, max_steps=0)
     assert [shard.by for shard in inputs.train] == ["row_group", "row_group"]
     spec = InputSpec(image_shape=(16, 16, 3), batch_size=BATCH, shuffle_buffer=config.train.shuffle_buffer, seed=1)
+    # petastorm's cur_shard/shard_count hands each rank exactly the rows the planner counted for it.
+    assert run_on_ranks(spark, read_once, (spec, inputs), 2) == [shard.rows for shard in inputs.train]
+    assert sum(shard.rows for shard in inputs.train) == sum(manifest["counts"]["train"].values())
     per_rank = run_on_ranks(spark, stream_labels, (spec, inputs, 24), 2)
     counts = list(manifest["counts"]["train"].values())
     expected = expected_distinct_labels(counts, BATCH)
