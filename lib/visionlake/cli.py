@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import visionlake
-from visionlake.config import Config, ConfigError, load_config
+from visionlake.config import Config, ConfigError, check_reachable_from_executors, load_config
 
 log = logging.getLogger("visionlake")
 
@@ -138,6 +138,7 @@ def _run(job: Callable, args: argparse.Namespace) -> int:
         log.info("config: %s", json.dumps(config.to_dict(), default=str))
         with spark_session(config.spark) as spark:
             spark.sparkContext.setLogLevel("WARN")
+            check_reachable_from_executors(config, spark.sparkContext.master)
             job(spark, config)
     except _user_errors() as error:
         log.error("%s", error)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import typing
 from dataclasses import dataclass, field
 from importlib import resources
@@ -153,7 +154,9 @@ class TrainConfig:
     seed: int = 42
     mixed_precision: bool = False
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    checkpoint_root: str = "checkpoints"
+    # Where rank 0 keeps each run's checkpoints (any Hadoop FS URI pyarrow reaches); "" = <lake.root>/_checkpoints,
+    # which every node can reach because the lake is shared.
+    checkpoint_root: str = ""
     resume_run_id: Optional[str] = None
     registered_model: str = "visionlake-classifier"
     # Share of each training batch drawn from the dataset's `synthetic` table (0 = real images only).
@@ -297,8 +300,55 @@ def load_config(path: Optional[str] = None, overrides: Optional[list[str]] = Non
         _set_dotted(raw, _split_key(key.strip()), yaml.safe_load(value) if value.strip() else "")
     config = _build(Config, raw, "")
     config = _absolutise_paths(config, Path(base_dir or os.getcwd()))
+    if not config.train.checkpoint_root:
+        config = dataclasses.replace(config, train=dataclasses.replace(
+            config.train, checkpoint_root=f"{config.lake.root.rstrip('/')}/_checkpoints"))
     validate(config)
     return config
+
+
+def is_local_master(master: str) -> bool:
+    """``local``, ``local[4]``, ``local[*,2]``: driver and executors in one process on one disk."""
+    return master == "local" or master.startswith("local[")
+
+
+def _is_local_path(location: str) -> bool:
+    return "://" not in location or location.startswith("file:")
+
+
+def _local_path(location: str) -> str:
+    return re.sub(r"^file:(//)?", "", location)
+
+
+def check_reachable_from_executors(config: Config, master: str) -> None:
+    """Under a cluster master, every place executors write must be visible from every node.
+
+    The lake root is taken as shared (on a local path, it must be a mount every node has, as NFS is); checkpoints on
+    a local path outside it would land on whichever node runs rank 0, and a SQLite or file MLflow store on the
+    driver's disk cannot take rank 0's metrics or serve models to scoring tasks. Raises ``ConfigError`` naming the
+    key, before any work starts.
+    """
+    if is_local_master(master):
+        return
+    lake_root = config.lake.root.rstrip("/")
+    checkpoints = config.train.checkpoint_root
+    if _is_local_path(checkpoints) and _is_local_path(lake_root) and not (
+            _local_path(checkpoints) + "/").startswith(_local_path(lake_root) + "/"):
+        raise ConfigError(f"train.checkpoint_root={checkpoints} is a path on one node's disk, and rank 0 may run on "
+                          f"any node under {master}: leave it empty (= <lake.root>/_checkpoints) or set a URI on the "
+                          "lake's shared file system")
+    if _is_local_path(checkpoints) and not _is_local_path(lake_root):
+        raise ConfigError(f"train.checkpoint_root={checkpoints} is a local path but the lake is on {lake_root}: "
+                          "leave it empty (= <lake.root>/_checkpoints) or set a URI on a shared file system")
+    tracking_uri = config.tracking.tracking_uri
+    if not tracking_uri.startswith(("http://", "https://", "databricks")):
+        raise ConfigError(f"tracking.tracking_uri={tracking_uri} is a store on the driver's disk, which executors "
+                          f"under {master} cannot reach (rank 0 logs metrics, scoring tasks load models): run an "
+                          "MLflow tracking server (`mlflow server --serve-artifacts`) and set its http:// URI")
+    if config.tracking.artifact_root and _is_local_path(config.tracking.artifact_root):
+        raise ConfigError(f"tracking.artifact_root={config.tracking.artifact_root} is a local folder, which rank 0 on "
+                          "another node cannot write: leave it empty so the tracking server stores and serves "
+                          "artifacts (--serve-artifacts), or set an object-store URI")
 
 
 def validate(config: Config) -> None:

@@ -32,7 +32,8 @@ from visionlake.generative import GenerativePlan, fit_generative, prepare_genera
 from visionlake.lake import Lake
 from visionlake.manifest import stored_image_spec
 from visionlake.launcher import init_rank, run_on_ranks
-from visionlake.loop import LoopJob, RankTask, load_weights, run_loop
+from visionlake.checkpoints import NetworkWeights, load_weights
+from visionlake.loop import LoopJob, RankTask, run_loop
 from visionlake.metrics import to_unit
 from visionlake.quality import read_images
 from visionlake.scorers import AnomalyScorer
@@ -83,7 +84,7 @@ def normal_label_ids(manifest: dict[str, Any], names: list[str]) -> tuple[int, .
 class EncoderJob:
     loop: LoopJob
     gan_settings: Any
-    gan_weights: str          # folder with the trained generator and discriminator
+    gan_weights: NetworkWeights  # the trained generator and discriminator
     feature_weight: float
 
 
@@ -200,8 +201,8 @@ def _train_networks(spark, config: Config, plan: Optional[GenerativePlan], class
         return _save(folder, autoencoder=fit.model)
     networks = fit.networks
     loop = replace(plan.loop(run_id), epochs=settings.encoder_epochs,
-                   checkpoint_dir=f"{config.train.checkpoint_root}/{run_id}/encoder")
-    job = EncoderJob(loop=loop, gan_settings=config.generative.gan, gan_weights=fit.weights_folder,
+                   checkpoint_uri=f"{config.train.checkpoint_root}/{run_id}/encoder")
+    job = EncoderJob(loop=loop, gan_settings=config.generative.gan, gan_weights=fit.weights,
                      feature_weight=settings.feature_weight)
     log.info("training the GAN scorer's encoder for %d epoch(s) against the frozen generator", settings.encoder_epochs)
     results = sorted(run_on_ranks(spark, encoder_rank, (job,), plan.num_proc), key=lambda r: r["rank"])

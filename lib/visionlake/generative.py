@@ -23,7 +23,8 @@ from visionlake.data import InputSpec, plan_inputs
 from visionlake.evaluation import plot_curves
 from visionlake.lake import Lake
 from visionlake.launcher import default_num_proc, init_rank, rank_settings, run_on_ranks
-from visionlake.loop import LoopJob, RankTask, load_weights, run_loop
+from visionlake.checkpoints import NetworkWeights, load_weights
+from visionlake.loop import LoopJob, RankTask, run_loop
 from visionlake.manifest import stored_image_spec
 
 log = logging.getLogger(__name__)
@@ -290,15 +291,15 @@ class GenerativePlan:
         return LoopJob(rank_settings=self.rank_settings, spec=self.spec, epochs=settings.epochs,
                        steps_per_epoch=self.inputs.steps, train=self.inputs.train, val=self.inputs.val,
                        tracking_uri=self.config.tracking.tracking_uri, run_id=run_id,
-                       checkpoint_dir=f"{shared.checkpoint_root}/{run_id}")
+                       checkpoint_uri=f"{shared.checkpoint_root}/{run_id}")
 
 
 @dataclass
 class GenerativeFit:
-    """A finished fit: the registrable model, all its networks with their weights folder, metrics and history."""
+    """A finished fit: the registrable model, all its networks with their weights, metrics and history."""
     model: Any
     networks: dict[str, Any]
-    weights_folder: str
+    weights: NetworkWeights
     metrics: dict[str, float]
     history: list[dict[str, float]]
     results: list[dict[str, Any]]
@@ -413,7 +414,7 @@ def _final_metrics(run_id: str) -> dict[str, float]:
     return dict(MlflowClient().get_run(run_id).data.metrics)
 
 
-def _load_networks(job: GenerativeJob, weights_folder: str) -> dict[str, Any]:
+def _load_networks(job: GenerativeJob, weights: NetworkWeights) -> dict[str, Any]:
     """The trained networks on the driver: generator and discriminator, or the autoencoder (encoder and decoder
     inside it, the registered form)."""
     from visionlake.generative_models import build_autoencoder, build_discriminator, build_generator
@@ -425,7 +426,7 @@ def _load_networks(job: GenerativeJob, weights_folder: str) -> dict[str, Any]:
                     "discriminator": build_discriminator(shape, settings.gan, classes)}
     else:
         networks = {"autoencoder": build_autoencoder(shape, settings.autoencoder, settings.model == "vae").model}
-    load_weights(networks, weights_folder)
+    load_weights(networks, weights)
     return networks
 
 

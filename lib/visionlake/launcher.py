@@ -89,20 +89,37 @@ def run_on_ranks(spark: SparkSession, fn: Callable, args: tuple, num_proc: int) 
     """
     import horovod.spark
 
-    local = spark.sparkContext.master.startswith("local")
+    master = spark.sparkContext.master
+    loopback = on_loopback(master)
     env = {"TF_CPP_MIN_LOG_LEVEL": "2"}
-    if local:
-        env["HOROVOD_GLOO_IFACE"] = "lo"  # Horovod: Gloo rendezvous on loopback only, locally
+    if loopback:
+        env["HOROVOD_GLOO_IFACE"] = "lo"  # Horovod: Gloo rendezvous on loopback only when every node is this machine
     forwarded = _ForwardedStderr(sys.stderr)
-    log.info("starting %d Horovod rank(s) on %s", num_proc, spark.sparkContext.master)
+    log.info("starting %d Horovod rank(s) on %s", num_proc, master)
     try:
         return horovod.spark.run(_run_guarded, args=(fn, args), num_proc=num_proc, env=env, stderr=forwarded,
-                                 nics={"lo"} if local else None, verbose=0)
+                                 nics={"lo"} if loopback else None, verbose=0,
+                                 executable=rank_python(spark))
     except Exception as error:  # noqa: BLE001 - Horovod raises plain RuntimeErrors; we add the rank's traceback
         if forwarded.failures:
             rank = min(forwarded.failures)
             raise TrainingError(rank, "\n".join(forwarded.failures[rank]), str(error).splitlines()[0]) from error
         raise TrainingError(None, "", str(error)) from error
+
+
+def on_loopback(master: str) -> bool:
+    """Local mode, or a cluster whose master listens on loopback (every node is this machine, e.g. the test
+    harness): the ranks must then talk over ``lo`` only."""
+    return master.startswith("local") or bool(re.match(r"^spark://(127\.0\.0\.1|localhost)[:/]", master))
+
+
+def rank_python(spark: SparkSession) -> str:
+    """The interpreter Horovod starts each rank with: the executors' Python (``spark.pyspark.python``, e.g.
+    ``./environment/bin/python`` from a packed environment shipped with ``--archives``), resolved in the task's
+    working directory; the driver's own interpreter only in local mode, where the two are one machine."""
+    if spark.sparkContext.master.startswith("local"):
+        return sys.executable
+    return spark.sparkContext.pythonExec  # what PySpark starts its Python workers with on the executors
 
 
 def default_num_proc(spark: SparkSession, configured: int) -> int:

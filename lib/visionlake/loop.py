@@ -15,6 +15,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from visionlake.checkpoints import CheckpointStore, NetworkWeights, snapshot_weights
 from visionlake.data import InputSpec, open_images
 from visionlake.launcher import RankSettings
 from visionlake.shards import RankShard
@@ -31,7 +32,7 @@ class LoopJob:
     val: tuple[RankShard, ...]    # per rank
     tracking_uri: str
     run_id: str
-    checkpoint_dir: str
+    checkpoint_uri: str  # this run's folder on the lake's file system (any URI pyarrow reaches)
     # ("val_accuracy", "max") keeps the best epoch's weights; None keeps the last epoch's.
     selection: Optional[tuple[str, str]] = None
     synthetic: tuple[RankShard, ...] = ()  # per rank, mixed into training batches
@@ -83,7 +84,9 @@ def improved(value: float, best: Optional[float], mode: str) -> bool:
 
 
 def run_loop(job: LoopJob, task: RankTask, hvd) -> dict[str, Any]:
-    """Trains ``task`` for the job's epochs on this rank; returns the rank's history, digests and weights folder."""
+    """Trains ``task`` for the job's epochs on this rank; returns the rank's history and digests, and on rank 0 the
+    selected weights as arrays (``best_weights``): they reach the driver through Spark, never as a path on this
+    node's disk."""
     import tensorflow as tf
 
     rank, size = hvd.rank(), hvd.size()
@@ -92,9 +95,9 @@ def run_loop(job: LoopJob, task: RankTask, hvd) -> dict[str, Any]:
     epoch = tf.Variable(0, dtype=tf.int64)
     checkpoint = tf.train.Checkpoint(epoch=epoch, **task.networks,
                                      **{f"{name}_optimizer": opt for name, opt in task.optimizers.items()})
-    manager = tf.train.CheckpointManager(checkpoint, job.checkpoint_dir, max_to_keep=2)
-    if rank == 0 and manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).expect_partial()  # resume the interrupted run
+    store = CheckpointStore(job.checkpoint_uri) if rank == 0 else None
+    if store is not None:
+        store.restore(checkpoint)  # resume the interrupted run, if it has a checkpoint
     for variables in [n.variables for n in task.networks.values()] + [o.variables for o in task.optimizers.values()]:
         hvd.broadcast_variables(variables, root_rank=0)  # Horovod: every rank starts from rank 0's state
     epoch.assign(hvd.broadcast(epoch, root_rank=0))
@@ -102,7 +105,7 @@ def run_loop(job: LoopJob, task: RankTask, hvd) -> dict[str, Any]:
     initial_digest = weights_digest(*task.networks.values())
     client = _mlflow_client(job.tracking_uri) if rank == 0 else None
     best = _best_so_far(client, job) if client is not None and first_epoch > 0 else None
-    best_folder = f"{job.checkpoint_dir}/best"
+    best_weights: Optional[NetworkWeights] = store.load_best() if store is not None and first_epoch > 0 else None
     history: list[dict[str, float]] = []
     with open_images(job.spec, job.train[rank], training=True,
                      synthetic=job.synthetic[rank] if job.synthetic else None,
@@ -130,10 +133,11 @@ def run_loop(job: LoopJob, task: RankTask, hvd) -> dict[str, Any]:
             stop = task.should_stop(record)
             last = stop or current == job.epochs - 1
             if rank == 0:  # Horovod: one writer for checkpoints and logs
-                manager.save()
                 if job.selection is None or improved(record[job.selection[0]], best, job.selection[1]):
                     best = record[job.selection[0]] if job.selection else None
-                    _save_weights(task.networks, best_folder)
+                    best_weights = snapshot_weights(task.networks)
+                    store.save_best(best_weights)
+                store.save(checkpoint, current + 1)
                 for key, value in record.items():
                     client.log_metric(job.run_id, key, value, step=current)
                 quality = task.on_epoch_end_rank_zero(current, last, client, job.run_id)
@@ -145,23 +149,10 @@ def run_loop(job: LoopJob, task: RankTask, hvd) -> dict[str, Any]:
             history.append({"epoch": current, **record})
             if stop:
                 break
-    if rank == 0 and not history and not tf.io.gfile.exists(best_folder):  # resumed after the last epoch
-        _save_weights(task.networks, best_folder)
+    if rank == 0 and best_weights is None:  # resumed after the last epoch, with no best weights kept
+        best_weights = snapshot_weights(task.networks)
     return {"rank": rank, "history": history, "initial_digest": initial_digest,
-            "weights_digest": weights_digest(*task.networks.values()), "best_weights": best_folder}
-
-
-def _save_weights(networks: dict[str, Any], folder: str) -> None:
-    import tensorflow as tf
-
-    tf.io.gfile.makedirs(folder)
-    for name, network in networks.items():
-        network.save_weights(f"{folder}/{name}.weights.h5")
-
-
-def load_weights(networks: dict[str, Any], folder: str) -> None:
-    for name, network in networks.items():
-        network.load_weights(f"{folder}/{name}.weights.h5")
+            "weights_digest": weights_digest(*task.networks.values()), "best_weights": best_weights}
 
 
 def _mlflow_client(tracking_uri: str):
@@ -173,7 +164,7 @@ def _mlflow_client(tracking_uri: str):
 
 
 def _best_so_far(client, job: LoopJob) -> Optional[float]:
-    """A resumed run's best selection figure so far, from MLflow (the weights of that epoch are on disk)."""
+    """A resumed run's best selection figure so far, from MLflow (that epoch's weights are in the checkpoint store)."""
     if job.selection is None:
         return None
     values = [m.value for m in client.get_metric_history(job.run_id, job.selection[0]) if not math.isnan(m.value)]

@@ -20,7 +20,10 @@ class TrackingError(RuntimeError):
     """The MLflow tracking store cannot be used; the message names the URI and what to check."""
 
 
-def artifact_location(root: str) -> str:
+def artifact_location(root: str) -> Optional[str]:
+    """The new experiment's artifact location; None (empty ``root``) lets a tracking server store and serve them."""
+    if not root:
+        return None
     return root if "://" in root or root.startswith("file:") else "file://" + os.path.abspath(root)
 
 

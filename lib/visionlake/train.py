@@ -24,7 +24,8 @@ from visionlake.data import InputSpec, open_images, plan_inputs
 from visionlake.evaluation import confusion_matrix, per_class_report, plot_confusion_matrix, plot_curves
 from visionlake.lake import Lake
 from visionlake.launcher import default_num_proc, init_rank, rank_settings, run_on_ranks
-from visionlake.loop import LoopJob, RankTask, load_weights, run_loop
+from visionlake.checkpoints import NetworkWeights, load_weights
+from visionlake.loop import LoopJob, RankTask, run_loop
 from visionlake.manifest import stored_image_spec
 from visionlake.shards import RankShard, whole
 
@@ -214,7 +215,7 @@ def train_classifier(spark: SparkSession, config: Config) -> TrainSummary:
         loop = LoopJob(rank_settings=rank_settings(spark, settings, num_proc), spec=spec, epochs=settings.epochs,
                        steps_per_epoch=inputs.steps, train=inputs.train, val=inputs.val,
                        tracking_uri=config.tracking.tracking_uri, run_id=run_id,
-                       checkpoint_dir=f"{settings.checkpoint_root}/{run_id}", selection=("val_accuracy", "max"),
+                       checkpoint_uri=f"{settings.checkpoint_root}/{run_id}", selection=("val_accuracy", "max"),
                        synthetic=inputs.synthetic, synthetic_fraction=settings.synthetic_fraction)
         job = RankJob(loop=loop, train=settings, num_classes=len(label_names))
         log.info("training %s on %s v%d: %d rank(s), %d step(s)/epoch of %d, up to %d epoch(s); run %s",
@@ -236,7 +237,7 @@ def train_classifier(spark: SparkSession, config: Config) -> TrainSummary:
     return summary
 
 
-def _load_model(settings: TrainConfig, spec: InputSpec, num_classes: int, weights: str):
+def _load_model(settings: TrainConfig, spec: InputSpec, num_classes: int, weights: NetworkWeights):
     from visionlake.models import build_classifier
 
     model = build_classifier(settings.model, spec.image_shape, num_classes)

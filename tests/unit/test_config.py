@@ -54,3 +54,36 @@ def test_repository_configs_load(tmp_path):
     conf = Path(__file__).resolve().parents[2] / "conf"
     for path in conf.glob("*.yaml"):
         assert load_config(str(path), base_dir=str(tmp_path)).ingest.dataset
+
+
+def test_checkpoints_default_to_the_shared_lake(tmp_path):
+    config = load_config(None, ["lake.root=hdfs://nn:8020/lake"], base_dir=str(tmp_path))
+    assert config.train.checkpoint_root == "hdfs://nn:8020/lake/_checkpoints"
+    assert load_config(base_dir=str(tmp_path)).train.checkpoint_root == str(tmp_path / "lake" / "_checkpoints")
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["train.checkpoint_root=/scratch/ckpt"], r"train\.checkpoint_root=/scratch/ckpt is a path on one node's disk"),
+    (["lake.root=hdfs://nn/lake", "train.checkpoint_root=/scratch"], r"train\.checkpoint_root=/scratch is a local"),
+    (["tracking.tracking_uri=sqlite:///mlflow.db"], r"tracking\.tracking_uri=sqlite:///.* executors"),
+    (["tracking.artifact_root=mlartifacts"], r"tracking\.artifact_root=.* is a local folder"),
+])
+def test_node_local_places_are_config_errors_under_a_cluster_master(tmp_path, overrides, message):
+    from visionlake.config import check_reachable_from_executors
+
+    server = ["tracking.tracking_uri=http://127.0.0.1:5000", "tracking.artifact_root="]
+    config = load_config(None, server + overrides, base_dir=str(tmp_path))
+    check_reachable_from_executors(config, "local[2]")  # one machine, one disk: anything goes
+    with pytest.raises(ConfigError, match=message):
+        check_reachable_from_executors(config, "spark://127.0.0.1:7077")
+
+
+def test_a_cluster_config_on_the_shared_lake_and_a_server_passes(tmp_path):
+    from visionlake.config import check_reachable_from_executors
+
+    config = load_config(None, ["tracking.tracking_uri=http://127.0.0.1:5000", "tracking.artifact_root=",
+                                f"train.checkpoint_root={tmp_path}/lake/_runs"], base_dir=str(tmp_path))
+    check_reachable_from_executors(config, "spark://127.0.0.1:7077")
+    check_reachable_from_executors(load_config(None, ["tracking.tracking_uri=http://mlflow:5000",
+                                                      "tracking.artifact_root=", "lake.root=s3a://bucket/lake"],
+                                               base_dir=str(tmp_path)), "yarn")

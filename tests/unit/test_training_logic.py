@@ -49,3 +49,29 @@ def test_best_weights_selection_and_nan_figures():
     nan = float("nan")
     # No validation figure (empty val split): keep the latest weights rather than freezing on epoch 0.
     assert improved(nan, None, "max") and improved(nan, nan, "max") and improved(0.1, nan, "max")
+
+
+def test_checkpoint_store_resumes_the_latest_epoch_and_keeps_the_best_weights(tmp_path):
+    import tensorflow as tf
+
+    from visionlake.checkpoints import CheckpointStore, load_weights, snapshot_weights
+
+    store = CheckpointStore(f"file:{tmp_path}/run")  # a lake URI as Spark writes it
+    step = tf.Variable(0, dtype=tf.int64)
+    model = tf.keras.Sequential([tf.keras.Input((2,)), tf.keras.layers.Dense(1)])
+    assert not store.restore(tf.train.Checkpoint(step=step, model=model)) and store.load_best() is None
+    best = snapshot_weights({"model": model})
+    store.save_best(best)
+    for epoch in (1, 2, 3):
+        step.assign(epoch)
+        store.save(tf.train.Checkpoint(step=step, model=model), epoch)
+    assert sorted(p.name for p in (tmp_path / "run").iterdir() if p.is_dir()) == ["epoch-000002", "epoch-000003"]
+
+    resumed_step = tf.Variable(0, dtype=tf.int64)
+    fresh = tf.keras.Sequential([tf.keras.Input((2,)), tf.keras.layers.Dense(1)])
+    assert store.restore(tf.train.Checkpoint(step=resumed_step, model=fresh))
+    assert int(resumed_step.numpy()) == 3
+    np.testing.assert_array_equal(fresh.get_weights()[0], model.get_weights()[0])
+    other = tf.keras.Sequential([tf.keras.Input((2,)), tf.keras.layers.Dense(1)])
+    load_weights({"model": other}, store.load_best())
+    np.testing.assert_array_equal(other.get_weights()[0], best["model"][0])
