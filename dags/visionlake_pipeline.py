@@ -8,7 +8,10 @@ Deployment settings are Airflow objects, read when a task runs (not when the sch
   ``AIRFLOW_CONN_VISIONLAKE_SPARK``), ``yarn``, ``spark://host:7077`` or ``k8s://https://host:6443``;
 * variable ``visionlake_home``: the folder holding ``jobs/`` and ``conf/`` (default: the checkout this file is in);
 * variable ``visionlake_python``: the job environment's interpreter (default ``<home>/.venv/bin/python``);
-* variable ``visionlake_py_files``: the wheel to ship (``make dist``), empty when the package is installed there.
+* variable ``visionlake_py_files``: the wheel to ship (``make dist``), empty when the package is installed there;
+* variables ``visionlake_archives`` and ``visionlake_executor_python``: on a cluster whose nodes lack the job stack,
+  the packed environment (``make cluster-env``: ``<path>/visionlake-env.tar.gz#environment``) and the executors'
+  interpreter inside it (``./environment/bin/python``); empty = the executors use ``visionlake_python``.
 
 Per-run choices are DAG params (dataset, raw path, config file, extra ``key=value`` overrides, whether to train the
 GAN), so one trigger form covers the demo and a production dataset alike.
@@ -27,7 +30,14 @@ CONN_ID = "visionlake_spark"
 CHECKOUT = str(Path(__file__).resolve().parents[1])
 _HOME = f"var.value.get('visionlake_home', '{CHECKOUT}')"
 HOME = "{{ " + _HOME + " }}"
-PYTHON = "{{ var.value.get('visionlake_python', " + _HOME + " ~ '/.venv/bin/python') }}"
+_PYTHON = "var.value.get('visionlake_python', " + _HOME + " ~ '/.venv/bin/python')"
+_EXECUTOR_PYTHON = f"(var.value.get('visionlake_executor_python', '') or {_PYTHON})"
+_ARCHIVES = "var.value.get('visionlake_archives', '')"
+_INTERPRETERS = f"'spark.pyspark.driver.python': {_PYTHON}, 'spark.pyspark.python': {_EXECUTOR_PYTHON}"
+# The driver runs the job environment's interpreter; executors the same one, or the packed environment's when one
+# is shipped (spark.archives is only set then). Rendered natively into a dict.
+SPARK_CONF = ("{{ {%s, 'spark.archives': %s} if %s else {%s} }}"
+              % (_INTERPRETERS, _ARCHIVES, _ARCHIVES, _INTERPRETERS))
 
 RETRIES = {"retries": 2, "retry_delay": timedelta(minutes=1), "retry_exponential_backoff": 2.0,
            "max_retry_delay": timedelta(minutes=15)}
@@ -51,8 +61,7 @@ def spark_job(task_id: str, job: str, *settings: str) -> SparkSubmitOperator:
         application=f"{HOME}/jobs/{job}.py",
         application_args=job_arguments(*settings),
         py_files="{{ var.value.get('visionlake_py_files', '') }}",
-        # Driver and executors run the job environment's interpreter, not whatever python3 the worker has.
-        conf={"spark.pyspark.python": PYTHON, "spark.pyspark.driver.python": PYTHON},
+        conf=SPARK_CONF,
         name=f"visionlake-{task_id}")
 
 

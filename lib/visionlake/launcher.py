@@ -7,6 +7,7 @@ function calls first: Horovod init, seeds, thread budget, GPU pinning, optional 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 import traceback
@@ -91,7 +92,7 @@ def run_on_ranks(spark: SparkSession, fn: Callable, args: tuple, num_proc: int) 
 
     master = spark.sparkContext.master
     loopback = on_loopback(master)
-    env = {"TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = {"TF_CPP_MIN_LOG_LEVEL": "2", **shipped_code_path(spark)}
     if loopback:
         env["HOROVOD_GLOO_IFACE"] = "lo"  # Horovod: Gloo rendezvous on loopback only when every node is this machine
     forwarded = _ForwardedStderr(sys.stderr)
@@ -120,6 +121,20 @@ def rank_python(spark: SparkSession) -> str:
     if spark.sparkContext.master.startswith("local"):
         return sys.executable
     return spark.sparkContext.pythonExec  # what PySpark starts its Python workers with on the executors
+
+
+def shipped_code_path(spark: SparkSession) -> dict[str, str]:
+    """``PYTHONPATH`` for rank processes on a cluster: the ``--py-files`` (e.g. the visionlake wheel).
+
+    PySpark puts them on its Python workers' ``sys.path`` itself, but Horovod starts each rank as a new process
+    from the task, which would import whatever visionlake the executor's environment holds, or none. Executors
+    keep shipped files in their working directory, where the rank process starts, so their names are enough.
+    """
+    if spark.sparkContext.master.startswith("local"):
+        return {}
+    shipped = spark.sparkContext.getConf().get("spark.submit.pyFiles", "")
+    names = [uri.rstrip("/").rsplit("/", 1)[-1] for uri in shipped.split(",") if uri.strip()]
+    return {"PYTHONPATH": os.pathsep.join(names)} if names else {}
 
 
 def default_num_proc(spark: SparkSession, configured: int) -> int:
