@@ -52,6 +52,7 @@ class Cluster:
     shared: str                          # the shared folder: lake, raw data
     spark_conf_dir: str = ""             # SPARK_CONF_DIR for clients: spark-defaults.conf for this cluster
     pids: dict[str, int] = field(default_factory=dict)
+    started: dict[str, int] = field(default_factory=dict)  # each pid's start time (clock ticks after boot)
     logs: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -127,7 +128,7 @@ def up(timeout: float = 120) -> Cluster:
     check_prerequisites()
     if STATE_FILE.exists():
         cluster = load()
-        if cluster is not None and _running(cluster):
+        if cluster is not None and is_running(cluster):
             return cluster
         down()
     shared = shared_root()
@@ -155,6 +156,7 @@ def up(timeout: float = 120) -> Cluster:
         "--serve-artifacts", "--artifacts-destination", str(shared / "mlflow" / "artifacts")], env, logs)
     cluster.spark_conf_dir = str(_write_client_conf(cluster))
     cluster.pids = {name: process.pid for name, process in processes.items()}
+    cluster.started = {name: _start_time(process.pid) for name, process in processes.items()}
     cluster.logs = {name: str(logs / f"{name}.log") for name in processes}
     STATE_FILE.write_text(json.dumps(asdict(cluster), indent=2))
     try:
@@ -205,35 +207,42 @@ def load() -> Optional[Cluster]:
     return Cluster(**json.loads(STATE_FILE.read_text()))
 
 
-def _is_ours(pid: int) -> bool:
-    """The id still belongs to a live process this harness started (ids get reused after exit)."""
+def _start_time(pid: int) -> int:
+    """Field 22 of /proc/<pid>/stat: with the id, it names one process (ids get reused after exit)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return -1
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def _is_ours(pid: int, started: int) -> bool:
+    """The id still belongs to the live process this harness started."""
     try:
         if os.waitpid(pid, os.WNOHANG)[0] == pid:  # our child, exited: reaped now
             return False
     except ChildProcessError:
         pass  # started by another harness process (`make cluster-up`), which init reaps
-    try:
-        return os.getpgid(pid) == pid
-    except ProcessLookupError:
-        return False
+    return _start_time(pid) == started and os.getpgid(pid) == pid
 
 
-def _running(cluster: Cluster) -> bool:
-    return all(_is_ours(pid) for pid in cluster.pids.values())
+def is_running(cluster: Cluster) -> bool:
+    return all(_is_ours(pid, cluster.started.get(name, -1)) for name, pid in cluster.pids.items())
 
 
 def down(timeout: float = 30) -> None:
     """Stops every process the harness started (by its recorded id, with its process group) and clears the state."""
     cluster = load()
     if cluster is not None:
-        ours = [pid for pid in cluster.pids.values() if _is_ours(pid)]
+        ours = {pid: cluster.started.get(name, -1) for name, pid in cluster.pids.items()
+                if _is_ours(pid, cluster.started.get(name, -1))}
         for pid in ours:
             os.killpg(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and any(_is_ours(pid) for pid in ours):
+        while time.monotonic() < deadline and any(_is_ours(pid, start) for pid, start in ours.items()):
             time.sleep(0.5)
-        for pid in ours:
-            if _is_ours(pid):
+        for pid, start in ours.items():
+            if _is_ours(pid, start):
                 os.killpg(pid, signal.SIGKILL)
         STATE_FILE.unlink()
         shutil.rmtree(cluster.shared, ignore_errors=True)
@@ -254,7 +263,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         print("cluster stopped")
     else:
         cluster = load()
-        if cluster is None or not _running(cluster):
+        if cluster is None or not is_running(cluster):
             print("no cluster running")
             return 1
         print(json.dumps({**asdict(cluster), "alive_workers": cluster.alive_workers()}, indent=2))

@@ -28,7 +28,7 @@ def cluster():
     probe = subprocess.run(["unshare", "-m", "--propagation", "private", "true"], capture_output=True, text=True)
     if probe.returncode != 0:
         pytest.skip(f"needs mount namespaces (`unshare -m`, as root): {probe.stderr.strip()}")
-    already_up = harness.load() is not None and harness._running(harness.load())
+    already_up = harness.load() is not None and harness.is_running(harness.load())
     running = harness.up()
     yield running
     if not already_up:  # stop only what this test started
@@ -113,8 +113,7 @@ def test_a_node_local_checkpoint_root_is_refused_before_any_work(target, visionl
     assert "starting 2 Horovod rank(s)" not in result.stdout
 
 
-def test_the_airflow_dag_runs_the_pipeline_on_the_cluster(pipeline, cluster, target, visionlake_wheel, tmp_path,
-                                                          spark):
+def test_the_airflow_dag_runs_the_pipeline_on_the_cluster(cluster, target, visionlake_wheel, tmp_path, spark):
     from mlflow.tracking import MlflowClient
 
     from visionlake.lake import Lake
@@ -130,6 +129,7 @@ def test_the_airflow_dag_runs_the_pipeline_on_the_cluster(pipeline, cluster, tar
                              capture_output=True, text=True, timeout=300)
     assert migrate.returncode == 0, migrate.stderr[-3000:]
     overrides = [o for o in target.overrides() if not o.startswith("ingest.source.uri=")]
+    write_raw(target)
     run_conf = {"dataset": "parts", "raw_path": target.raw, "overrides": overrides, "train_gan": False}
     result = subprocess.run([str(AIRFLOW_PYTHON), "-m", "airflow", "dags", "test", DAG_ID, "-c", json.dumps(run_conf)],
                             env=env, cwd=tmp_path, capture_output=True, text=True, timeout=1800)
@@ -141,7 +141,7 @@ def test_the_airflow_dag_runs_the_pipeline_on_the_cluster(pipeline, cluster, tar
     images = lake.read_table("parts", "images").count()
     assert images > 0 and lake.read_table("parts", "predictions").count() == images
     client = MlflowClient(tracking_uri=target.tracking_uri, registry_uri=target.tracking_uri)
-    # The pipeline test registered version 1 of each model on the demo dataset; the DAG's run adds version 2.
+    # Whether the pipeline test ran first or not, predictions name the champion the scoring task loaded.
     scored_with = lake.read_table("parts", "predictions").select("classifier_version").distinct().collect()
     assert [row.classifier_version for row in scored_with] == [
         str(client.get_model_version_by_alias("visionlake-classifier", "champion").version)]
