@@ -5,8 +5,7 @@
 """
 import sys
 
-from visionlake.cli import add_score_arguments, run_job, score_job
+from visionlake.cli import run_job
 
 if __name__ == "__main__":
-    sys.exit(run_job(score_job, "Score a visionlake table into the predictions table.", sys.argv[1:],
-                     command="score", add_arguments=add_score_arguments))
+    sys.exit(run_job("batch_inference", sys.argv[1:]))

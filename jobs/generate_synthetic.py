@@ -5,8 +5,7 @@
 """
 import sys
 
-from visionlake.cli import add_generate_arguments, generate_job, run_job
+from visionlake.cli import run_job
 
 if __name__ == "__main__":
-    sys.exit(run_job(generate_job, "Write synthetic images from a registered cDCGAN to the lake.", sys.argv[1:],
-                     command="generate", add_arguments=add_generate_arguments))
+    sys.exit(run_job("generate_synthetic", sys.argv[1:]))

@@ -5,7 +5,7 @@
 """
 import sys
 
-from visionlake.cli import ingest_job, run_job
+from visionlake.cli import run_job
 
 if __name__ == "__main__":
-    sys.exit(run_job(ingest_job, "Ingest raw images into the visionlake lake.", sys.argv[1:]))
+    sys.exit(run_job("ingest", sys.argv[1:]))

@@ -5,8 +5,7 @@
 """
 import sys
 
-from visionlake.cli import add_train_arguments, run_job, train_anomaly_job
+from visionlake.cli import run_job
 
 if __name__ == "__main__":
-    sys.exit(run_job(train_anomaly_job, "Train an anomaly detector on a visionlake dataset.", sys.argv[1:],
-                     command="train", add_arguments=add_train_arguments))
+    sys.exit(run_job("train_anomaly", sys.argv[1:]))

@@ -5,15 +5,7 @@
 """
 import sys
 
-from visionlake.cli import add_train_arguments, run_job, train_generative_job
-
-
-def arguments(parser) -> None:
-    add_train_arguments(parser)
-    parser.add_argument("--kind", choices=["vae", "autoencoder"], default="vae",
-                        help="which model (sets generative.model)")
-
+from visionlake.cli import run_job
 
 if __name__ == "__main__":
-    sys.exit(run_job(train_generative_job, "Train a VAE or an autoencoder on a visionlake dataset.", sys.argv[1:],
-                     command="train", add_arguments=arguments))
+    sys.exit(run_job("train_autoencoder", sys.argv[1:]))

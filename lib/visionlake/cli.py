@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -37,32 +38,85 @@ _EXAMPLES = {
              "  visionlake train gan --model cdcgan --dataset mnist generative.epochs=10\n"
              "  visionlake train vae --dataset mnist generative.autoencoder.latent_dim=16\n"
              "  visionlake train anomaly --method autoencoder --dataset mnist anomaly.normal_labels=[zero]",
+    "train classifier": "visionlake train classifier --dataset mnist train.model=resnet_small train.epochs=8",
+    "train gan": "visionlake train gan --model cdcgan --dataset mnist generative.epochs=10",
+    "train vae": "visionlake train vae --dataset mnist generative.autoencoder.latent_dim=16",
+    "train autoencoder": "visionlake train autoencoder --kind vae --dataset mnist generative.epochs=10",
+    "train anomaly": "visionlake train anomaly --method autoencoder --dataset mnist anomaly.normal_labels=[zero]",
     "generate": "visionlake generate --model visionlake-cdcgan@champion --per-class 1000 --dataset mnist",
     "score": "visionlake score --dataset mnist --conf conf/mnist.yaml score.anomaly_model=visionlake-anomaly@champion"
-             "\n  visionlake score --dataset demo score.raw_uri=/data/new-drop   # ingest the drop, then score it",
+             "\n  visionlake score --dataset demo --raw /data/new-drop   # ingest the drop, then score it",
 }
 
-# Command-line flags that are shorthands for config keys (flag -> key), shared by the CLI and jobs/*.py.
-FLAG_KEYS = {"dataset": "train.dataset", "model": None, "per_class": "synthetic.per_class",
-             "method": "anomaly.method", "raw": "score.raw_uri"}
+
+@dataclass(frozen=True)
+class Flag:
+    """A command-line flag that is a shorthand for one config key."""
+    option: str
+    key: str
+    help: str
+    choices: tuple[str, ...] = ()
+    type: Callable[[str], object] = str
+    default: Optional[str] = None
+
+    @property
+    def dest(self) -> str:
+        return self.option.lstrip("-").replace("-", "_")
+
+    def add_to(self, parser: argparse.ArgumentParser) -> None:
+        default = f"; default {self.default}" if self.default is not None else ""
+        parser.add_argument(self.option, dest=self.dest, type=self.type, choices=self.choices or None,
+                            default=self.default, help=f"{self.help} (sets {self.key}{default})")
 
 
-def flag_overrides(args: argparse.Namespace) -> list[str]:
-    """``--dataset mnist`` etc. as ``key=value`` overrides, placed before the explicit ones so those win."""
-    overrides = []
-    for flag, key in FLAG_KEYS.items():
-        value = getattr(args, flag, None)
-        if value is None:
-            continue
-        if flag == "model":  # `train gan --model cdcgan` picks the architecture; `generate --model` the generator
-            key = "synthetic.model" if args.command == "generate" else "generative.model"
-        if flag == "dataset" and args.command == "score":
-            key = "score.dataset"
-        overrides.append(f"{key}={value}")
-    kind = getattr(args, "kind", None)
-    if kind in ("vae", "autoencoder"):
-        overrides.append(f"generative.model={kind}")
+_TRAIN_DATASET = Flag("--dataset", "train.dataset", "lake dataset to train on")
+
+# The flags of each command, declared once: `visionlake <command>` and its jobs/*.py entry point (JOB_COMMANDS) both
+# build their parsers from here, so they take the same flags with the same meaning and the same help.
+COMMAND_FLAGS: dict[str, tuple[Flag, ...]] = {
+    "ingest": (Flag("--dataset", "ingest.dataset", "lake dataset to ingest into"),),
+    "train classifier": (_TRAIN_DATASET,),
+    "train gan": (_TRAIN_DATASET, Flag("--model", "generative.model", "GAN architecture", ("dcgan", "cdcgan"))),
+    "train vae": (_TRAIN_DATASET,),
+    "train autoencoder": (_TRAIN_DATASET, Flag("--kind", "generative.model", "plain autoencoder or VAE",
+                                               ("autoencoder", "vae"), default="autoencoder")),
+    "train anomaly": (_TRAIN_DATASET, Flag("--method", "anomaly.method", "anomaly detector",
+                                           ("autoencoder", "vae", "gan", "classifier"))),
+    "generate": (Flag("--dataset", "train.dataset", "lake dataset whose synthetic table receives the images"),
+                 Flag("--model", "synthetic.model", "registered generator: name, name@alias, name/version or "
+                                                    "models:/ URI"),
+                 Flag("--per-class", "synthetic.per_class", "images per class", type=int)),
+    "score": (Flag("--dataset", "score.dataset", "lake dataset to score"),
+              Flag("--raw", "score.raw_uri", "a raw drop to ingest into the dataset first")),
+}
+# Settings a command implies: `train vae` is `train autoencoder --kind vae`.
+COMMAND_SETTINGS = {"train vae": ("generative.model=vae",)}
+# jobs/<name>.py -> the `visionlake` command it runs (same flags, same overrides, same job function).
+JOB_COMMANDS = {"ingest": "ingest", "train_classifier": "train classifier", "train_gan": "train gan",
+                "train_autoencoder": "train autoencoder", "train_anomaly": "train anomaly",
+                "generate_synthetic": "generate", "batch_inference": "score"}
+
+
+def flag_overrides(command: str, args: argparse.Namespace) -> list[str]:
+    """``--dataset mnist`` etc. as ``key=value`` overrides, placed before the explicit ones so those win.
+
+    Args:
+        command: the command, e.g. ``train gan`` (a key of ``COMMAND_FLAGS``).
+        args: the parsed command line.
+    """
+    overrides = list(COMMAND_SETTINGS.get(command, ()))
+    for flag in COMMAND_FLAGS.get(command, ()):
+        value = getattr(args, flag.dest, None)
+        if value is not None:
+            overrides.append(f"{flag.key}={value}")
     return overrides
+
+
+def add_command_arguments(parser: argparse.ArgumentParser, command: str) -> None:
+    """The command's flags (``COMMAND_FLAGS``), then ``--conf`` and the ``key.path=value`` overrides."""
+    for flag in COMMAND_FLAGS.get(command, ()):
+        flag.add_to(parser)
+    add_config_arguments(parser)
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -110,22 +164,52 @@ def _user_errors() -> tuple[type, ...]:
     return ConfigError, SourceError, IngestError, LakeError, StorageError, TrackingError
 
 
-def run_job(job: Callable, description: str, argv: Optional[list[str]] = None, command: str = "",
-            add_arguments: Optional[Callable[[argparse.ArgumentParser], None]] = None) -> int:
-    """Parses ``--conf``, flags and overrides, opens the Spark session, runs ``job(spark, config)``, returns an exit
-    code.
+def job_parser(job: str) -> argparse.ArgumentParser:
+    """The parser of ``jobs/<job>.py``: its command's description, flags, ``--conf`` and overrides."""
+    if job not in JOB_COMMANDS:
+        raise ValueError(f"no job {job!r}: add jobs/{job}.py's command to visionlake.cli.JOB_COMMANDS")
+    command = JOB_COMMANDS[job]
+    parser = argparse.ArgumentParser(
+        prog=f"jobs/{job}.py", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=f"{_description(command)}\n\nThe spark-submit form of `visionlake {command}`: the same flags "
+                    "and overrides.")
+    add_command_arguments(parser, command)
+    return parser
+
+
+def parse_arguments(argv: Optional[list[str]] = None, job: Optional[str] = None) -> argparse.Namespace:
+    """Parses a ``visionlake`` command line, or ``jobs/<job>.py``'s, exactly as the command does before it runs.
+
+    Args:
+        argv: the arguments after the program name (None: ``sys.argv[1:]``).
+        job: the ``jobs/*.py`` entry point's name (e.g. ``train_gan``); None for the ``visionlake`` CLI.
+
+    Returns:
+        The namespace with ``command`` (e.g. ``train gan``), ``conf`` and ``overrides``: the flags as config
+        overrides, then the explicit ones (which win). ``load_config(args.conf, args.overrides)`` is the config the
+        command runs with.
+
+    Raises:
+        SystemExit: from argparse, for ``--help`` (status 0) or an unknown flag (status 2).
+    """
+    args = parse_command_line(job_parser(job) if job else build_parser(), argv)
+    if job:
+        args.command = JOB_COMMANDS[job]
+    elif args.command == "train":
+        args.command = f"train {args.trainer}"
+    args.overrides = [*flag_overrides(args.command, args), *args.overrides]
+    return args
+
+
+def run_job(job: str, argv: Optional[list[str]] = None) -> int:
+    """Runs ``jobs/<job>.py``: parses its flags, ``--conf`` and overrides as ``visionlake <its command>`` does, opens
+    the Spark session, runs the command's job function, returns an exit code.
 
     Errors in the input or configuration print one actionable line and exit 2; anything else exits 1 with the
     traceback. The session is stopped either way.
     """
-    parser = argparse.ArgumentParser(description=description)
-    if add_arguments:
-        add_arguments(parser)
-    add_config_arguments(parser)
-    args = parse_command_line(parser, argv)
-    args.command = command
-    args.overrides = [*flag_overrides(args), *args.overrides]
-    return _run(job, args)
+    args = parse_arguments(argv, job)
+    return _run(_COMMAND_JOBS[args.command], args)
 
 
 def _run(job: Callable, args: argparse.Namespace) -> int:
@@ -186,29 +270,10 @@ def score_job(spark, config: Config) -> None:
     print(score_dataset(spark, config).report())
 
 
-def add_score_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", help="lake dataset to score (sets score.dataset)")
-    parser.add_argument("--raw", help="a raw drop to ingest into the dataset first (sets score.raw_uri)")
-
-
 def generate_job(spark, config: Config) -> None:
     from visionlake.synthetic import generate_synthetic
 
     print(generate_synthetic(spark, config).report())
-
-
-def add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", help="lake dataset to train on (sets train.dataset)")
-    parser.add_argument("--model", choices=["dcgan", "cdcgan"], help="GAN architecture (sets generative.model)")
-    parser.add_argument("--method", choices=["autoencoder", "vae", "gan", "classifier"],
-                        help="anomaly detector (sets anomaly.method)")
-
-
-def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", help="lake dataset to write the synthetic table of (sets train.dataset)")
-    parser.add_argument("--model", help="registered generator: name, name@alias, name/version or models:/ URI "
-                                        "(sets synthetic.model)")
-    parser.add_argument("--per-class", dest="per_class", type=int, help="images per class (sets synthetic.per_class)")
 
 
 def demo_data_job(config: Config) -> Path:
@@ -223,31 +288,52 @@ def demo_job(spark, config: Config) -> None:
     print(run_demo(spark, config).report())
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+_HELPS = {"ingest": "ingest raw images into the lake (Parquet + TFRecord + quarantine)",
+          "demo-data": "write the embedded demo raw dataset to ingest.source.uri",
+          "demo": "generate the demo data and run the whole pipeline on it (ingest, classifier, anomaly model, "
+                  "GAN, scoring)",
+          "show-config": "print the resolved configuration",
+          "train": "train a model with Horovod on Spark, track it in MLflow, register and gate it",
+          "generate": "write labelled synthetic images from a registered conditional generator to the lake",
+          "score": "classify and anomaly-score a lake table (or a raw drop) into the predictions table"}
+_TRAIN_HELPS = {"classifier": "train an image classifier (LeNet or a small ResNet)",
+                "gan": "train a DCGAN or a conditional DCGAN; FCD and sample grids in MLflow",
+                "vae": "train a convolutional VAE (the same as: train autoencoder --kind vae)",
+                "autoencoder": "train a convolutional autoencoder, or a VAE with --kind vae",
+                "anomaly": "train, calibrate and register an anomaly detector on normal images"}
+
+
+def _description(command: str) -> str:
+    """A command's help text and its example."""
+    _, _, kind = command.partition(" ")
+    text = f"{_TRAIN_HELPS[kind]} (Horovod on Spark; tracked, registered and gated in MLflow)" if kind \
+        else _HELPS[command]
+    return f"{text}.\n\nExample:\n  {_EXAMPLES[command]}"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``visionlake`` parser: one subcommand per command, ``train`` with one per trainer."""
     parser = argparse.ArgumentParser(prog="visionlake", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
-    helps = {"ingest": "ingest raw images into the lake (Parquet + TFRecord + quarantine)",
-             "demo-data": "write the embedded demo raw dataset to ingest.source.uri",
-             "demo": "generate the demo data and run the whole pipeline on it (ingest, classifier, anomaly model, "
-                     "GAN, scoring)",
-             "show-config": "print the resolved configuration",
-             "train": "train a model with Horovod on Spark, track it in MLflow, register and gate it",
-             "generate": "write labelled synthetic images from a registered conditional generator to the lake",
-             "score": "classify and anomaly-score a lake table (or a raw drop) into the predictions table"}
-    for name, text in helps.items():
-        sub = commands.add_parser(name, help=text, description=f"{text}.\n\nExample:\n  {_EXAMPLES[name]}",
+    for name, text in _HELPS.items():
+        sub = commands.add_parser(name, help=text, description=_description(name),
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
         if name == "train":
-            sub.add_argument("kind", choices=list(TRAINERS), help="what to train")
-            add_train_arguments(sub)
-        elif name == "generate":
-            add_generate_arguments(sub)
-        elif name == "score":
-            add_score_arguments(sub)
-        add_config_arguments(sub)
-    args = parse_command_line(parser, argv)
-    args.overrides = [*flag_overrides(args), *args.overrides]
+            kinds = sub.add_subparsers(dest="trainer", required=True, metavar="{" + ",".join(TRAINERS) + "}",
+                                       help="what to train")
+            for kind in TRAINERS:
+                add_command_arguments(kinds.add_parser(kind, help=_TRAIN_HELPS[kind],
+                                                       description=_description(f"train {kind}"),
+                                                       formatter_class=argparse.RawDescriptionHelpFormatter),
+                                      f"train {kind}")
+        else:
+            add_command_arguments(sub, name)
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = parse_arguments(argv)
     if args.command in ("show-config", "demo-data"):
         configure_logging()
         try:
@@ -260,14 +346,14 @@ def main(argv: Optional[list[str]] = None) -> int:
         else:
             demo_data_job(config)
         return EXIT_OK
-    if args.command == "train":
-        return _run(TRAINERS[args.kind], args)
-    jobs = {"ingest": ingest_job, "demo": demo_job, "generate": generate_job, "score": score_job}
-    return _run(jobs[args.command], args)
+    return _run(_COMMAND_JOBS[args.command], args)
 
 
 TRAINERS = {"classifier": train_classifier_job, "gan": train_generative_job, "vae": train_generative_job,
             "autoencoder": train_generative_job, "anomaly": train_anomaly_job}
+# The job function of every command that runs on a Spark session.
+_COMMAND_JOBS = {"ingest": ingest_job, "demo": demo_job, "generate": generate_job, "score": score_job,
+                 **{f"train {kind}": job for kind, job in TRAINERS.items()}}
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ import sys
 
 from tests.conftest import REPO
 from visionlake.cli import EXIT_BAD_INPUT, main
+from visionlake.config import load_config
 
 
 def test_bad_config_exits_2_naming_the_key_before_any_spark_work(caplog):
@@ -23,18 +24,20 @@ def test_show_config_prints_the_resolved_config(capsys, tmp_path, monkeypatch):
 
 
 def test_flags_become_config_overrides_and_explicit_overrides_win():
-    import argparse
+    from visionlake.cli import parse_arguments
 
-    from visionlake.cli import flag_overrides
-
-    gan = argparse.Namespace(command="train", kind="gan", dataset="mnist", model="dcgan", per_class=None)
-    assert flag_overrides(gan) == ["train.dataset=mnist", "generative.model=dcgan"]
-    vae = argparse.Namespace(command="train", kind="vae", dataset=None, model=None, per_class=None)
-    assert flag_overrides(vae) == ["generative.model=vae"]
-    generate = argparse.Namespace(command="generate", dataset="demo", model="visionlake-cdcgan@champion",
-                                  per_class=50)
-    assert flag_overrides(generate) == ["train.dataset=demo", "synthetic.model=visionlake-cdcgan@champion",
-                                        "synthetic.per_class=50"]
+    gan = parse_arguments(["train", "gan", "--dataset", "mnist", "--model", "dcgan", "train.dataset=parts"])
+    assert gan.command == "train gan"
+    assert gan.overrides == ["train.dataset=mnist", "generative.model=dcgan", "train.dataset=parts"]
+    assert load_config(gan.conf, gan.overrides).train.dataset == "parts"
+    assert parse_arguments(["train", "vae"]).overrides == ["generative.model=vae"]
+    assert parse_arguments(["train", "autoencoder"]).overrides == ["generative.model=autoencoder"]
+    generate = parse_arguments(["generate", "--dataset", "demo", "--model", "visionlake-cdcgan@champion",
+                                "--per-class", "50"])
+    assert generate.overrides == ["train.dataset=demo", "synthetic.model=visionlake-cdcgan@champion",
+                                  "synthetic.per_class=50"]
+    assert parse_arguments(["score", "--dataset", "demo", "--raw", "/data/drop"]).overrides == [
+        "score.dataset=demo", "score.raw_uri=/data/drop"]
 
 
 def test_generate_with_a_bad_count_exits_2_before_any_spark_work(caplog):
