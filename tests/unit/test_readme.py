@@ -18,7 +18,7 @@ def test_readme_command_runs_as_written(index, tmp_path):
 def test_the_readme_has_commands_of_every_kind_but_unknown():
     kinds = {command.kind for command in COMMANDS}
     assert "unknown" not in kinds
-    assert {"make", "visionlake", "job", "cluster", "remote"} <= kinds
+    assert {"make", "visionlake", "job", "remote"} <= kinds
 
 
 def test_blocks_are_split_into_commands_as_the_shell_reads_them():
