@@ -29,7 +29,7 @@ SETTINGS = ["demo.images_per_class=60",
 
 # (stage, job, job flags): ingest, classifier, VAE anomaly detector, cDCGAN, generate, score.
 STAGES = [("ingest", "ingest", []),
-          ("train_classifier", "train_classifier", []),
+          ("train_classifier", "train_classifier", ["--dataset", "demo"]),
           ("train_anomaly", "train_anomaly", ["--method", "vae", "--dataset", "demo"]),
           ("train_gan", "train_gan", ["--model", "cdcgan", "--dataset", "demo"]),
           ("generate_synthetic", "generate_synthetic", ["--dataset", "demo", "--per-class", "20"]),

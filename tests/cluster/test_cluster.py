@@ -106,7 +106,7 @@ def test_the_pipeline_runs_on_two_nodes_without_a_shared_local_disk(pipeline, ta
 
 
 def test_a_node_local_checkpoint_root_is_refused_before_any_work(target, visionlake_wheel, tmp_path):
-    result, _ = run_stage(target, "train_classifier", [], visionlake_wheel, tmp_path,
+    result, _ = run_stage(target, "train_classifier", ["--dataset", "demo"], visionlake_wheel, tmp_path,
                           extra=[f"train.checkpoint_root={tmp_path}/checkpoints"])
     assert result.returncode == 2, result.stdout[-3000:]
     assert "train.checkpoint_root" in result.stdout and "one node's disk" in result.stdout
@@ -145,3 +145,20 @@ def test_the_airflow_dag_runs_the_pipeline_on_the_cluster(cluster, target, visio
     scored_with = lake.read_table("parts", "predictions").select("classifier_version").distinct().collect()
     assert [row.classifier_version for row in scored_with] == [
         str(client.get_model_version_by_alias("visionlake-classifier", "champion").version)]
+
+
+def test_the_readme_cluster_commands_run_on_the_harness(cluster, target):
+    """The README's commands for this harness, placeholders filled in, run as written from the checkout."""
+    from tests.cluster.pipeline import job_env
+    from tests.readme_commands import readme_commands
+
+    commands = [c for c in readme_commands("cluster") if c.argv[0] == "spark-submit"]
+    assert commands, "the README shows how to submit to the harness"
+    host_port = cluster.master_url.rsplit(":", 1)[1]
+    values = {"port": host_port, "shared": cluster.shared, "mlflow_port": cluster.tracking_uri.rsplit(":", 1)[1]}
+    write_raw(target)
+    for command in commands:
+        argv = command.resolve(**{k: v for k, v in values.items() if k in command.placeholders})
+        result = subprocess.run(argv, cwd=REPO, env={**job_env(target), **dict(command.env)},
+                                capture_output=True, text=True, timeout=900)
+        assert result.returncode == 0, f"{command}:\n{result.stdout[-4000:]}"
