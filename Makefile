@@ -15,19 +15,20 @@ AIRFLOW_STAMP := $(AIRFLOW_VENV)/.setup-stamp
 NOTEBOOKS_STAMP := $(VENV)/.notebooks-stamp
 BENCH_STAMP := $(VENV)/.bench-stamp
 
-.PHONY: setup airflow-setup demo test test-unit airflow-test bench-ingest bench-train bench-gan bench-anomaly \
-	bench-score bench-photos dist clean mlflow-ui notebooks notebooks-strip airflow-demo
+.PHONY: setup airflow-setup demo test test-unit cluster-up cluster-down cluster-test airflow-test bench-ingest \
+	bench-train bench-gan bench-anomaly bench-score bench-photos bench-cluster dist cluster-env lock clean mlflow-ui \
+	notebooks notebooks-strip airflow-demo
 
 setup: $(STAMP)
 
-$(STAMP): constraints.txt setup.py
+$(STAMP): constraints.txt pyproject.toml setup.py
 	@command -v java >/dev/null || { echo "Java 17 is required for Spark: install openjdk-17-jre-headless"; exit 1; }
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is required (the pinned stack is for Python 3.11)"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install pip==24.3.1 setuptools==75.8.0 wheel==0.45.1
-	$(PIP) install -c constraints.txt -e '.[test]'
+	$(PIP) install -c constraints.txt pip setuptools wheel
+	$(PIP) install --no-build-isolation -c constraints.txt -e '.[cpu,test]'
 	$(HOROVOD_BUILD) $(PIP) install --no-build-isolation -c constraints.txt horovod==0.28.1
-	$(PY) -c "import horovod.tensorflow as hvd; assert hvd.gloo_built(), 'Horovod was built without Gloo'"
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -c "import horovod.tensorflow as hvd; assert hvd.gloo_built(), 'Horovod was built without Gloo'"
 	touch $(STAMP)
 
 airflow-setup: $(AIRFLOW_STAMP)
@@ -41,9 +42,23 @@ $(AIRFLOW_STAMP): constraints-airflow.txt
 demo: setup
 	$(VENV)/bin/visionlake demo
 
-# The whole suite, the Airflow DAG run included (tests/integration/test_airflow.py).
-test: setup airflow-setup
+# The whole suite: the Airflow DAG run (tests/integration/test_airflow.py) and the two-node cluster run
+# (tests/cluster) included.
+test: setup airflow-setup cluster-env
 	$(PY) -m pytest tests
+
+# A two-node Spark standalone cluster on this machine (tests/cluster/harness.py): master and two 1-core workers on
+# 127.0.0.1, each worker in its own mount namespace (private /tmp, this checkout hidden), and an MLflow tracking
+# server with artifact serving. Needs root for `unshare -m`. Stop it with `make cluster-down`.
+cluster-up: setup
+	$(PY) -m tests.cluster.harness up
+
+cluster-down:
+	$(PY) -m tests.cluster.harness down
+
+# The whole pipeline and the Airflow DAG on that cluster, shipped as users ship it (packed env + wheel).
+cluster-test: setup airflow-setup cluster-env
+	$(PY) -m pytest tests/cluster
 
 test-unit: setup
 	$(PY) -m pytest tests/unit
@@ -72,6 +87,10 @@ airflow-demo: setup airflow-setup dist
 
 bench-ingest: setup
 	$(PY) bench/ingest_bench.py
+
+# The pipeline on the two-node cluster vs local[2], in one run (needs root for the cluster's mount namespaces).
+bench-cluster: setup cluster-env
+	$(PY) bench/cluster_bench.py
 
 bench-train: setup
 	$(PY) bench/train_bench.py
@@ -110,8 +129,38 @@ notebooks: $(NOTEBOOKS_STAMP)
 notebooks-strip: $(NOTEBOOKS_STAMP)
 	$(VENV)/bin/jupyter nbconvert --clear-output --inplace notebooks/*.ipynb
 
+# Regenerates constraints.txt, the full lock (every transitive package), from the tested .venv (.ci/lock.py).
+lock: setup
+	$(PY) .ci/lock.py
+
 dist: setup
-	$(PIP) wheel --no-deps -w dist .
+	$(PIP) wheel --no-deps --no-build-isolation -w dist .
+
+# The packed job environment that cluster runs ship with `spark-submit --archives dist/visionlake-env.tar.gz#environment`
+# (executors: spark.pyspark.python=./environment/bin/python). It holds the job stack from the lock (TensorFlow from
+# the TF_EXTRA extra: cpu, or gpu on a CUDA build host with HOROVOD_GPU_OPERATIONS=NCCL) and Horovod; the code ships
+# separately as the wheel (--py-files), so it is rebuilt only when the lock or the dependencies change.
+TF_EXTRA ?= cpu
+# GPU executors: Horovod's allreduce on NCCL, built from source on a host with the CUDA toolkit (nvcc) and NCCL.
+# (--no-cache-dir: never reuse the CPU build from pip's wheel cache.)
+HOROVOD_GPU_ENV := $(if $(filter gpu,$(TF_EXTRA)),HOROVOD_GPU_OPERATIONS=NCCL)
+HOROVOD_GPU_PIP := $(if $(filter gpu,$(TF_EXTRA)),--no-cache-dir)
+CLUSTER_ENV := dist/visionlake-env.tar.gz
+CLUSTER_VENV := build/cluster-env
+cluster-env: $(CLUSTER_ENV)
+
+$(CLUSTER_ENV): constraints.txt pyproject.toml | $(STAMP)
+	rm -rf $(CLUSTER_VENV) && $(PYTHON) -m venv $(CLUSTER_VENV)
+	$(CLUSTER_VENV)/bin/python -m pip --disable-pip-version-check -q install -c constraints.txt pip setuptools wheel
+	$(CLUSTER_VENV)/bin/python -m pip --disable-pip-version-check -q install --no-build-isolation -c constraints.txt \
+		'.[$(TF_EXTRA)]'
+	$(CLUSTER_VENV)/bin/python -m pip --disable-pip-version-check -q uninstall -y visionlake
+	$(HOROVOD_BUILD) $(HOROVOD_GPU_ENV) $(CLUSTER_VENV)/bin/python -m pip --disable-pip-version-check -q install \
+		--no-build-isolation $(HOROVOD_GPU_PIP) -c constraints.txt horovod==0.28.1
+	TF_CPP_MIN_LOG_LEVEL=2 $(CLUSTER_VENV)/bin/python -c \
+		"import horovod.tensorflow as hvd, petastorm, mlflow; assert hvd.gloo_built()"
+	mkdir -p dist && $(VENV)/bin/venv-pack --quiet --force -p $(CLUSTER_VENV) -o $(CLUSTER_ENV)
+	@echo "packed job environment: $(CLUSTER_ENV) ($$(du -h $(CLUSTER_ENV) | cut -f1))"
 
 clean:
 	rm -rf lake data mlartifacts mlflow.db checkpoints spark-warehouse build dist lib/*.egg-info bench-results \

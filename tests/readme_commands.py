@@ -164,17 +164,17 @@ def job_name(application: str) -> Optional[str]:
 def make_artefacts() -> dict[str, tuple[str, str]]:
     import visionlake
 
-    return {f"dist/visionlake-{visionlake.__version__}-py3-none-any.whl": ("dist", "wheel --no-deps -w dist"),
+    return {f"dist/visionlake-{visionlake.__version__}-py3-none-any.whl": ("dist", "-w dist"),
             "dist/visionlake-env.tar.gz": ("cluster-env", "visionlake-env.tar.gz")}
 
 
 def make_dry_run(*targets: str) -> str:
-    """``make -n TARGET...`` in the checkout: the recipes it would run (nothing runs).
+    """``make -n -B TARGET...`` in the checkout: the recipes it would run, built or not (nothing runs).
 
     Raises:
         CommandError: a target, or one of its prerequisites, has no rule.
     """
-    result = subprocess.run(["make", "-n", "--no-print-directory", *targets], cwd=REPO, capture_output=True,
+    result = subprocess.run(["make", "-n", "-B", "--no-print-directory", *targets], cwd=REPO, capture_output=True,
                             text=True, timeout=60)
     if result.returncode != 0:
         raise CommandError(f"`make {' '.join(targets)}` does not resolve: {result.stderr.strip()}")

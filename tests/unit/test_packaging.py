@@ -1,0 +1,65 @@
+"""Packaging: TensorFlow is chosen at install time (cpu or gpu extra), and the lock pins everything either installs."""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import zipfile
+
+import pytest
+
+from tests.conftest import REPO
+
+LOCK = REPO / "constraints.txt"
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def lock_pins() -> dict[str, str]:
+    pins = {}
+    for line in LOCK.read_text().splitlines():
+        name, sep, version = line.partition("==")
+        if sep and not line.startswith("#"):
+            pins[canonical(name)] = version.strip()
+    return pins
+
+
+def resolve(extra: str, tmp_path) -> dict[str, str]:
+    """What pip installs for visionlake[extra] with the lock, resolved against the registry (nothing installed)."""
+    report = tmp_path / f"{extra}.json"
+    result = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed",
+                             "--no-build-isolation", "--quiet", "--disable-pip-version-check", "--report", str(report),
+                             "-c", str(LOCK), f".[{extra}]"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    if result.returncode != 0 and re.search(r"Connection|NewConnectionError|Temporary failure|timed out",
+                                            result.stderr):
+        pytest.skip(f"the package registry is unreachable: {result.stderr.strip().splitlines()[-1]}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    items = json.loads(report.read_text())["install"]
+    return {canonical(i["metadata"]["name"]): i["metadata"]["version"] for i in items
+            if canonical(i["metadata"]["name"]) != "visionlake"}
+
+
+@pytest.mark.parametrize("extra, tensorflow, cuda", [("gpu", "tensorflow", True), ("cpu", "tensorflow-cpu", False)])
+def test_each_tensorflow_extra_resolves_entirely_from_the_lock(extra, tensorflow, cuda, tmp_path):
+    pins = lock_pins()
+    resolved = resolve(extra, tmp_path)
+
+    assert resolved[tensorflow] == pins[tensorflow]
+    other = "tensorflow-cpu" if tensorflow == "tensorflow" else "tensorflow"
+    assert other not in resolved, f"the {extra} extra must not pull {other}"
+    assert any(name.startswith("nvidia-") for name in resolved) == cuda
+    unpinned = {name: version for name, version in resolved.items() if pins.get(name) != version}
+    assert not unpinned, f"resolved but not pinned at that version in constraints.txt: {unpinned}"
+
+
+def test_the_wheel_requires_tensorflow_only_through_an_extra(visionlake_wheel):
+    with zipfile.ZipFile(visionlake_wheel) as wheel:
+        metadata = next(wheel.read(n).decode() for n in wheel.namelist() if n.endswith(".dist-info/METADATA"))
+    requires = [line.split(":", 1)[1].strip() for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
+    tensorflow = [r for r in requires if r.startswith("tensorflow")]
+    assert tensorflow and all("extra ==" in r for r in tensorflow), tensorflow
+    assert {r.split("extra ==")[1].strip().strip("'\"") for r in tensorflow} == {"cpu", "gpu"}
+    assert "Provides-Extra: gpu" in metadata and "Provides-Extra: cpu" in metadata
