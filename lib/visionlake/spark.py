@@ -4,7 +4,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
+import shutil
 import sys
+import tempfile
 from typing import Iterator
 
 from pyspark import SparkConf
@@ -55,6 +58,8 @@ def start_session(config: SparkConfig) -> SparkSession:
                 if not submitted.contains(key):
                     builder = builder.config(key, LOOPBACK)
     spark = builder.getOrCreate()
+    if launched_by_spark_submit():
+        ship_wheels_to_python_workers(spark)
     chosen = spark.sparkContext.getConf()  # what the builder or spark-submit set explicitly
     for key, value in SESSION_DEFAULTS.items():
         if not chosen.contains(key):
@@ -62,6 +67,24 @@ def start_session(config: SparkConfig) -> SparkSession:
     log.info("Spark %s on %s (parallelism %d)", spark.version, spark.sparkContext.master,
              spark.sparkContext.defaultParallelism)
     return spark
+
+
+def ship_wheels_to_python_workers(spark: SparkSession) -> None:
+    """Makes a wheel shipped with ``--py-files`` importable on the executors too.
+
+    spark-submit puts it on the driver's ``PYTHONPATH``, but executors' Python workers add only ``.zip``, ``.egg``
+    and ``.jar`` files to ``sys.path``: a wheel would be fetched and ignored, and executors would import whatever
+    visionlake their environment holds, or none. A pure-Python wheel is a zip, so it is shipped again under that name.
+    """
+    context = spark.sparkContext
+    for uri in filter(None, context.getConf().get("spark.submit.pyFiles", "").split(",")):
+        local = re.sub(r"^file:(//)?", "", uri)
+        if local.endswith(".whl") and os.path.isfile(local):
+            folder = tempfile.mkdtemp(prefix="visionlake-pyfiles-")
+            zipped = os.path.join(folder, os.path.basename(local)[:-len(".whl")] + ".zip")
+            shutil.copyfile(local, zipped)
+            context.addPyFile(zipped)
+            log.info("shipping %s to the executors' Python workers as %s", local, os.path.basename(zipped))
 
 
 @contextlib.contextmanager
