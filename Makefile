@@ -43,8 +43,8 @@ demo: setup
 	$(VENV)/bin/visionlake demo
 
 # The whole suite: the Airflow DAG run (tests/integration/test_airflow.py) and the two-node cluster run
-# (tests/cluster) included.
-test: setup airflow-setup cluster-env
+# (tests/cluster) included; the README's cluster commands ship dist/'s wheel and packed environment.
+test: setup airflow-setup cluster-env dist
 	$(PY) -m pytest tests
 
 # A two-node Spark standalone cluster on this machine (tests/cluster/harness.py): master and two 1-core workers on
@@ -57,7 +57,7 @@ cluster-down:
 	$(PY) -m tests.cluster.harness down
 
 # The whole pipeline and the Airflow DAG on that cluster, shipped as users ship it (packed env + wheel).
-cluster-test: setup airflow-setup cluster-env
+cluster-test: setup airflow-setup cluster-env dist
 	$(PY) -m pytest tests/cluster
 
 test-unit: setup
