@@ -10,6 +10,7 @@ Examples:
     visionlake generate --model visionlake-cdcgan@champion --per-class 1000 --dataset mnist --conf conf/mnist.yaml
     visionlake train anomaly --method autoencoder --dataset mnist --conf conf/mnist.yaml anomaly.normal_labels=[zero]
     visionlake score --dataset mnist --conf conf/mnist.yaml      # champion classifier + champion anomaly model
+    visionlake vacuum --dataset mnist --conf conf/mnist.yaml --dry-run   # what superseded files vacuum would remove
 """
 from __future__ import annotations
 
@@ -46,6 +47,8 @@ _EXAMPLES = {
     "generate": "visionlake generate --model visionlake-cdcgan@champion --per-class 1000 --dataset mnist",
     "score": "visionlake score --dataset mnist --conf conf/mnist.yaml score.anomaly_model=visionlake-anomaly@champion"
              "\n  visionlake score --dataset demo --raw /data/new-drop   # ingest the drop, then score it",
+    "vacuum": "visionlake vacuum --dataset mnist --conf conf/mnist.yaml --dry-run"
+              "\n  visionlake vacuum --dataset demo --retention-hours 24",
 }
 
 
@@ -88,13 +91,20 @@ COMMAND_FLAGS: dict[str, tuple[Flag, ...]] = {
                  Flag("--per-class", "synthetic.per_class", "images per class", type=int)),
     "score": (Flag("--dataset", "score.dataset", "lake dataset to score"),
               Flag("--raw", "score.raw_uri", "a raw drop to ingest into the dataset first")),
+    "vacuum": (Flag("--dataset", "ingest.dataset", "lake dataset to vacuum"),
+               Flag("--retention-hours", "lake.retention_hours", "remove files superseded more than this many "
+                    "hours ago (0: all of them; readers of older versions then fail)", type=float)),
+}
+# Switches of a command that are no config key: passed to its job function as keyword arguments.
+COMMAND_SWITCHES: dict[str, tuple[tuple[str, str], ...]] = {
+    "vacuum": (("--dry-run", "list what would be removed, and remove nothing"),),
 }
 # Settings a command implies: `train vae` is `train autoencoder --kind vae`.
 COMMAND_SETTINGS = {"train vae": ("generative.model=vae",)}
 # jobs/<name>.py -> the `visionlake` command it runs (same flags, same overrides, same job function).
 JOB_COMMANDS = {"ingest": "ingest", "train_classifier": "train classifier", "train_gan": "train gan",
                 "train_autoencoder": "train autoencoder", "train_anomaly": "train anomaly",
-                "generate_synthetic": "generate", "batch_inference": "score"}
+                "generate_synthetic": "generate", "batch_inference": "score", "vacuum": "vacuum"}
 
 
 def flag_overrides(command: str, args: argparse.Namespace) -> list[str]:
@@ -113,9 +123,11 @@ def flag_overrides(command: str, args: argparse.Namespace) -> list[str]:
 
 
 def add_command_arguments(parser: argparse.ArgumentParser, command: str) -> None:
-    """The command's flags (``COMMAND_FLAGS``), then ``--conf`` and the ``key.path=value`` overrides."""
+    """The command's flags (``COMMAND_FLAGS``) and switches, then ``--conf`` and the ``key.path=value`` overrides."""
     for flag in COMMAND_FLAGS.get(command, ()):
         flag.add_to(parser)
+    for option, text in COMMAND_SWITCHES.get(command, ()):
+        parser.add_argument(option, action="store_true", help=text)
     add_config_arguments(parser)
 
 
@@ -212,6 +224,12 @@ def run_job(job: str, argv: Optional[list[str]] = None) -> int:
     return _run(_COMMAND_JOBS[args.command], args)
 
 
+def _switches(args: argparse.Namespace) -> dict[str, bool]:
+    """The command's ``COMMAND_SWITCHES`` as keyword arguments of its job function (``--dry-run`` -> dry_run)."""
+    names = [option.lstrip("-").replace("-", "_") for option, _ in COMMAND_SWITCHES.get(args.command, ())]
+    return {name: getattr(args, name) for name in names}
+
+
 def _run(job: Callable, args: argparse.Namespace) -> int:
     from visionlake.spark import spark_session
 
@@ -223,7 +241,7 @@ def _run(job: Callable, args: argparse.Namespace) -> int:
         with spark_session(config.spark) as spark:
             spark.sparkContext.setLogLevel("WARN")
             check_reachable_from_executors(config, spark.sparkContext.master)
-            job(spark, config)
+            job(spark, config, **_switches(args))
     except _user_errors() as error:
         log.error("%s", error)
         return EXIT_BAD_INPUT
@@ -276,6 +294,16 @@ def generate_job(spark, config: Config) -> None:
     print(generate_synthetic(spark, config).report())
 
 
+def vacuum_job(spark, config: Config, dry_run: bool = False) -> None:
+    from visionlake.lake import Lake
+
+    hours = config.lake.retention_hours
+    if hours < 1:
+        log.warning("lake.retention_hours=%g: readers and training runs still on a superseded version of %r will "
+                    "fail once its files are removed", hours, config.ingest.dataset)
+    print(Lake(spark, config.lake.root).vacuum(config.ingest.dataset, hours, dry_run=dry_run).report())
+
+
 def demo_data_job(config: Config) -> Path:
     from visionlake.demo import write_demo_source
 
@@ -295,7 +323,9 @@ _HELPS = {"ingest": "ingest raw images into the lake (Parquet + TFRecord + quara
           "show-config": "print the resolved configuration",
           "train": "train a model with Horovod on Spark, track it in MLflow, register and gate it",
           "generate": "write labelled synthetic images from a registered conditional generator to the lake",
-          "score": "classify and anomaly-score a lake table (or a raw drop) into the predictions table"}
+          "score": "classify and anomaly-score a lake table (or a raw drop) into the predictions table",
+          "vacuum": "remove a dataset's files that newer versions superseded longer ago than lake.retention_hours, "
+                    "and what failed runs left"}
 _TRAIN_HELPS = {"classifier": "train an image classifier (LeNet or a small ResNet)",
                 "gan": "train a DCGAN or a conditional DCGAN; FCD and sample grids in MLflow",
                 "vae": "train a convolutional VAE (the same as: train autoencoder --kind vae)",
@@ -353,7 +383,7 @@ TRAINERS = {"classifier": train_classifier_job, "gan": train_generative_job, "va
             "autoencoder": train_generative_job, "anomaly": train_anomaly_job}
 # The job function of every command that runs on a Spark session.
 _COMMAND_JOBS = {"ingest": ingest_job, "demo": demo_job, "generate": generate_job, "score": score_job,
-                 **{f"train {kind}": job for kind, job in TRAINERS.items()}}
+                 "vacuum": vacuum_job, **{f"train {kind}": job for kind, job in TRAINERS.items()}}
 
 
 if __name__ == "__main__":

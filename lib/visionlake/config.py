@@ -41,6 +41,12 @@ class LakeConfig:
     tfrecord_compression: Literal["none", "gzip"] = "none"
     # Parallelism of the write stages; 0 means "Spark's default parallelism".
     write_partitions: int = 0
+    # `visionlake vacuum` removes files a newer version superseded this many hours ago (Delta Lake's default, 7
+    # days): readers and training runs still on an older version read it whole until then.
+    retention_hours: float = 168.0
+    # "" or a folder on a file system with exclusive create (a local/NFS path, hdfs://) where each commit holds
+    # <folder>/<dataset>.lock: makes commits exclusive on object stores (s3a://, gs://, abfs://), which lack one.
+    commit_lock: str = ""
 
 
 @dataclass(frozen=True)
@@ -276,8 +282,8 @@ class Config:
 
 
 # Keys holding local paths or URIs; relative local paths are made absolute against the working directory at load.
-_PATH_KEYS = ("lake.root", "tracking.artifact_root", "ingest.source.uri", "ingest.source.manifest",
-              "train.checkpoint_root", "score.raw_uri")
+_PATH_KEYS = ("lake.root", "lake.commit_lock", "tracking.artifact_root", "ingest.source.uri",
+              "ingest.source.manifest", "train.checkpoint_root", "score.raw_uri")
 
 
 def load_config(path: Optional[str] = None, overrides: Optional[list[str]] = None,
@@ -401,6 +407,13 @@ def validate(config: Config) -> None:
         raise ConfigError("score.batch_size and score.top_k must be >= 1")
     if not config.ingest.dataset.replace("-", "").replace("_", "").isalnum():
         raise ConfigError(f"ingest.dataset {config.ingest.dataset!r}: use letters, digits, '-' and '_' only")
+    if config.lake.retention_hours < 0:
+        raise ConfigError(f"lake.retention_hours must be >= 0 (hours a superseded file is kept for readers of older "
+                          f"versions, e.g. 168), got {config.lake.retention_hours}")
+    lock = config.lake.commit_lock
+    if lock and "://" in lock and not lock.startswith(("file:", "hdfs://")):
+        raise ConfigError(f"lake.commit_lock={lock} must be on a file system with exclusive create: a local or NFS "
+                          "path, or an hdfs:// folder (object stores have none; that is what the lock is for)")
 
 
 def _read_yaml(path: Optional[str]) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 Every listed source file ends as exactly one ``images`` row or one ``quarantine`` row. Re-runs skip files already
 in the dataset (by source path), so re-running on the same input adds nothing and new files are appended; pixels
 already present under another path are quarantined as ``duplicate``. ``ingest.full_rebuild`` re-reads everything
-and replaces the dataset's contents in one commit.
+and replaces the dataset's contents in one commit (the replaced files stay for readers of older versions until
+``visionlake vacuum``).
 """
 from __future__ import annotations
 
@@ -87,7 +88,7 @@ def ingest(spark: SparkSession, config: Config) -> IngestSummary:
     """
     started = time.perf_counter()
     settings = config.ingest
-    lake = Lake(spark, config.lake.root)
+    lake = Lake(spark, config.lake.root, commit_lock=config.lake.commit_lock)
     paths = lake.paths(settings.dataset)
     lake.recover(settings.dataset)
     previous = lake.read_manifest(settings.dataset)
@@ -128,7 +129,7 @@ def ingest(spark: SparkSession, config: Config) -> IngestSummary:
                                  paths=_summary_paths(previous, paths), seconds=time.perf_counter() - started)
         images, quarantine = _final_tables(spark, decoded, duplicates, now)
         images = grouped_by_split(images, by="source_path")
-        staging = paths.staging(run_id)
+        staging = lake.begin_run(settings.dataset, run_id)
         with _phase("images table"):
             table_writer(images, config.lake, "split").parquet(f"{staging}/images")
         if quarantined:

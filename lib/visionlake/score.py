@@ -7,8 +7,9 @@ score their partition in batches (``mapInPandas``); nothing is collected to the 
 
 Output: the dataset's ``predictions`` table, partitioned by scoring date, committed atomically with the dataset's
 next manifest version. A *slice* is (table, classifier version, detector version); every run scores the whole table,
-so scoring a slice again replaces its rows (no duplicates, also after new ingests); rows that cannot be decoded go to
-the quarantine table with a reason.
+so scoring a slice again replaces its rows (no duplicates, also after new ingests; the replaced run's files stay for
+readers of older versions until ``visionlake vacuum``); rows that cannot be decoded go to the quarantine table with a
+reason.
 """
 from __future__ import annotations
 
@@ -209,7 +210,7 @@ def score_dataset(spark: SparkSession, config: Config) -> ScoreSummary:
     classifier = tracking.resolve_model(settings.classifier, "score.classifier")
     detector = tracking.resolve_model(settings.anomaly_model, "score.anomaly_model")
     threshold = threshold_of(detector)
-    lake = Lake(spark, config.lake.root)
+    lake = Lake(spark, config.lake.root, commit_lock=config.lake.commit_lock)
     if settings.raw_uri:
         _ingest_raw_drop(spark, config)
     lake.recover(settings.dataset)
@@ -238,6 +239,7 @@ def score_dataset(spark: SparkSession, config: Config) -> ScoreSummary:
                   .mapInPandas(partial(score_partition, models=models), SCORED_SCHEMA)
                   .persist(StorageLevel.MEMORY_AND_DISK))
         try:
+            lake.begin_run(settings.dataset, run_id)
             counts = _write_staging(lake, settings.dataset, run_id, scored, now, config)
         finally:
             scored.unpersist()

@@ -163,7 +163,7 @@ def generate_synthetic(spark: SparkSession, config: Config) -> SyntheticSummary:
 
     started = time.perf_counter()
     settings, dataset = config.synthetic, config.train.dataset
-    lake = Lake(spark, config.lake.root)
+    lake = Lake(spark, config.lake.root, commit_lock=config.lake.commit_lock)
     lake.recover(dataset)
     manifest = lake.require_manifest(dataset)
     experiment_id = tracking.connect(config.tracking)
@@ -194,7 +194,7 @@ def generate_synthetic(spark: SparkSession, config: Config) -> SyntheticSummary:
             label_names=label_names, codec=M.stored_codec(manifest), created_at=now),
             GENERATED_SCHEMA)
         generated = grouped_by_split(in_shuffled_order(generated, partitions))  # tasks are per label: mix them
-        staging = paths.staging(run_id)
+        staging = lake.begin_run(dataset, run_id)
         table_writer(generated, config.lake, "split").parquet(f"{staging}/synthetic")
         written = spark.read.parquet(f"{staging}/synthetic").groupBy("label_name").count().collect()
         counts = dict(sorted((row["label_name"], row["count"]) for row in written))

@@ -108,6 +108,12 @@ def test_rescoring_the_same_slice_replaces_it(scored, workspace, spark):
     table = predictions(spark, config)
     assert table.count() == scored.scored and [r["run_id"] for r in table.select("run_id").distinct().collect()] \
         == [again.run_id]
+    # The replaced run stays on disk for readers of the version it was live in, until `visionlake vacuum`.
+    lake = Lake(spark, config.lake.root)
+    before = lake.read_table("demo", "predictions", lake.read_manifest("demo", scored.version))
+    assert before.count() == scored.scored and [r["run_id"] for r in before.select("run_id").distinct().collect()] \
+        == [scored.run_id]
+    assert lake.read_manifest("demo")["superseded"][scored.run_id]["version"] == again.version
 
 
 def test_undecodable_rows_are_quarantined(scored, workspace, spark):

@@ -14,7 +14,7 @@ from visionlake.data import open_batch_reader
 from visionlake.demo import write_demo_dataset
 from visionlake.images import decode_stored_image, normalise_image
 from visionlake.ingest import IngestError, ingest
-from visionlake.lake import Lake
+from visionlake.lake import Lake, LakeError
 from visionlake.schema import IMAGES_SCHEMA, QUARANTINE_REASONS
 from visionlake.sources import SourceError
 from visionlake.storage import HadoopStorage
@@ -146,9 +146,11 @@ def test_commit_refuses_to_overwrite_a_version_written_concurrently(spark, make_
         real_publish(self, uri, "{}")
         return real_publish(self, uri, text)
     monkeypatch.setattr(HadoopStorage, "publish_text", someone_else_commits_first)
-    with pytest.raises(Exception, match="another ingest may have committed"):
+    with pytest.raises(LakeError, match="version 1 of dataset 'demo' was committed by another writer while run "
+                                        "r.*its published partitions were rolled back"):
         ingest(spark, config)
     assert not list((tmp_path / "lake" / "demo" / "images").rglob("*.parquet"))
+    assert not list((tmp_path / "lake" / "demo" / "_staging").iterdir())
 
 
 def test_archives_are_read_in_memory_and_match_the_folder(spark, make_config, tmp_path):

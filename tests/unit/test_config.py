@@ -33,6 +33,10 @@ def test_overrides_are_typed_and_nested(tmp_path):
     ("ingest.image.quality=0", r"ingest\.image\.quality must be a JPEG quality in 1\.\.100"),
     ("ingest.label.source=parent", r"ingest\.label\.source must be one of folder, parent_folder"),
     ("lake.parquet_compression=gzip", r"lake\.parquet_compression must be one of zstd, snappy, none"),
+    ("lake.retention_hours=-1", r"lake\.retention_hours must be >= 0"),
+    ("lake.retention_hours=week", r"lake\.retention_hours must be a number"),
+    ("lake.commit_lock=s3a://bucket/locks", r"lake\.commit_lock=s3a://bucket/locks must be on a file system with "
+                                            r"exclusive create"),
     ("nonsense", r"must look like key\.path=value"),
 ])
 def test_bad_settings_are_rejected_with_the_key_named(tmp_path, override, message):
@@ -54,6 +58,13 @@ def test_repository_configs_load(tmp_path):
     conf = Path(__file__).resolve().parents[2] / "conf"
     for path in conf.glob("*.yaml"):
         assert load_config(str(path), base_dir=str(tmp_path)).ingest.dataset
+
+
+def test_retention_defaults_to_a_week_and_a_local_commit_lock_resolves_against_the_base(tmp_path):
+    config = load_config(None, ["lake.commit_lock=locks"], base_dir=str(tmp_path))
+    assert config.lake.retention_hours == 168.0 and config.lake.commit_lock == str(tmp_path / "locks")
+    assert load_config(None, ["lake.retention_hours=0", "lake.commit_lock=hdfs://nn:8020/locks"]).lake.commit_lock \
+        == "hdfs://nn:8020/locks"
 
 
 def test_checkpoints_default_to_the_shared_lake(tmp_path):

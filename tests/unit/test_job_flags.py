@@ -75,10 +75,13 @@ def test_a_job_takes_the_flags_of_its_command_with_the_same_help(job, monkeypatc
 @pytest.mark.parametrize("job", JOBS)
 def test_a_job_turns_its_flags_into_the_same_config_as_its_command(job, monkeypatch, capsys):
     parser, _ = _help_of(lambda: _run_job_file(job, ["--help"], monkeypatch), monkeypatch, capsys)
-    argv, settings = ["--conf", str(REPO / "conf" / "mnist.yaml")], []
+    argv, settings, switches = ["--conf", str(REPO / "conf" / "mnist.yaml")], [], []
     for action in parser._actions:
-        if action.option_strings and action.dest not in ("help", "conf"):
-            value = action.choices[-1] if action.choices else ("7" if action.type is int else "parts")
+        if action.option_strings and action.nargs == 0 and action.dest != "help":  # a switch, no config key
+            argv.append(action.option_strings[-1])
+            switches.append(action.dest)
+        elif action.option_strings and action.dest not in ("help", "conf"):
+            value = action.choices[-1] if action.choices else {int: "7", float: "7.5"}.get(action.type, "parts")
             argv += [action.option_strings[-1], value]
             key = re.search(r"\(sets ([\w.]+)", action.help)
             assert key, f"{action.option_strings[-1]}'s help must say which config key it sets"
@@ -97,6 +100,7 @@ def test_a_job_turns_its_flags_into_the_same_config_as_its_command(job, monkeypa
     assert (job_args.command, job_args.conf, job_args.overrides) == (
         cli_args.command, cli_args.conf, cli_args.overrides)
     assert set(settings) <= set(job_args.overrides) and job_args.overrides[-1] == "train.epochs=2"
+    assert all(getattr(job_args, name) is getattr(cli_args, name) is True for name in switches)
 
 
 @pytest.mark.parametrize("job", JOBS)
