@@ -293,7 +293,7 @@ def _load(arguments: list[str], job: Optional[str], base_dir: Path, earlier: tup
             return None
         raise CommandError(f"{'jobs/' + job + '.py' if job else 'visionlake'} rejects its arguments: "
                            f"{usage.getvalue().strip().splitlines()[-1]}") from None
-    conf = _conf_path(args.conf, earlier, files) if args.conf else None
+    conf = [_conf_path(path, earlier, files) for path in args.conf or []]
     try:
         return load_config(conf, args.overrides, base_dir=str(base_dir))
     except ConfigError as error:

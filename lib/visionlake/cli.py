@@ -15,7 +15,6 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -24,7 +23,8 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import visionlake
-from visionlake.config import Config, ConfigError, check_reachable_from_executors, load_config
+from visionlake.config import (Config, ConfigError, check_reachable_from_executors, config_summary,
+                               load_config, resolve_config)
 
 log = logging.getLogger("visionlake")
 
@@ -132,7 +132,9 @@ def add_command_arguments(parser: argparse.ArgumentParser, command: str) -> None
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--conf", metavar="FILE", help="YAML config (default: the embedded conf/local.yaml)")
+    parser.add_argument("--conf", metavar="FILE", action="append",
+                        help="YAML config layered over the embedded defaults (conf/local.yaml); repeat to layer "
+                             "several files, later ones win")
     parser.add_argument("overrides", nargs="*", metavar="key.path=value",
                         help="config overrides, e.g. ingest.dataset=mnist lake.root=/data/lake")
 
@@ -237,7 +239,8 @@ def _run(job: Callable, args: argparse.Namespace) -> int:
     try:
         config = load_config(args.conf, args.overrides)
         log.info("visionlake %s from %s", visionlake.__version__, Path(visionlake.__file__).parent)
-        log.info("config: %s", json.dumps(config.to_dict(), default=str))
+        for line in config_summary(config):
+            log.info("%s", line)
         with spark_session(config.spark) as spark:
             spark.sparkContext.setLogLevel("WARN")
             check_reachable_from_executors(config, spark.sparkContext.master)
@@ -367,14 +370,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.command in ("show-config", "demo-data"):
         configure_logging()
         try:
-            config = load_config(args.conf, args.overrides)
+            resolved = resolve_config(args.conf, args.overrides)
         except ConfigError as error:
             log.error("%s", error)
             return EXIT_BAD_INPUT
         if args.command == "show-config":
-            print(json.dumps(config.to_dict(), indent=2, default=str))
+            print(resolved.describe())
         else:
-            demo_data_job(config)
+            demo_data_job(resolved.config)
         return EXIT_OK
     return _run(_COMMAND_JOBS[args.command], args)
 

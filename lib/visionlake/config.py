@@ -1,7 +1,9 @@
-"""One typed configuration object for every job: YAML file + ``key.path=value`` overrides -> ``Config``.
+"""One typed configuration object for every job, layered: the embedded defaults, then each ``--conf`` YAML file in
+order, then ``key.path=value`` overrides -> ``Config``.
 
-The embedded default is ``visionlake/conf/local.yaml`` (``conf/local.yaml`` in the repository points at it). Unknown
-keys and wrong types are rejected with an error naming the dotted key, before any Spark or MLflow work starts.
+The embedded defaults are ``visionlake/conf/local.yaml`` (``conf/local.yaml`` in the repository points at it); a file
+needs to hold only what it changes. ``resolve_config`` also says which layer set each value (``show-config``).
+Unknown keys and wrong types are rejected with an error naming the dotted key, before any Spark or MLflow work starts.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Iterator, Literal, Optional, Sequence, Union
 
 import yaml
 
@@ -286,31 +288,150 @@ _PATH_KEYS = ("lake.root", "lake.commit_lock", "tracking.artifact_root", "ingest
               "ingest.source.manifest", "train.checkpoint_root", "score.raw_uri")
 
 
-def load_config(path: Optional[str] = None, overrides: Optional[list[str]] = None,
-                base_dir: Optional[str] = None) -> Config:
-    """Loads the YAML config (the embedded default when ``path`` is None) and applies ``key.path=value`` overrides.
+DEFAULTS_LAYER = "defaults"  # the embedded local.yaml
+OVERRIDE_LAYER = "override"
+BUILT_IN_LAYER = "built-in"  # a key no layer sets: the dataclass default
+# Mapping fields whose entries are separate settings, so a layer adds to them entry by entry. Other mappings (split
+# ratios, split folder names) are one setting each, which a layer replaces whole: ratios must sum to 1.
+_MERGED_MAPPINGS = ("spark.conf",)
+
+
+@dataclass(frozen=True)
+class ResolvedConfig:
+    """A config and where each of its values came from: dotted key -> ``defaults``, a file path, ``override``, or
+    ``derived from <key>``. Keys no layer set are absent (``source_of`` says ``built-in``)."""
+    config: Config
+    sources: dict[str, str]
+    layers: tuple[str, ...] = (DEFAULTS_LAYER, OVERRIDE_LAYER)  # lowest first
+
+    def source_of(self, dotted: str) -> str:
+        """The layer that set ``dotted`` or the nearest section or mapping entry above it."""
+        parts = dotted.split(".")
+        for end in range(len(parts), 0, -1):
+            layer = self.sources.get(".".join(parts[:end]))
+            if layer:
+                return layer
+        return BUILT_IN_LAYER
+
+
+    def describe(self) -> str:
+        """Every setting as a ``key=value`` line (pasteable as an override) with the layer that set it."""
+        rows = [(f"{key}={_flow(value)}", self.source_of(key)) for key, value in _leaves(self.config.to_dict())]
+        width = min(max(len(setting) for setting, _ in rows), 64)
+        layers = " < ".join((BUILT_IN_LAYER, *self.layers))
+        return "\n".join([f"# later layers win: {layers}", *(f"{setting:<{width}}  # {layer}" for setting, layer in rows)])
+
+
+def _leaves(tree: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted key, value) of every setting; ``spark.conf`` entries one by one, other mappings as one value."""
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and (dotted in _MERGED_MAPPINGS or not _is_mapping_field(dotted)):
+            yield from _leaves(value, dotted + ".")
+        else:
+            yield dotted, value
+
+
+def _is_mapping_field(dotted: str) -> bool:
+    return _names_a_mapping_entry(dotted.split(".") + ["entry"])
+
+
+def _flow(value: Any) -> str:
+    return yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=10**6).strip().removesuffix("\n...").strip()
+
+
+def config_summary(config: Config) -> list[str]:
+    """A job's configuration in three lines for its log (``visionlake show-config`` prints all of it)."""
+    image, train = config.ingest.image, config.train
+    return [f"config: Spark {config.spark.master}, lake {config.lake.root}, MLflow {config.tracking.tracking_uri}",
+            f"config: ingest {config.ingest.source.uri} -> dataset {config.ingest.dataset!r} ({image.width}x"
+            f"{image.height} {image.mode} {image.codec}); train {train.model} on {train.dataset!r}, {train.epochs} "
+            f"epochs x batch {train.batch_size}/rank, {train.reader} reader",
+            "config: `visionlake show-config` with the same --conf and overrides prints every setting and its layer"]
+
+
+def resolve_config(paths: Union[None, str, Sequence[str]] = None, overrides: Optional[Sequence[str]] = None,
+                   base_dir: Optional[str] = None) -> ResolvedConfig:
+    """Layers the configuration: the embedded defaults (``local.yaml``), then each YAML file in ``paths`` in order,
+    then the ``key.path=value`` overrides; a later layer wins key by key (sections merge, ``spark.conf`` merges entry
+    by entry, other values are replaced whole).
 
     Args:
-        path: YAML file; None for the embedded ``local.yaml``.
+        paths: YAML files layered over the defaults (a single path, a list, or None for the defaults alone).
         overrides: ``dotted.key=value`` strings; values are parsed as YAML scalars/lists.
         base_dir: folder that relative paths in the config resolve against (default: the working directory).
 
     Raises:
-        ConfigError: unreadable file, unknown key, wrong type or invalid value.
+        ConfigError: unreadable file, unknown key (named with its layer), wrong type or invalid value.
     """
-    raw = _read_yaml(path)
+    raw: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    files = [paths] if isinstance(paths, str) else list(paths or [])
+    for layer, data in [(DEFAULTS_LAYER, _read_yaml(None)), *((path, _read_yaml(path)) for path in files)]:
+        _merge_layer(raw, data, Config, "", layer, sources)
     for override in overrides or []:
         key, sep, value = override.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"override {override!r} must look like key.path=value, e.g. ingest.dataset=mnist")
-        _set_dotted(raw, _split_key(key.strip()), yaml.safe_load(value) if value.strip() else "")
+        parts = _split_key(key.strip())
+        parsed = yaml.safe_load(value) if value.strip() else ""
+        _merge_layer(raw, _nested(parts, parsed), Config, "", OVERRIDE_LAYER, sources,
+                     entries_merge=_names_a_mapping_entry(parts))
     config = _build(Config, raw, "")
     config = _absolutise_paths(config, Path(base_dir or os.getcwd()))
     if not config.train.checkpoint_root:
         config = dataclasses.replace(config, train=dataclasses.replace(
             config.train, checkpoint_root=f"{config.lake.root.rstrip('/')}/_checkpoints"))
+        sources["train.checkpoint_root"] = "derived from lake.root"
     validate(config)
-    return config
+    return ResolvedConfig(config, sources, (DEFAULTS_LAYER, *files, OVERRIDE_LAYER))
+
+
+def load_config(paths: Union[None, str, Sequence[str]] = None, overrides: Optional[Sequence[str]] = None,
+                base_dir: Optional[str] = None) -> Config:
+    """The ``Config`` of ``resolve_config`` (same arguments, same errors)."""
+    return resolve_config(paths, overrides, base_dir).config
+
+
+def _nested(parts: list[str], value: Any) -> dict[str, Any]:
+    for part in reversed(parts):
+        value = {part: value}
+    return value
+
+
+def _merge_layer(tree: dict[str, Any], data: Any, cls: Any, prefix: str, layer: str, sources: dict[str, str],
+                 entries_merge: bool = False) -> None:
+    """Merges one layer's mapping into ``tree`` and records ``layer`` as the source of every key it sets.
+
+    ``entries_merge``: every mapping field merges entry by entry (for an override that names one entry, e.g.
+    ``ingest.split.ratios.val=0.2``); otherwise only ``_MERGED_MAPPINGS`` do.
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} in {layer} must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls) if dataclasses.is_dataclass(cls) else {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        hint = hints.get(key)
+        if dataclasses.is_dataclass(cls) and hint is None:
+            known = ", ".join(sorted(f.name for f in dataclasses.fields(cls)))
+            raise ConfigError(f"unknown config key {dotted} in {layer}; known keys under "
+                              f"{prefix.rstrip('.') or 'the top level'}: {known}")
+        if dataclasses.is_dataclass(hint) and not isinstance(value, dict):
+            raise ConfigError(f"{dotted} in {layer} must be a mapping (a section of settings), got {value!r}")
+        merges = dataclasses.is_dataclass(hint) or (typing.get_origin(hint) is dict and (
+            entries_merge or dotted in _MERGED_MAPPINGS))
+        if merges and isinstance(value, dict) and isinstance(tree.get(key, {}), dict):
+            child = tree.setdefault(key, {})
+            if dataclasses.is_dataclass(hint):
+                _merge_layer(child, value, hint, dotted + ".", layer, sources, entries_merge)
+            else:
+                child.update(value)
+                sources.update({f"{dotted}.{entry}": layer for entry in value})
+            continue
+        tree[key] = value
+        for stale in [name for name in sources if name.startswith(dotted + ".")]:
+            del sources[stale]
+        sources[dotted] = layer
 
 
 def is_local_master(master: str) -> bool:
@@ -450,20 +571,19 @@ def _split_key(dotted: str) -> list[str]:
     return parts
 
 
-def _set_dotted(tree: dict[str, Any], parts: list[str], value: Any) -> None:
-    *parents, leaf = parts
-    node = tree
-    for part in parents:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"override {'.'.join(parts)}: {part} is not a section")
-        node = child
-    node[leaf] = value
+def _names_a_mapping_entry(parts: list[str]) -> bool:
+    """``ingest.split.ratios.val``: the key's parent is a mapping field, so the key sets one entry of it."""
+    cls: Any = Config
+    for part in parts[:-1]:
+        if not dataclasses.is_dataclass(cls):
+            return False
+        cls = typing.get_type_hints(cls).get(part)
+    return typing.get_origin(cls) is dict
 
 
 def _build(cls: type, data: Any, prefix: str) -> Any:
     if not isinstance(data, dict):
-        raise ConfigError(f"{prefix or 'config'} must be a mapping, got {type(data).__name__}")
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - known)

@@ -1,6 +1,6 @@
 import pytest
 
-from visionlake.config import ConfigError, load_config
+from visionlake.config import ConfigError, load_config, resolve_config
 
 
 def test_embedded_default_is_local_and_resolves_paths_against_the_base(tmp_path):
@@ -98,3 +98,74 @@ def test_a_cluster_config_on_the_shared_lake_and_a_server_passes(tmp_path):
     check_reachable_from_executors(load_config(None, ["tracking.tracking_uri=http://mlflow:5000",
                                                       "tracking.artifact_root=", "lake.root=s3a://bucket/lake"],
                                                base_dir=str(tmp_path)), "yarn")
+
+
+def _write(folder, name: str, text: str) -> str:
+    path = folder / name
+    path.write_text(text)
+    return str(path)
+
+
+def test_a_file_layers_over_the_embedded_defaults_instead_of_replacing_them(tmp_path):
+    defaults = load_config(None, base_dir=str(tmp_path))
+    user = _write(tmp_path, "user.yaml", "lake: {root: /data/lake}\ningest: {dataset: parts}\ntrain: {epochs: 3}\n")
+    config = load_config(user, base_dir=str(tmp_path))
+    assert (config.lake.root, config.ingest.dataset, config.train.epochs) == ("/data/lake", "parts", 3)
+    # What the file does not set stays as the defaults have it, down to single Spark properties.
+    assert config.spark.conf["spark.driver.memory"] == defaults.spark.conf["spark.driver.memory"] == "4g"
+    assert config.train.batch_size == defaults.train.batch_size and config.ingest.image == defaults.ingest.image
+
+
+def test_files_layer_in_order_then_overrides_and_show_config_names_each_value_s_layer(tmp_path, capsys):
+    from visionlake.cli import main
+
+    first = _write(tmp_path, "first.yaml", "spark: {conf: {spark.driver.memory: 8g, spark.ui.enabled: 'false'}}\n"
+                                           "ingest: {dataset: first, split: {ratios: {train: 0.5, val: 0.5}}}\n"
+                                           "train: {epochs: 2, batch_size: 64}\n")
+    second = _write(tmp_path, "second.yaml", "spark: {conf: {spark.driver.memory: 2g}}\ningest: {dataset: second}\n"
+                                             "train: {epochs: 4}\n")
+    resolved = resolve_config([first, second], ["train.epochs=9"], base_dir=str(tmp_path))
+    config = resolved.config
+    assert (config.ingest.dataset, config.train.epochs, config.train.batch_size) == ("second", 9, 64)
+    # spark.conf merges property by property; split ratios are one setting, replaced whole (they must sum to 1).
+    assert config.spark.conf["spark.driver.memory"] == "2g" and config.spark.conf["spark.ui.enabled"] == "false"
+    assert config.spark.conf["spark.sql.shuffle.partitions"] == "8"
+    assert config.ingest.split.ratios == {"train": 0.5, "val": 0.5}
+    assert {key: resolved.source_of(key) for key in (
+        "ingest.dataset", "train.epochs", "train.batch_size", "spark.conf.spark.driver.memory",
+        "spark.conf.spark.ui.enabled", "spark.master", "ingest.split.ratios", "ingest.image.quality",
+        "train.checkpoint_root")} == {
+        "ingest.dataset": second, "train.epochs": "override", "train.batch_size": first,
+        "spark.conf.spark.driver.memory": second, "spark.conf.spark.ui.enabled": first, "spark.master": "defaults",
+        "ingest.split.ratios": first, "ingest.image.quality": "built-in",
+        "train.checkpoint_root": "derived from lake.root"}
+
+    assert main(["show-config", "--conf", first, "--conf", second, "train.epochs=9"]) == 0
+    shown = capsys.readouterr().out.splitlines()
+    assert shown[0] == f"# later layers win: built-in < defaults < {first} < {second} < override"
+    rows = {line.split("#")[0].strip(): line.rsplit("# ", 1)[1] for line in shown[1:]}
+    assert rows["ingest.dataset=second"] == second and rows["train.epochs=9"] == "override"
+    assert rows["spark.conf.spark.ui.enabled='false'"] == first and rows["train.batch_size=64"] == first
+    assert rows["ingest.split.ratios={train: 0.5, val: 0.5}"] == first
+    assert len(rows) == len(shown) - 1 > 60, "every setting is shown, one per line"
+
+
+def test_an_override_of_one_mapping_entry_changes_only_that_entry(tmp_path):
+    config = load_config(None, ["ingest.split.ratios.val=0.05", "ingest.split.ratios.test=0.25"],
+                         base_dir=str(tmp_path))
+    assert config.ingest.split.ratios == {"train": 0.7, "val": 0.05, "test": 0.25}
+    whole = load_config(None, ["ingest.split.ratios={train: 0.9, test: 0.1}"], base_dir=str(tmp_path))
+    assert whole.ingest.split.ratios == {"train": 0.9, "test": 0.1}
+
+
+def test_a_layer_s_unknown_key_or_wrong_type_is_rejected_naming_the_key_and_the_file(tmp_path):
+    good = _write(tmp_path, "good.yaml", "train: {epochs: 3}\n")
+    typo = _write(tmp_path, "typo.yaml", "train: {epohcs: 3}\n")
+    with pytest.raises(ConfigError, match=rf"unknown config key train\.epohcs in {typo}; known keys under train: "):
+        load_config([good, typo], base_dir=str(tmp_path))
+    wrong = _write(tmp_path, "wrong.yaml", "train: {epochs: many}\n")
+    with pytest.raises(ConfigError, match=r"train\.epochs must be an integer, got 'many'"):
+        load_config([good, wrong], base_dir=str(tmp_path))
+    section = _write(tmp_path, "section.yaml", "train: 3\n")
+    with pytest.raises(ConfigError, match=rf"train in {section} must be a mapping \(a section of settings\), got 3"):
+        load_config(section, base_dir=str(tmp_path))
