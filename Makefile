@@ -17,7 +17,7 @@ BENCH_STAMP := $(VENV)/.bench-stamp
 
 .PHONY: setup airflow-setup demo test test-unit cluster-up cluster-down cluster-test airflow-test bench-ingest \
 	bench-train bench-gan bench-anomaly bench-score bench-photos bench-cluster dist cluster-env lock clean mlflow-ui \
-	notebooks notebooks-strip airflow-demo
+	notebooks notebooks-strip airflow-demo browser
 
 setup: $(STAMP)
 
@@ -42,9 +42,17 @@ $(AIRFLOW_STAMP): constraints-airflow.txt
 demo: setup
 	$(VENV)/bin/visionlake demo
 
+# A real headless browser for the test that opens the demo's HTML report: Chromium from the system packages.
+browser:
+	@command -v chromium >/dev/null || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get install -y -q --no-install-recommends chromium >/dev/null || \
+			{ apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends chromium >/dev/null; }; \
+		else echo "the report test needs Chromium: sudo apt-get install chromium (or your system's package)"; exit 1; fi; }
+
 # The whole suite: the Airflow DAG run (tests/integration/test_airflow.py) and the two-node cluster run
 # (tests/cluster) included; the README's cluster commands ship dist/'s wheel and packed environment.
-test: setup airflow-setup cluster-env dist
+test: setup airflow-setup cluster-env dist browser
 	$(PY) -m pytest tests
 
 # A two-node Spark standalone cluster on this machine (tests/cluster/harness.py): master and two 1-core workers on
@@ -57,7 +65,7 @@ cluster-down:
 	$(PY) -m tests.cluster.harness down
 
 # The whole pipeline and the Airflow DAG on that cluster, shipped as users ship it (packed env + wheel).
-cluster-test: setup airflow-setup cluster-env dist
+cluster-test: setup airflow-setup cluster-env dist browser
 	$(PY) -m pytest tests/cluster
 
 test-unit: setup

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
 import visionlake
+from visionlake.console import configure_logging
 from visionlake.config import (Config, ConfigError, check_reachable_from_executors, config_summary,
                                load_config, resolve_config)
 
@@ -135,6 +135,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--conf", metavar="FILE", action="append",
                         help="YAML config layered over the embedded defaults (conf/local.yaml); repeat to layer "
                              "several files, later ones win")
+    parser.add_argument("--verbose", action="store_true",
+                        help="other libraries' log lines on the console too, not only in log.file")
     parser.add_argument("overrides", nargs="*", metavar="key.path=value",
                         help="config overrides, e.g. ingest.dataset=mnist lake.root=/data/lake")
 
@@ -148,24 +150,6 @@ def parse_command_line(parser: argparse.ArgumentParser, argv: Optional[list[str]
         parser.error(f"unrecognized arguments: {' '.join(stray)}")
     args.overrides = [*getattr(args, "overrides", []), *extra]
     return args
-
-
-class _Py4JReconnectFilter(logging.Filter):
-    """Horovod's driver forks helper processes that inherit the py4j socket; when one exits, py4j logs the reset
-    with a traceback through the root logger and then reconnects on its own. The record is noise, not an error."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.getMessage() != "Exception while sending command."
-
-
-def configure_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S", stream=sys.stderr)
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(_Py4JReconnectFilter())
-    for noisy in ("py4j", "pyspark"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up banners, before it is imported
 
 
 def _user_errors() -> tuple[type, ...]:
@@ -211,7 +195,8 @@ def parse_arguments(argv: Optional[list[str]] = None, job: Optional[str] = None)
         args.command = JOB_COMMANDS[job]
     elif args.command == "train":
         args.command = f"train {args.trainer}"
-    args.overrides = [*flag_overrides(args.command, args), *args.overrides]
+    verbose = ["log.verbose=true"] if getattr(args, "verbose", False) else []
+    args.overrides = [*flag_overrides(args.command, args), *verbose, *args.overrides]
     return args
 
 
@@ -236,12 +221,14 @@ def _run(job: Callable, args: argparse.Namespace) -> int:
     from visionlake.spark import spark_session
 
     configure_logging()
+    config: Optional[Config] = None
     try:
         config = load_config(args.conf, args.overrides)
+        configure_logging(config.log.file, config.log.verbose)
         log.info("visionlake %s from %s", visionlake.__version__, Path(visionlake.__file__).parent)
         for line in config_summary(config):
             log.info("%s", line)
-        with spark_session(config.spark) as spark:
+        with spark_session(config.spark, jvm_log=None if config.log.verbose else config.log.file) as spark:
             spark.sparkContext.setLogLevel("WARN")
             check_reachable_from_executors(config, spark.sparkContext.master)
             job(spark, config, **_switches(args))
@@ -251,6 +238,9 @@ def _run(job: Callable, args: argparse.Namespace) -> int:
     except Exception:  # noqa: BLE001 - the job boundary: report and turn into an exit status
         log.exception("job failed")
         return EXIT_FAILED
+    finally:
+        if config is not None and not config.log.verbose:
+            log.info("other libraries' output (Spark, MLflow, TensorFlow, Horovod ranks): %s", config.log.file)
     return EXIT_OK
 
 

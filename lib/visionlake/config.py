@@ -264,6 +264,16 @@ class DemoConfig:
     quality_samples: int = 1000         # images per FCD estimate in the demo (generative.quality.samples)
     # `visionlake demo` trains the anomaly model on these shapes only, so circles show up as the anomalies.
     normal_labels: list[str] = field(default_factory=lambda: ["cross", "ring", "square", "triangle"])
+    # The HTML report of a demo run (pictures inline; open it without a server), relative to the working directory.
+    report: str = "demo-report.html"
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    # Everything other libraries log (Spark's JVM, MLflow, petastorm, TensorFlow, Horovod's rank output) goes here,
+    # appended; the console shows visionlake's own lines. Relative to the working directory, the job's workspace.
+    file: str = "visionlake.log"
+    verbose: bool = False         # the other libraries' lines on the console too (`--verbose`)
 
 
 @dataclass(frozen=True)
@@ -278,13 +288,14 @@ class Config:
     anomaly: AnomalyConfig = field(default_factory=AnomalyConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
+    log: LogConfig = field(default_factory=LogConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
 # Keys holding local paths or URIs; relative local paths are made absolute against the working directory at load.
-_PATH_KEYS = ("lake.root", "lake.commit_lock", "tracking.artifact_root", "ingest.source.uri",
+_PATH_KEYS = ("lake.root", "lake.commit_lock", "log.file", "demo.report", "tracking.artifact_root", "ingest.source.uri",
               "ingest.source.manifest", "train.checkpoint_root", "score.raw_uri")
 
 
@@ -319,7 +330,8 @@ class ResolvedConfig:
         rows = [(f"{key}={_flow(value)}", self.source_of(key)) for key, value in _leaves(self.config.to_dict())]
         width = min(max(len(setting) for setting, _ in rows), 64)
         layers = " < ".join((BUILT_IN_LAYER, *self.layers))
-        return "\n".join([f"# later layers win: {layers}", *(f"{setting:<{width}}  # {layer}" for setting, layer in rows)])
+        lines = (f"{setting:<{width}}  # {layer}" for setting, layer in rows)
+        return "\n".join([f"# later layers win: {layers}", *lines])
 
 
 def _leaves(tree: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -337,7 +349,8 @@ def _is_mapping_field(dotted: str) -> bool:
 
 
 def _flow(value: Any) -> str:
-    return yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=10**6).strip().removesuffix("\n...").strip()
+    text = yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=10**6)
+    return text.strip().removesuffix("\n...").strip()
 
 
 def config_summary(config: Config) -> list[str]:
@@ -345,8 +358,8 @@ def config_summary(config: Config) -> list[str]:
     image, train = config.ingest.image, config.train
     return [f"config: Spark {config.spark.master}, lake {config.lake.root}, MLflow {config.tracking.tracking_uri}",
             f"config: ingest {config.ingest.source.uri} -> dataset {config.ingest.dataset!r} ({image.width}x"
-            f"{image.height} {image.mode} {image.codec}); train {train.model} on {train.dataset!r}, {train.epochs} "
-            f"epochs x batch {train.batch_size}/rank, {train.reader} reader",
+            f"{image.height} {image.mode} {image.codec}); train {train.model} on {train.dataset!r}, "
+            f"{train.epochs} epochs x batch {train.batch_size}/rank, {train.reader} reader",
             "config: `visionlake show-config` with the same --conf and overrides prints every setting and its layer"]
 
 

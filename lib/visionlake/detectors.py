@@ -27,6 +27,7 @@ from pyspark.sql import SparkSession
 from visionlake import tracking
 from visionlake.anomaly import Calibration, calibrate, roc_auc
 from visionlake.config import Config, ConfigError
+from visionlake.console import library_prints_to_log
 from visionlake.data import InputSpec
 from visionlake.generative import GenerativePlan, fit_generative, prepare_generative
 from visionlake.lake import Lake
@@ -243,9 +244,10 @@ def _log_and_register(scorer: AnomalyScorer, artifacts: dict[str, str], register
     example = np.zeros((2, *image_shape), np.float32)
     scorer_for_logging = AnomalyScorer(scorer.method, scorer.image_shape, scorer.feature_weight)
     signature = infer_signature(example, scorer.score(example))
-    info = mlflow.pyfunc.log_model(name="model", python_model=scorer_for_logging, artifacts=artifacts,
-                                   signature=signature, input_example=example,
-                                   registered_model_name=registered_name)
+    with library_prints_to_log("mlflow"):
+        info = mlflow.pyfunc.log_model(name="model", python_model=scorer_for_logging, artifacts=artifacts,
+                                       signature=signature, input_example=example,
+                                       registered_model_name=registered_name)
     return str(info.registered_model_version)
 
 

@@ -8,13 +8,12 @@ and replaces the dataset's contents in one commit (the replaced files stay for r
 """
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import logging
 import time
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
@@ -25,6 +24,7 @@ from visionlake.config import Config
 from visionlake.decode import DecodePlan, decode_partition, discover_label_names
 from visionlake.labels import merge_label_names
 from visionlake.lake import Lake, grouped_by_split, in_shuffled_order, new_run_id, table_writer
+from visionlake.progress import phase
 from visionlake.schema import DECODED_SCHEMA, IMAGE_FIELDS, QUARANTINE_FIELDS
 from visionlake.sources import read_raw_records
 from visionlake.tfrecord import write_shards
@@ -33,13 +33,6 @@ log = logging.getLogger(__name__)
 
 _SHARD_RESULT_SCHEMA = "split string, file string, records long"
 _DUPLICATE_SCHEMA = "source_path string, split string, label_name string, detail string"
-
-
-@contextlib.contextmanager
-def _phase(name: str) -> Iterator[None]:
-    started = time.perf_counter()
-    yield
-    log.info("%s: %.1fs", name, time.perf_counter() - started)
 
 
 class IngestError(RuntimeError):
@@ -107,7 +100,7 @@ def ingest(spark: SparkSession, config: Config) -> IngestSummary:
     if base:
         processed = existing_images.select("source_path").unionByName(
             lake.read_table(settings.dataset, "quarantine", base).select("source_path"))
-    with _phase("listing + labels"):
+    with phase("listing + labels", spark):
         raw = read_raw_records(spark, settings.source, settings.limits, processed)
         label_names = _resolve_label_names(raw, settings, base)
     plan = DecodePlan(settings, tuple(label_names))
@@ -117,9 +110,9 @@ def ingest(spark: SparkSession, config: Config) -> IngestSummary:
                .mapInPandas(partial(decode_partition, plan=plan), DECODED_SCHEMA)
                .persist(StorageLevel.MEMORY_AND_DISK))
     try:
-        with _phase(f"decode {settings.source.uri} + find duplicates"):
+        with phase(f"decode {settings.source.uri} + find duplicates", spark):
             duplicates = _find_duplicates(decoded, existing_images)
-        with _phase("statistics"):
+        with phase("statistics", spark):
             added, quarantined, examples, fingerprint = summarise_statistics(_group_statistics(decoded), duplicates)
         if previous is not None and not settings.full_rebuild and fingerprint[0] == 0:
             log.info("nothing new under %s: dataset %r stays at version %d", settings.source.uri, settings.dataset,
@@ -130,12 +123,12 @@ def ingest(spark: SparkSession, config: Config) -> IngestSummary:
         images, quarantine = _final_tables(spark, decoded, duplicates, now)
         images = grouped_by_split(images, by="source_path")
         staging = lake.begin_run(settings.dataset, run_id)
-        with _phase("images table"):
+        with phase("images table", spark):
             table_writer(images, config.lake, "split").parquet(f"{staging}/images")
         if quarantined:
-            with _phase("quarantine table"):
+            with phase("quarantine table", spark):
                 table_writer(quarantine.coalesce(1), config.lake).parquet(f"{staging}/quarantine")
-        with _phase("TFRecord shards"):
+        with phase("TFRecord shards", spark):
             shards = _write_tfrecords(images, f"{staging}/tfrecord", config) if settings.tfrecord else []
     finally:
         decoded.unpersist()
@@ -145,7 +138,7 @@ def ingest(spark: SparkSession, config: Config) -> IngestSummary:
         added=added, quarantined=quarantined, shards=shards, fingerprint=fingerprint,
         tables={name: paths.table(name) for name in ("images", "quarantine", "tfrecord")},
         compression=config.lake.tfrecord_compression, config=config.to_dict())
-    with _phase("commit"):
+    with phase("commit", spark):
         version = lake.publish_and_commit(settings.dataset, run_id, manifest)
     summary = IngestSummary(
         dataset=settings.dataset, version=version, run_id=run_id, added=added,

@@ -16,13 +16,15 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from pyspark.sql import SparkSession
 
+from visionlake.console import RankOutput
+from visionlake.progress import EpochProgress
+
 if TYPE_CHECKING:
     from visionlake.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
 _ERROR_MARKER = "VISIONLAKE-RANK-FAILED"
-_FORWARDED_LINE = re.compile(r"^\[(\d+)\]<stderr>:(.*)$")
 
 
 class TrainingError(RuntimeError):
@@ -43,33 +45,17 @@ class RankSettings:
     mixed_precision: bool = False
 
 
-class _ForwardedStderr:
-    """Horovod forwards each rank's stderr to the driver as "[rank]<stderr>:line"; keep the failing rank's report."""
+class _RankFailures:
+    """Picks each failing rank's report (after ``_ERROR_MARKER``) out of the ranks' forwarded stderr."""
 
-    def __init__(self, echo):
-        self._echo = echo
-        self._buffer = ""
+    def __init__(self):
         self.failures: dict[int, list[str]] = {}
-        self._reporting: set[int] = set()
 
-    def write(self, text: str) -> int:
-        self._echo.write(text)
-        self._buffer += text
-        *lines, self._buffer = self._buffer.split("\n")
-        for line in lines:
-            match = _FORWARDED_LINE.match(line)
-            if not match:
-                continue
-            rank, content = int(match.group(1)), match.group(2)
-            if content.startswith(_ERROR_MARKER):
-                self._reporting.add(rank)
-                self.failures.setdefault(rank, [])
-            elif rank in self._reporting:
-                self.failures[rank].append(content)
-        return len(text)
-
-    def flush(self) -> None:
-        self._echo.flush()
+    def __call__(self, rank: int, content: str) -> None:
+        if content.startswith(_ERROR_MARKER):
+            self.failures.setdefault(rank, [])
+        elif rank in self.failures:
+            self.failures[rank].append(content)
 
 
 def _run_guarded(fn: Callable, args: tuple) -> Any:
@@ -95,17 +81,23 @@ def run_on_ranks(spark: SparkSession, fn: Callable, args: tuple, num_proc: int) 
     env = {"TF_CPP_MIN_LOG_LEVEL": "2", **shipped_code_path(spark)}
     if loopback:
         env["HOROVOD_GLOO_IFACE"] = "lo"  # Horovod: Gloo rendezvous on loopback only when every node is this machine
-    forwarded = _ForwardedStderr(sys.stderr)
+    failures, steps = _RankFailures(), EpochProgress()
+    output = RankOutput(relay=lambda rank, text: log.info("rank %d: %s", rank, text), on_line=failures,
+                        progress=steps.update)
     log.info("starting %d Horovod rank(s) on %s", num_proc, master)
     try:
-        return horovod.spark.run(_run_guarded, args=(fn, args), num_proc=num_proc, env=env, stderr=forwarded,
-                                 nics={"lo"} if loopback else None, verbose=0,
+        return horovod.spark.run(_run_guarded, args=(fn, args), num_proc=num_proc, env=env, stdout=output,
+                                 stderr=output, nics={"lo"} if loopback else None, verbose=0,
                                  executable=rank_python(spark))
     except Exception as error:  # noqa: BLE001 - Horovod raises plain RuntimeErrors; we add the rank's traceback
-        if forwarded.failures:
-            rank = min(forwarded.failures)
-            raise TrainingError(rank, "\n".join(forwarded.failures[rank]), str(error).splitlines()[0]) from error
+        output.flush()
+        if failures.failures:
+            rank = min(failures.failures)
+            raise TrainingError(rank, "\n".join(failures.failures[rank]), str(error).splitlines()[0]) from error
         raise TrainingError(None, "", str(error)) from error
+    finally:
+        output.flush()
+        steps.close()
 
 
 def on_loopback(master: str) -> bool:

@@ -30,6 +30,8 @@ class DemoSummary:
     anomaly_rate: float
     per_label_anomaly_rate: dict[str, float]
     step_seconds: dict[str, float] = field(default_factory=dict)
+    figures: dict[str, str] = field(default_factory=dict)  # how well the models work, against the demo's targets
+    report_path: str = ""
 
     @property
     def seconds(self) -> float:
@@ -45,8 +47,13 @@ class DemoSummary:
             shown = ", ".join(f"@{alias} = v{version}" for alias, version in sorted(aliases.items())) or "no alias"
             lines.append(f"  {name:<24} {shown}")
         rates = ", ".join(f"{label} {rate:.0%}" for label, rate in sorted(self.per_label_anomaly_rate.items()))
-        lines += [f"anomaly rate {self.anomaly_rate:.1%} (per predicted label: {rates})",
-                  "next:",
+        lines += [f"anomaly rate {self.anomaly_rate:.1%} (per predicted label: {rates})"]
+        if self.figures:
+            lines.append("models:")
+            lines += [f"  {name:<34} {value}" for name, value in self.figures.items()]
+        if self.report_path:
+            lines.append(f"report: {self.report_path}   # open it in a browser: pictures of all of the above")
+        lines += ["next:",
                   "  make mlflow-ui                  # runs, sample grids, confusion matrices, models: "
                   "http://127.0.0.1:5000",
                   "  .venv/bin/jupyter lab notebooks/  # 01_explore_lake, 02_models, 03_anomalies "
@@ -90,10 +97,45 @@ def run_demo(spark: SparkSession, config: Config) -> DemoSummary:
         results[name] = step()  # each step logs its own summary
         seconds[name] = time.perf_counter() - started
     scored = results["scoring"]
+    figures = demo_figures(results["classifier"], results["anomaly model"], results["conditional GAN"])
+    report = write_demo_report(spark, config, figures, results)
     return DemoSummary(dataset=config.score.dataset, lake_root=config.lake.root,
                        tracking_uri=config.tracking.tracking_uri, tables=table_counts(spark, config),
                        models=registered_aliases(config), anomaly_rate=scored.anomaly_rate,
-                       per_label_anomaly_rate=scored.per_label_anomaly_rate, step_seconds=seconds)
+                       per_label_anomaly_rate=scored.per_label_anomaly_rate, step_seconds=seconds,
+                       figures=figures, report_path=str(report))
+
+
+def demo_figures(classifier, detector, generator) -> dict[str, str]:
+    """The figures that say whether the demo's models work, each with the demo's target."""
+    metrics = generator.metrics
+    fcd, floor = metrics.get("fcd"), metrics.get("fcd_train_test")
+    auroc = "n/a" if detector.val_auroc is None else f"{detector.val_auroc:.3f}"
+    figures = {"classifier test accuracy": f"{classifier.test_accuracy:.3f} (target >= 0.95)",
+               "anomaly detector val AUROC": f"{auroc} (target >= 0.95)",
+               "conditional GAN conditional accuracy": f"{metrics.get('conditional_accuracy', float('nan')):.3f} "
+                                                       "(target >= 0.8)"}
+    if fcd is not None and floor:
+        figures["conditional GAN FCD"] = (f"{fcd:.2f} = {fcd / floor:.2f}x the train-vs-test floor {floor:.2f} "
+                                          "(target <= 2x)")
+    return figures
+
+
+def write_demo_report(spark: SparkSession, config: Config, figures: dict[str, str], results: dict[str, Any]):
+    """Writes ``demo.report``, the HTML report of this demo run; returns its path."""
+    from pathlib import Path
+
+    from visionlake.report import collect_report, render_html
+
+    detector = results["anomaly model"]
+    inputs = collect_report(spark, config, figures, classifier_run=results["classifier"].run_id,
+                            generator_run=results["conditional GAN"].run_id, scoring=results["scoring"],
+                            threshold=detector.calibration.threshold)
+    path = Path(config.demo.report)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_html(inputs), encoding="utf-8")
+    log.info("demo report: %s", path)
+    return path
 
 
 def table_counts(spark: SparkSession, config: Config) -> dict[str, int]:

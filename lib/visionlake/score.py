@@ -34,6 +34,7 @@ from pyspark.sql import types as T
 from visionlake import tracking
 from visionlake.config import Config, ConfigError
 from visionlake.lake import Lake, LakeError, new_run_id, table_writer
+from visionlake.progress import phase
 from visionlake.schema import PREDICTION_FIELDS, QUARANTINE_FIELDS
 
 log = logging.getLogger(__name__)
@@ -240,7 +241,8 @@ def score_dataset(spark: SparkSession, config: Config) -> ScoreSummary:
                   .persist(StorageLevel.MEMORY_AND_DISK))
         try:
             lake.begin_run(settings.dataset, run_id)
-            counts = _write_staging(lake, settings.dataset, run_id, scored, now, config)
+            with phase("scoring", spark):
+                counts = _write_staging(lake, settings.dataset, run_id, scored, now, config)
         finally:
             scored.unpersist()
         record = {"table": settings.table, "dataset_version": manifest["version"],

@@ -8,12 +8,13 @@ import re
 import shutil
 import sys
 import tempfile
-from typing import Iterator
+from typing import Iterator, Optional
 
 from pyspark import SparkConf
 from pyspark.sql import SparkSession
 
 from visionlake.config import SparkConfig
+from visionlake.console import child_output_to
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +37,12 @@ def launched_by_spark_submit() -> bool:
     return "PYSPARK_GATEWAY_PORT" in os.environ
 
 
-def start_session(config: SparkConfig) -> SparkSession:
+def start_session(config: SparkConfig, jvm_log: Optional[str] = None) -> SparkSession:
     """The session for ``config``: under spark-submit the master and resources come from the submit; otherwise
-    ``config.master`` runs locally with every Spark service bound to 127.0.0.1. The caller stops it."""
+    ``config.master`` runs locally with every Spark service bound to 127.0.0.1. The caller stops it.
+
+    ``jvm_log``: a file that takes the output of the JVM and its Python workers instead of the console, when the
+    JVM starts here (under spark-submit, the JVM's output is the submitter's)."""
     builder = SparkSession.builder.appName(config.app_name)
     if not launched_by_spark_submit():
         # The JVM reads SPARK_LOCAL_IP at launch for the UI and block manager; the driver settings cover the rest.
@@ -57,7 +61,8 @@ def start_session(config: SparkConfig) -> SparkSession:
             for key in ("spark.driver.host", "spark.driver.bindAddress"):
                 if not submitted.contains(key):
                     builder = builder.config(key, LOOPBACK)
-    spark = builder.getOrCreate()
+    with child_output_to(None if launched_by_spark_submit() else jvm_log):
+        spark = builder.getOrCreate()
     if launched_by_spark_submit():
         ship_wheels_to_python_workers(spark)
     chosen = spark.sparkContext.getConf()  # what the builder or spark-submit set explicitly
@@ -88,9 +93,9 @@ def ship_wheels_to_python_workers(spark: SparkSession) -> None:
 
 
 @contextlib.contextmanager
-def spark_session(config: SparkConfig) -> Iterator[SparkSession]:
+def spark_session(config: SparkConfig, jvm_log: Optional[str] = None) -> Iterator[SparkSession]:
     """``start_session`` that always stops the session, also when the job fails."""
-    spark = start_session(config)
+    spark = start_session(config, jvm_log)
     try:
         yield spark
     finally:

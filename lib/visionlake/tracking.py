@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator, Optional
 
 from visionlake.config import TrackingConfig
+from visionlake.console import library_prints_to_log
 
 log = logging.getLogger(__name__)
 
@@ -236,8 +237,10 @@ def log_keras_model(model, registered_name: str, with_example: bool = True) -> s
     model_input = next(iter(examples.values())) if single else examples
     signature = infer_signature(model_input, model.predict(model_input if single else list(examples.values()),
                                                            verbose=0))
-    info = mlflow.tensorflow.log_model(model, name="model", signature=signature, registered_model_name=registered_name,
-                                       input_example=model_input if with_example and single else None)
+    with library_prints_to_log("mlflow"):
+        info = mlflow.tensorflow.log_model(model, name="model", signature=signature,
+                                           registered_model_name=registered_name,
+                                           input_example=model_input if with_example and single else None)
     return str(info.registered_model_version)
 
 

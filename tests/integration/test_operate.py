@@ -3,6 +3,8 @@ store, and the notebooks executed top to bottom on the demo lake."""
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -47,6 +49,43 @@ def test_demo_runs_every_step_and_ends_with_a_summary(demo):
     report = summary.report()
     for expected in ("predictions", "@champion = v1", "anomaly rate", "make mlflow-ui", "notebooks"):
         assert expected in report
+
+
+# Chromium reads the report from disk and reaches nothing: every host resolves to nothing, every request that still
+# tries goes to a closed loopback port, and the background services that phone home are off.
+CHROMIUM_OFFLINE = ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-extensions",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    "--disable-default-apps", "--host-resolver-rules=MAP * ~NOTFOUND",
+                    "--proxy-server=127.0.0.1:9", "--proxy-bypass-list=<-loopback>", "--virtual-time-budget=10000"]
+
+
+def rendered_dom(page: Path, profile: Path) -> str:
+    """The page's DOM after it loaded (scripts run) in a real headless Chromium."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.fail("Chromium is missing: `make test` installs it (make browser)")
+    result = subprocess.run([chromium, *CHROMIUM_OFFLINE, f"--user-data-dir={profile}", "--dump-dom",
+                             page.as_uri()], capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def test_the_demo_report_shows_every_picture_in_a_real_browser(demo, tmp_path):
+    root, config, summary = demo
+    report = Path(summary.report_path)
+    assert report == root / "demo-report.html" and f"report: {report}" in summary.report()
+
+    dom = rendered_dom(report, tmp_path / "chromium-profile")
+    loaded, total = map(int, re.search(r'data-images-loaded="(\d+)/(\d+)"', dom).groups())
+    classes = ["circle", "cross", "ring", "square", "triangle"]
+    # One strip per class, the confusion matrix, the histogram, and each top anomaly with its difference map.
+    assert loaded == total >= len(classes) + 2 + 2, f"{loaded} of {total} images loaded"
+    assert re.findall(r'alt="(circle|cross|ring|square|triangle)"', dom) == classes
+    for alt in ("confusion matrix", "anomaly score histogram", "image ", "difference map "):
+        assert f'alt="{alt}' in dom, alt
+    for figure in ("classifier test accuracy", "anomaly detector val AUROC", "conditional GAN conditional accuracy",
+                   "conditional GAN FCD"):
+        assert figure in dom and figure in summary.report()
 
 
 def free_loopback_port() -> int:

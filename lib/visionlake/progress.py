@@ -1,0 +1,116 @@
+"""Live progress for the long phases, on a terminal: Spark's tasks during a phase (listing, decoding, writing,
+scoring), and the steps of each training epoch across ranks. Bars are drawn on the console's terminal only; when
+the console is a file or a pipe (CI, Airflow) there are none, and each phase still logs one line when it ends.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import threading
+import time
+from typing import TYPE_CHECKING, Iterator, Optional
+
+from visionlake.console import PROGRESS_LINE
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 0.5
+
+
+def bars_enabled() -> bool:
+    """Bars only where a person watches a terminal."""
+    return sys.stderr.isatty()
+
+
+def _bar(description: str, unit: str):
+    from tqdm import tqdm
+
+    return tqdm(total=0, desc=description, unit=unit, file=sys.stderr, leave=False, dynamic_ncols=True,
+                bar_format="{desc}: {bar} {n_fmt}/{total_fmt} {unit} [{elapsed}]")
+
+
+def spark_task_counts(spark: "SparkSession", stages_seen: dict[int, tuple[int, int]]) -> tuple[int, int]:
+    """(completed, total) tasks of the stages active now or seen before in this phase (``stages_seen`` keeps
+    them: a finished stage still counts in the phase's total)."""
+    tracker = spark.sparkContext.statusTracker()
+    for stage_id in tracker.getActiveStageIds():
+        info = tracker.getStageInfo(stage_id)
+        if info is not None:
+            stages_seen[stage_id] = (info.numCompletedTasks, info.numTasks)
+    return sum(done for done, _ in stages_seen.values()), sum(total for _, total in stages_seen.values())
+
+
+@contextlib.contextmanager
+def phase(name: str, spark: Optional["SparkSession"] = None) -> Iterator[None]:
+    """Logs ``name: N.Ns`` when the block ends; on a terminal, a bar of the Spark tasks it runs meanwhile."""
+    started = time.perf_counter()
+    stop = threading.Event()
+    watcher = None
+    if spark is not None and bars_enabled():
+        watcher = threading.Thread(target=_watch_tasks, args=(spark, name, stop), daemon=True)
+        watcher.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        if watcher is not None:
+            watcher.join(timeout=5)
+    log.info("%s: %.1fs", name, time.perf_counter() - started)
+
+
+def _watch_tasks(spark: "SparkSession", name: str, stop: threading.Event) -> None:
+    stages: dict[int, tuple[int, int]] = {}
+    bar = _bar(name, "tasks")
+    try:
+        while not stop.wait(POLL_SECONDS):
+            done, total = spark_task_counts(spark, stages)
+            bar.total, bar.n = total, done
+            bar.refresh()
+    except Exception:  # noqa: BLE001 - a progress bar must never fail the work it watches
+        log.debug("progress bar for %s stopped", name, exc_info=True)
+    finally:
+        bar.close()
+
+
+class EpochProgress:
+    """The driver's bar for ranks' training steps: fed by the ``PROGRESS_LINE`` lines rank 0 prints."""
+
+    def __init__(self):
+        self._bar = None
+
+    def update(self, text: str) -> None:
+        """``text``: ``<epoch>/<epochs> <step>/<steps>``, as ``StepReporter`` prints it."""
+        if not bars_enabled():
+            return
+        epoch, step = text.split()
+        done, total = (int(part) for part in step.split("/"))
+        if self._bar is None or self._bar.desc != f"epoch {epoch}":
+            self.close()
+            self._bar = _bar(f"epoch {epoch}", "steps")
+        self._bar.total, self._bar.n = total, done
+        self._bar.refresh()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+class StepReporter:
+    """Rank 0's side: prints a ``PROGRESS_LINE`` at most every ``interval`` seconds, and at an epoch's last step."""
+
+    def __init__(self, epoch: int, epochs: int, steps: int, interval: float = 1.0):
+        self._prefix = f"{PROGRESS_LINE}{epoch}/{epochs} "
+        self._steps = steps
+        self._interval = interval
+        self._last = float("-inf")  # the first step shows at once
+
+    def step(self, done: int) -> None:
+        now = time.monotonic()
+        if done >= self._steps or now - self._last >= self._interval:
+            self._last = now
+            print(f"{self._prefix}{done}/{self._steps}", flush=True)

@@ -1,0 +1,93 @@
+"""The console shows visionlake's own lines; other libraries' lines go to the log file (all of them with verbose);
+Horovod's forwarded rank output is relayed once, marked lines only; child processes' output goes to the file."""
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import warnings
+
+import pytest
+
+from visionlake.console import RANK_LINE, RankOutput, child_output_to, configure_logging, rank_line
+
+
+@pytest.fixture
+def restore_logging():
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+            handler.close()
+    root.setLevel(level)
+    logging.captureWarnings(False)
+
+
+def _say_everything() -> None:
+    logging.getLogger("visionlake.ingest").info("listing: 3 files")
+    logging.getLogger("petastorm.reader").warning("Failed loading Unischema from metadata")
+    logging.getLogger("mlflow.models").warning("\x1b[33mcloudpickle version mismatch\x1b[0m")
+    logging.getLogger("tensorflow").warning("No training configuration found in save file")
+    warnings.warn("a library's deprecation warning", UserWarning)
+    logging.getLogger("visionlake.lake").warning("commits to s3a://b/lake are not exclusive")
+
+
+def test_the_console_shows_visionlake_lines_and_the_file_holds_everyone_s(tmp_path, capsys, restore_logging):
+    log_file = tmp_path / "logs" / "visionlake.log"
+    configure_logging(str(log_file))
+    configure_logging(str(log_file))  # twice, as a job does: no line twice
+    _say_everything()
+
+    console = capsys.readouterr().err.splitlines()
+    assert [line.split(" ", 1)[1] for line in console] == [
+        "listing: 3 files", "WARNING: commits to s3a://b/lake are not exclusive"]
+    logged = log_file.read_text()
+    for expected in ("INFO visionlake.ingest: listing: 3 files", "WARNING petastorm.reader: Failed loading Unischema",
+                     "WARNING mlflow.models:", "WARNING tensorflow: No training configuration found",
+                     "WARNING py.warnings:", "UserWarning: a library's deprecation warning"):
+        assert logged.count(expected) == 1, expected
+
+
+def test_verbose_brings_the_other_libraries_back_to_the_console(tmp_path, capsys, restore_logging):
+    configure_logging(str(tmp_path / "visionlake.log"), verbose=True)
+    _say_everything()
+    console = capsys.readouterr().err
+    assert "Failed loading Unischema" in console and "No training configuration found" in console
+    assert "a library's deprecation warning" in console
+
+
+def test_rank_output_relays_marked_lines_once_and_logs_the_rest(tmp_path, capsys, restore_logging):
+    configure_logging(str(tmp_path / "visionlake.log"))
+    relayed, seen = [], []
+    output = RankOutput(relay=lambda rank, text: relayed.append((rank, text)),
+                        on_line=lambda rank, text: seen.append(rank))
+    output.write(f"[0]<stdout>:{RANK_LINE}epoch 1/2: loss=0.5\n[1]<stderr>:2026 W tensorflow noise\n[0]<std")
+    output.write(f"out>:{RANK_LINE}epoch 2/2: loss=0.3\nHorovod driver line\n[1]<stdout>:")
+    output.flush()
+
+    assert relayed == [(0, "epoch 1/2: loss=0.5"), (0, "epoch 2/2: loss=0.3")]
+    assert seen == [0, 1, 0, 1]
+    assert capsys.readouterr().err == ""
+    logged = (tmp_path / "visionlake.log").read_text()
+    assert "horovod.ranks: [1] 2026 W tensorflow noise" in logged and "horovod.ranks: Horovod driver line" in logged
+    assert "epoch" not in logged, "relayed lines reach the file through the relay's own logger, not twice"
+
+
+def test_a_rank_line_carries_the_marker(capsys):
+    rank_line("epoch 3/8: loss=0.1")
+    assert capsys.readouterr().out == f"{RANK_LINE}epoch 3/8: loss=0.1\n"
+
+
+def test_child_processes_write_to_the_log_file_and_the_console_comes_back(tmp_path, capfd):
+    log_file = tmp_path / "visionlake.log"
+    with child_output_to(str(log_file)):
+        subprocess.run([sys.executable, "-c", "import sys; print('jvm banner'); print('WARN x', file=sys.stderr)"],
+                       check=True)
+    subprocess.run([sys.executable, "-c", "print('after')"], check=True)
+    with child_output_to(None):
+        subprocess.run([sys.executable, "-c", "print('unredirected')"], check=True)
+
+    assert log_file.read_text().splitlines() == ["jvm banner", "WARN x"]
+    assert capfd.readouterr().out.splitlines() == ["after", "unredirected"]
