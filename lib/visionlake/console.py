@@ -17,7 +17,6 @@ from typing import Callable, Iterator, Optional, TextIO
 
 OWN_LOGGERS = ("visionlake", "__main__")
 RANK_LINE = "visionlake-rank| "
-PROGRESS_LINE = "visionlake-progress| "
 _HANDLER_MARK = "_visionlake_handler"
 _FORWARDED = re.compile(r"^\[(\d+)\]<(stdout|stderr)>:(.*)$")
 _CONSOLE_FORMAT = "%(asctime)s %(message)s"
@@ -153,14 +152,12 @@ def library_prints_to_log(library: str) -> Iterator[None]:
 
 class RankOutput:
     """A stream for ``horovod.spark.run(stdout=..., stderr=...)``: relays the lines ranks mark with ``RANK_LINE``
-    to ``relay`` once, step counts (``PROGRESS_LINE``) to ``progress``, every other line to the log file (the
-    ``horovod.ranks`` logger), and lets ``on_line`` see each line (e.g. for a failing rank's traceback)."""
+    to ``relay`` once, every other line to the log file (the ``horovod.ranks`` logger), and lets ``on_line`` see
+    each line (e.g. for a failing rank's traceback)."""
 
-    def __init__(self, relay: Callable[[int, str], None], on_line: Optional[Callable[[int, str], None]] = None,
-                 progress: Optional[Callable[[str], None]] = None):
+    def __init__(self, relay: Callable[[int, str], None], on_line: Optional[Callable[[int, str], None]] = None):
         self._relay = relay
         self._on_line = on_line
-        self._progress = progress
         self._buffer = ""
         self._raw = logging.getLogger("horovod.ranks")
 
@@ -182,9 +179,6 @@ class RankOutput:
             self._on_line(rank, content)
         if content.startswith(RANK_LINE):
             self._relay(rank, content[len(RANK_LINE):])
-        elif content.startswith(PROGRESS_LINE):
-            if self._progress:
-                self._progress(content[len(PROGRESS_LINE):])
         elif content.strip():
             self._raw.info("[%d] %s", rank, content)
 

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 from pyspark.sql import SparkSession
 
 from visionlake.console import RankOutput
-from visionlake.progress import EpochProgress
 
 if TYPE_CHECKING:
     from visionlake.config import TrainConfig
@@ -81,9 +80,8 @@ def run_on_ranks(spark: SparkSession, fn: Callable, args: tuple, num_proc: int) 
     env = {"TF_CPP_MIN_LOG_LEVEL": "2", **shipped_code_path(spark)}
     if loopback:
         env["HOROVOD_GLOO_IFACE"] = "lo"  # Horovod: Gloo rendezvous on loopback only when every node is this machine
-    failures, steps = _RankFailures(), EpochProgress()
-    output = RankOutput(relay=lambda rank, text: log.info("rank %d: %s", rank, text), on_line=failures,
-                        progress=steps.update)
+    failures = _RankFailures()
+    output = RankOutput(relay=lambda rank, text: log.info("rank %d: %s", rank, text), on_line=failures)
     log.info("starting %d Horovod rank(s) on %s", num_proc, master)
     try:
         return horovod.spark.run(_run_guarded, args=(fn, args), num_proc=num_proc, env=env, stdout=output,
@@ -97,7 +95,6 @@ def run_on_ranks(spark: SparkSession, fn: Callable, args: tuple, num_proc: int) 
         raise TrainingError(None, "", str(error)) from error
     finally:
         output.flush()
-        steps.close()
 
 
 def on_loopback(master: str) -> bool:

@@ -19,7 +19,6 @@ from visionlake.checkpoints import CheckpointStore, NetworkWeights, snapshot_wei
 from visionlake.data import InputSpec, open_images
 from visionlake.console import rank_line
 from visionlake.launcher import RankSettings
-from visionlake.progress import StepReporter
 from visionlake.shards import RankShard
 
 
@@ -115,16 +114,12 @@ def run_loop(job: LoopJob, task: RankTask, hvd) -> dict[str, Any]:
         batches = iter(train_batches)
         for current in range(first_epoch, job.epochs):
             started, sums, count = time.perf_counter(), {}, 0
-            # Ranks step in lockstep (each step's gradients are averaged), so rank 0's count is everyone's.
-            steps = StepReporter(current + 1, job.epochs, job.steps_per_epoch) if rank == 0 else None
             for step in range(job.steps_per_epoch):
                 task.before_step(current * job.steps_per_epoch + step)
                 images, labels = next(batches)
                 for key, value in task.train_step(images, labels).items():
                     sums[key] = sums.get(key, 0.0) + float(value) * len(labels)
                 count += len(labels)
-                if steps is not None:
-                    steps.step(step + 1)
             keys = sorted(sums)
             # Horovod: sum metrics over ranks, and average batch-norm statistics so all ranks hold one model.
             totals = hvd.allreduce(tf.constant([sums[k] for k in keys] + [count], tf.float64), op=hvd.Sum).numpy()

@@ -1,6 +1,6 @@
-"""Live progress for the long phases, on a terminal: Spark's tasks during a phase (listing, decoding, writing,
-scoring), and the steps of each training epoch across ranks. Bars are drawn on the console's terminal only; when
-the console is a file or a pipe (CI, Airflow) there are none, and each phase still logs one line when it ends.
+"""Live progress for the long Spark phases, on a terminal: the tasks of a phase (listing, decoding, writing,
+scoring). Bars are drawn on the console's terminal only; when the console is a file or a pipe (CI, Airflow) there
+are none, and each phase still logs one line when it ends.
 """
 from __future__ import annotations
 
@@ -10,8 +10,6 @@ import sys
 import threading
 import time
 from typing import TYPE_CHECKING, Iterator, Optional
-
-from visionlake.console import PROGRESS_LINE
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -74,43 +72,3 @@ def _watch_tasks(spark: "SparkSession", name: str, stop: threading.Event) -> Non
         log.debug("progress bar for %s stopped", name, exc_info=True)
     finally:
         bar.close()
-
-
-class EpochProgress:
-    """The driver's bar for ranks' training steps: fed by the ``PROGRESS_LINE`` lines rank 0 prints."""
-
-    def __init__(self):
-        self._bar = None
-
-    def update(self, text: str) -> None:
-        """``text``: ``<epoch>/<epochs> <step>/<steps>``, as ``StepReporter`` prints it."""
-        if not bars_enabled():
-            return
-        epoch, step = text.split()
-        done, total = (int(part) for part in step.split("/"))
-        if self._bar is None or self._bar.desc != f"epoch {epoch}":
-            self.close()
-            self._bar = _bar(f"epoch {epoch}", "steps")
-        self._bar.total, self._bar.n = total, done
-        self._bar.refresh()
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
-
-
-class StepReporter:
-    """Rank 0's side: prints a ``PROGRESS_LINE`` at most every ``interval`` seconds, and at an epoch's last step."""
-
-    def __init__(self, epoch: int, epochs: int, steps: int, interval: float = 1.0):
-        self._prefix = f"{PROGRESS_LINE}{epoch}/{epochs} "
-        self._steps = steps
-        self._interval = interval
-        self._last = float("-inf")  # the first step shows at once
-
-    def step(self, done: int) -> None:
-        now = time.monotonic()
-        if done >= self._steps or now - self._last >= self._interval:
-            self._last = now
-            print(f"{self._prefix}{done}/{self._steps}", flush=True)
