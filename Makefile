@@ -42,13 +42,17 @@ $(AIRFLOW_STAMP): constraints-airflow.txt
 demo: setup
 	$(VENV)/bin/visionlake demo
 
-# A real headless browser for the test that opens the demo's HTML report: Chromium from the system packages.
+# A real headless browser for the test that opens the demo's HTML report: Chromium from the system packages. Where
+# it cannot be installed (not root, no apt-get), that test skips and says so, as the cluster test does without root.
 browser:
 	@command -v chromium >/dev/null || { \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-			apt-get install -y -q --no-install-recommends chromium >/dev/null || \
-			{ apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends chromium >/dev/null; }; \
-		else echo "the report test needs Chromium: sudo apt-get install chromium (or your system's package)"; exit 1; fi; }
+			apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1 || \
+			{ apt-get update -q >/dev/null 2>&1 && \
+			  apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1; } || \
+			echo "could not install Chromium; the report test will skip: sudo apt-get install chromium"; \
+		else echo "Chromium is missing and needs root to install; the report test will skip:" \
+			"sudo apt-get install chromium (or your system's package)"; fi; }
 
 # The whole suite: the Airflow DAG run (tests/integration/test_airflow.py) and the two-node cluster run
 # (tests/cluster) included; the README's cluster commands ship dist/'s wheel and packed environment.
