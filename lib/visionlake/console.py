@@ -118,23 +118,39 @@ def child_output_to(log_file: Optional[str]) -> Iterator[None]:
 
 
 class _LineLogger:
-    """A text stream that logs each complete line to a logger."""
+    """A text stream that logs each complete line to a logger. A handler that itself writes to the redirected
+    stream (MLflow's resolves ``sys.stderr`` at each record; so does logging's last resort) would feed the lines
+    back in: while a line is being logged, writes go to ``fallback``, the stream the redirect replaced."""
 
-    def __init__(self, logger: logging.Logger):
+    def __init__(self, logger: logging.Logger, fallback: TextIO):
         self._logger = logger
+        self._fallback = fallback
         self._buffer = ""
+        self._logging = False
 
     def write(self, text: str) -> int:
+        if self._logging:
+            return self._fallback.write(text)
         self._buffer += text
         *lines, self._buffer = re.split(r"[\r\n]", self._buffer)
         for line in lines:
-            if line.strip():
-                self._logger.info("%s", line)
+            self._log(line)
         return len(text)
 
+    def _log(self, line: str) -> None:
+        if not line.strip():
+            return
+        self._logging = True
+        try:
+            self._logger.info("%s", line)
+        finally:
+            self._logging = False
+
     def flush(self) -> None:
-        if self._buffer.strip():
-            self._logger.info("%s", self._buffer)
+        if self._logging:
+            self._fallback.flush()
+            return
+        self._log(self._buffer)
         self._buffer = ""
 
 
@@ -142,7 +158,7 @@ class _LineLogger:
 def library_prints_to_log(library: str) -> Iterator[None]:
     """What a library ``print``s inside the block (MLflow's "Successfully registered model", Keras progress bars
     while MLflow validates an input example) is logged as ``library``'s records: the log file, not the console."""
-    stream = _LineLogger(logging.getLogger(library))
+    stream = _LineLogger(logging.getLogger(library), fallback=sys.stderr)
     try:
         with contextlib.redirect_stdout(stream), contextlib.redirect_stderr(stream):
             yield

@@ -101,7 +101,7 @@ def test_the_pipeline_runs_on_two_nodes_without_a_shared_local_disk(pipeline, ta
     assert samples, "rank 0 logs the GAN's sample grids from its node through the server"
     checkpoints = Path(target.lake_root) / "_checkpoints" / classifier_run
     assert (checkpoints / "latest").exists() and (checkpoints / "best.pkl").exists()
-    # Nothing landed in the driver's working directory: no local MLflow store, checkpoints or lake.
+    # Nothing but the driver's own log landed in its working directory: no MLflow store, checkpoints or lake.
     assert sorted(p.name for p in pipeline["workdir"].iterdir()) == ["visionlake.log"], "only the driver's own log"
 
 

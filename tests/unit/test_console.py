@@ -91,3 +91,26 @@ def test_child_processes_write_to_the_log_file_and_the_console_comes_back(tmp_pa
 
     assert log_file.read_text().splitlines() == ["jvm banner", "WARN x"]
     assert capfd.readouterr().out.splitlines() == ["after", "unredirected"]
+
+
+def test_library_prints_go_to_the_log_even_through_a_handler_that_writes_to_stderr(tmp_path, capsys,
+                                                                                    restore_logging):
+    from visionlake.console import library_prints_to_log
+
+    configure_logging(str(tmp_path / "visionlake.log"))
+    # MLflow's own handler (when MLflow configured its logging first) resolves sys.stderr at each record.
+    library = logging.getLogger("mlflow")
+    library.addHandler(_StderrAtEachRecord())
+    try:
+        with library_prints_to_log("mlflow"):
+            print("Successfully registered model 'm'.")
+            print("1/1 [====] - 0s", file=sys.stderr)
+    finally:
+        library.handlers.clear()
+    assert "Successfully registered model 'm'." in (tmp_path / "visionlake.log").read_text()
+    assert "Successfully registered" in capsys.readouterr().err, "the library's handler still wrote it, once"
+
+
+class _StderrAtEachRecord(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        sys.stderr.write(self.format(record) + "\n")
