@@ -182,6 +182,9 @@ class GanConfig:
     real_label: float = 0.9       # one-sided label smoothing: the target for real images (1.0 = off)
     discriminator_steps: int = 1  # k discriminator steps per generator step
     dropout: float = 0.3
+    # cDCGAN only, AC-GAN style: the discriminator also names the class of real images, and the generator is
+    # rewarded when its images get their conditioning label; 0 = the label is an input only (learned far slower).
+    class_loss_weight: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -256,14 +259,14 @@ class ScoreConfig:
 
 @dataclass(frozen=True)
 class DemoConfig:
-    images_per_class: int = 120
+    images_per_class: int = 200
     seed: int = 7
     image_size: int = 40
     generative_epochs: int = 20         # the demo's short schedule for the anomaly VAE and the conditional GAN
-    generative_batch_size: int = 16     # per rank: 420 training images give 13 steps per epoch instead of 3 at 64
+    generative_batch_size: int = 16     # per rank: ~700 training images give 22 steps per epoch instead of 5 at 64
     quality_samples: int = 1000         # images per FCD estimate in the demo (generative.quality.samples)
-    # `visionlake demo` trains the anomaly model on these shapes only, so circles show up as the anomalies.
-    normal_labels: list[str] = field(default_factory=lambda: ["cross", "ring", "square", "triangle"])
+    # `visionlake demo` trains the anomaly model on these shapes only, so rings show up as the anomalies.
+    normal_labels: list[str] = field(default_factory=lambda: ["circle", "cross", "square", "triangle"])
     # The HTML report of a demo run (pictures inline; open it without a server), relative to the working directory.
     report: str = "demo-report.html"
 
@@ -531,6 +534,8 @@ def validate(config: Config) -> None:
         raise ConfigError("generative.epochs, generative.batch_size and generative.quality.every_epochs must be >= 1")
     if generative.gan.discriminator_steps < 1 or not 0 < generative.gan.real_label <= 1:
         raise ConfigError("generative.gan.discriminator_steps must be >= 1 and generative.gan.real_label in (0, 1]")
+    if generative.gan.class_loss_weight < 0:
+        raise ConfigError("generative.gan.class_loss_weight must be >= 0 (0 turns the auxiliary class loss off)")
     if min(generative.gan.latent_dim, generative.autoencoder.latent_dim, generative.quality.samples) < 1:
         raise ConfigError("generative latent sizes and generative.quality.samples must be >= 1")
     if config.synthetic.per_class < 1 or config.synthetic.batch_size < 1:

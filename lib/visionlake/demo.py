@@ -1,6 +1,6 @@
 """A small, deterministic raw dataset that ships with the package, so the demo needs no download.
 
-Synthetic "parts": shapes of several classes drawn with random size, position, rotation, colour and noise, saved in
+Synthetic "parts": shapes of several classes drawn with random size, rotation and colour, saved in
 class folders as PNG and JPEG (plus a GIF, a BMP and a WebP), with a few deliberately bad files that the ingest must
 quarantine.
 """
@@ -24,12 +24,17 @@ _FORMATS = (("PNG", ".png"), ("JPEG", ".jpg"), ("PNG", ".png"), ("JPEG", ".jpg")
 
 
 def draw_shape(shape: str, size: int, rng: np.random.Generator) -> Image.Image:
-    """One RGB image of ``shape`` with random geometry, colours and noise."""
-    background = tuple(int(v) for v in rng.integers(0, 70, 3))
+    """One RGB image of ``shape``: a light part of random size, rotation and colour near the middle of a dark
+    background of random tint, the way parts pass a camera on a belt.
+
+    Noise and wide backgrounds are left out on purpose: they made the short demo schedule learn the background
+    instead of the shapes (cDCGAN conditional accuracy 0.29 with sensor noise and anywhere-on-the-frame parts,
+    0.83 without, same steps)."""
+    background = tuple(int(v) for v in rng.integers(0, 31, 3))
     colour = tuple(int(v) for v in rng.integers(150, 256, 3))
     image = Image.new("RGB", (size, size), background)
     draw = ImageDraw.Draw(image)
-    centre = rng.uniform(0.35, 0.65, 2) * size
+    centre = rng.uniform(0.45, 0.55, 2) * size
     radius = rng.uniform(0.22, 0.34) * size
     angle = rng.uniform(0, 2 * math.pi)
     width = max(2, int(radius / 3))
@@ -49,8 +54,7 @@ def draw_shape(shape: str, size: int, rng: np.random.Generator) -> Image.Image:
             draw.line([(centre[0] - dx, centre[1] - dy), (centre[0] + dx, centre[1] + dy)], fill=colour, width=width)
     else:
         raise ValueError(f"unknown shape {shape!r}; choose one of {SHAPES}")
-    noisy = np.asarray(image, dtype=np.int16) + rng.normal(0, 12, (size, size, 3)).astype(np.int16)
-    return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
+    return image
 
 
 def bad_files() -> dict[str, bytes]:

@@ -94,21 +94,31 @@ def make_gan_steps(generator, discriminator, g_optimizer, d_optimizer, noise, se
     import tensorflow as tf
 
     bce = tf.keras.losses.BinaryCrossentropy(from_logits=True)
+    class_loss = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     latent_dim = settings.latent_dim
+    auxiliary = isinstance(discriminator.output, list)  # AC-GAN: the discriminator also names the class
 
     def inputs(images_or_noise, labels):
         return [images_or_noise, labels[:, None]] if conditional else images_or_noise
+
+    def judge(images, labels):
+        """(real/fake logits, class loss against ``labels``: 0 without the auxiliary head)."""
+        outputs = discriminator(inputs(images, labels), training=True)
+        if not auxiliary:
+            return outputs, 0.0
+        return outputs[0], settings.class_loss_weight * class_loss(labels, outputs[1])
 
     @tf.function
     def discriminator_step(real, labels):
         latent = noise.normal([tf.shape(real)[0], latent_dim])
         with tf.GradientTape() as tape:
             fake = generator(inputs(latent, labels), training=True)
-            real_logits = discriminator(inputs(real, labels), training=True)
-            fake_logits = discriminator(inputs(fake, labels), training=True)
-            # One-sided label smoothing: real targets at settings.real_label, fake targets stay 0.
+            real_logits, real_class_loss = judge(real, labels)
+            fake_logits, _ = judge(fake, labels)
+            # One-sided label smoothing: real targets at settings.real_label, fake targets stay 0. The class head
+            # learns from real images only: trained on fakes too, it lets the generator code classes in colour.
             loss = (bce(tf.fill(tf.shape(real_logits), settings.real_label), real_logits)
-                    + bce(tf.zeros_like(fake_logits), fake_logits))
+                    + bce(tf.zeros_like(fake_logits), fake_logits) + real_class_loss)
         tape = hvd.DistributedGradientTape(tape)  # Horovod: average D's gradients over the ranks
         gradients = tape.gradient(loss, discriminator.trainable_variables)
         d_optimizer.apply_gradients(zip(gradients, discriminator.trainable_variables))
@@ -118,12 +128,12 @@ def make_gan_steps(generator, discriminator, g_optimizer, d_optimizer, noise, se
     def generator_step(labels):
         latent = noise.normal([tf.shape(labels)[0], latent_dim])
         with tf.GradientTape() as tape:
-            fake_logits = discriminator(inputs(generator(inputs(latent, labels), training=True), labels),
-                                        training=True)
+            fake_logits, fake_class_loss = judge(generator(inputs(latent, labels), training=True), labels)
             if settings.loss == "non_saturating":  # maximise log D(G(z)): strong gradients early on
                 loss = bce(tf.ones_like(fake_logits), fake_logits)
             else:  # the original minimax: minimise log(1 - D(G(z)))
                 loss = -bce(tf.zeros_like(fake_logits), fake_logits)
+            loss += fake_class_loss  # AC-GAN: images that the discriminator files under their own label
         tape = hvd.DistributedGradientTape(tape)  # Horovod: average G's gradients over the ranks
         gradients = tape.gradient(loss, generator.trainable_variables)
         g_optimizer.apply_gradients(zip(gradients, generator.trainable_variables))

@@ -86,7 +86,8 @@ def build_generator(image_shape, settings: GanConfig, num_classes: int = 0):
 
 
 def build_discriminator(image_shape, settings: GanConfig, num_classes: int = 0):
-    """Image (and label, embedded as an extra image channel) -> one real/fake logit."""
+    """Image (and label, embedded as an extra image channel) -> one real/fake logit, and for a cDCGAN with
+    ``settings.class_loss_weight`` (AC-GAN) also ``num_classes`` class logits."""
     from tensorflow import keras
     from tensorflow.keras import layers
 
@@ -99,8 +100,10 @@ def build_discriminator(image_shape, settings: GanConfig, num_classes: int = 0):
         plane = layers.Reshape((height, width, 1))(layers.Embedding(num_classes, height * width)(label))
         inputs, x = [image, label], layers.Concatenate()([image, plane])
     features = _downsampling_stack(x, shape, settings.filters, settings.dropout, batch_norm=True)
-    logit = layers.Dense(1, dtype="float32", name="logit")(features)
-    return keras.Model(inputs, logit, name="conditional_discriminator" if num_classes else "discriminator")
+    outputs = layers.Dense(1, dtype="float32", name="logit")(features)
+    if num_classes and settings.class_loss_weight:
+        outputs = [outputs, layers.Dense(num_classes, dtype="float32", name="class_logits")(features)]
+    return keras.Model(inputs, outputs, name="conditional_discriminator" if num_classes else "discriminator")
 
 
 @dataclass

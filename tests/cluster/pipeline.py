@@ -25,7 +25,7 @@ SETTINGS = ["demo.images_per_class=60",
             "train.augment.flip=false", "train.augment.crop_fraction=1.0", "train.augment.brightness=0.0",
             "train.augment.contrast=0.0", "generative.batch_size=16", "generative.epochs=2",
             "generative.gan.filters=16", "generative.gan.latent_dim=16", "generative.autoencoder.filters=16",
-            "generative.quality.samples=200", "anomaly.normal_labels=[cross, ring, square, triangle]"]
+            "generative.quality.samples=200", "anomaly.normal_labels=[circle, cross, square, triangle]"]
 
 # (stage, job, job flags): ingest, classifier, VAE anomaly detector, cDCGAN, generate, score.
 STAGES = [("ingest", "ingest", []),

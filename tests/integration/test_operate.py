@@ -45,7 +45,7 @@ def test_demo_runs_every_step_and_ends_with_a_summary(demo):
         assert summary.models[name] == {"candidate": "1", "champion": "1"}
     assert 0.0 < summary.anomaly_rate < 1.0
     detector = MlflowClient(config.tracking.tracking_uri).get_model_version("visionlake-anomaly", "1")
-    assert detector.tags["anomaly.normal_labels"] == "1,2,3,4", "the demo treats circles (label 0) as anomalies"
+    assert detector.tags["anomaly.normal_labels"] == "0,1,3,4", "the demo treats rings (label 2) as anomalies"
     report = summary.report()
     for expected in ("predictions", "@champion = v1", "anomaly rate", "make mlflow-ui", "notebooks"):
         assert expected in report

@@ -25,11 +25,56 @@ def test_every_network_fits_the_dataset_shape(shape):
     assert generated.shape == (2, *shape) and np.abs(generated).max() <= 1.0  # tanh
     assert build_generator(shape, gan, num_classes=5)([latent, labels]).shape == (2, *shape)
     assert build_discriminator(shape, gan)(images).shape == (2, 1)
-    assert build_discriminator(shape, gan, num_classes=5)([images, labels]).shape == (2, 1)
+    plain = GanConfig(latent_dim=8, filters=8, embedding_dim=4, class_loss_weight=0.0)
+    assert build_discriminator(shape, plain, num_classes=5)([images, labels]).shape == (2, 1)
+    logit, class_logits = build_discriminator(shape, gan, num_classes=5)([images, labels])
+    assert logit.shape == (2, 1) and class_logits.shape == (2, 5)  # AC-GAN: real/fake and the class
     for variational in (False, True):
         autoencoder = build_autoencoder(shape, AutoencoderConfig(latent_dim=4, filters=8), variational)
         assert autoencoder.model(images).shape == (2, *shape)
         assert autoencoder.decoder(latent[:, :4]).shape == (2, *shape)
+
+
+class _OneProcess:
+    """Horovod's surface that the GAN steps use, for one process: gradients are already the global ones."""
+
+    @staticmethod
+    def DistributedGradientTape(tape):
+        return tape
+
+
+def test_acgan_class_head_learns_real_classes_and_pulls_the_generator_towards_them():
+    import tensorflow as tf
+
+    from visionlake.generative import make_gan_steps
+    from visionlake.generative_models import build_discriminator, build_generator
+
+    tf.keras.utils.set_random_seed(0)
+    gan = GanConfig(latent_dim=8, filters=8, embedding_dim=4, learning_rate=0.005, class_loss_weight=1.0)
+    shape, classes = (8, 8, 1), 4
+    labels = tf.constant(np.arange(64) % classes, tf.int32)
+    real = tf.reshape(tf.repeat(tf.cast(labels, tf.float32) / 2.0 - 0.75, 64), (64, *shape))  # class = brightness
+    generator, discriminator = build_generator(shape, gan, classes), build_discriminator(shape, gan, classes)
+    d_step, g_step = make_gan_steps(generator, discriminator, tf.keras.optimizers.Adam(gan.learning_rate),
+                                    tf.keras.optimizers.Adam(gan.learning_rate), tf.random.Generator.from_seed(1),
+                                    gan, True, _OneProcess)
+    cross_entropy = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    def class_loss(images):
+        return float(cross_entropy(labels, discriminator([images, labels[:, None]], training=False)[1]))
+
+    def fakes():
+        return generator([tf.random.Generator.from_seed(2).normal([64, 8]), labels[:, None]], training=False)
+
+    real_before = class_loss(real)
+    for _ in range(40):
+        d_step(real, labels)
+    fake_before = class_loss(fakes())
+    for _ in range(60):
+        d_step(real, labels)
+        g_step(labels)
+    assert class_loss(real) < 0.3 * real_before, "the class head learns the real images' classes"
+    assert class_loss(fakes()) < 0.5 * fake_before, "the generator learns to draw the class it is asked for"
 
 
 def test_odd_image_sides_are_refused_with_advice():
