@@ -33,7 +33,7 @@ EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 _EXAMPLES = {
     "ingest": "visionlake ingest --conf conf/mnist.yaml ingest.source.uri=/data/mnist_png",
     "demo-data": "visionlake demo-data demo.images_per_class=100",
-    "demo": "visionlake demo                       # or quicker: visionlake demo demo.generative_epochs=5",
+    "demo": "visionlake demo                       # or quicker: visionlake demo demo.gan_epochs=10",
     "show-config": "visionlake show-config --conf conf/mnist.yaml lake.root=/tmp/lake",
     "train": "visionlake train classifier --dataset mnist train.model=resnet_small train.epochs=8\n"
              "  visionlake train gan --model cdcgan --dataset mnist generative.epochs=10\n"

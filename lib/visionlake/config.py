@@ -185,6 +185,9 @@ class GanConfig:
     # cDCGAN only, AC-GAN style: the discriminator also names the class of real images, and the generator is
     # rewarded when its images get their conditioning label; 0 = the label is an input only (learned far slower).
     class_loss_weight: float = 1.0
+    # The generator that is sampled, evaluated and registered is an exponential moving average of the trained one's
+    # weights (decay per generator step); it smooths the step-to-step wobble of GAN training. 0 = the raw weights.
+    average_decay: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -262,7 +265,9 @@ class DemoConfig:
     images_per_class: int = 200
     seed: int = 7
     image_size: int = 40
-    generative_epochs: int = 20         # the demo's short schedule for the anomaly VAE and the conditional GAN
+    anomaly_epochs: int = 16            # the demo's short schedule for the anomaly VAE
+    gan_epochs: int = 50                # ... and for the conditional GAN, which needs more steps to draw its classes
+    quality_every_epochs: int = 4       # FCD and sample grid every N GAN epochs (generative.quality.every_epochs)
     generative_batch_size: int = 16     # per rank: ~700 training images give 22 steps per epoch instead of 5 at 64
     quality_samples: int = 1000         # images per FCD estimate in the demo (generative.quality.samples)
     # `visionlake demo` trains the anomaly model on these shapes only, so rings show up as the anomalies.
@@ -536,8 +541,15 @@ def validate(config: Config) -> None:
         raise ConfigError("generative.gan.discriminator_steps must be >= 1 and generative.gan.real_label in (0, 1]")
     if generative.gan.class_loss_weight < 0:
         raise ConfigError("generative.gan.class_loss_weight must be >= 0 (0 turns the auxiliary class loss off)")
+    if not 0 <= generative.gan.average_decay < 1:
+        raise ConfigError("generative.gan.average_decay must be in [0, 1), e.g. 0.99 (0 registers the raw weights)")
     if min(generative.gan.latent_dim, generative.autoencoder.latent_dim, generative.quality.samples) < 1:
         raise ConfigError("generative latent sizes and generative.quality.samples must be >= 1")
+    demo = config.demo
+    for key in ("images_per_class", "anomaly_epochs", "gan_epochs", "quality_every_epochs", "generative_batch_size",
+                "quality_samples"):
+        if getattr(demo, key) < 1:
+            raise ConfigError(f"demo.{key} must be >= 1, got {getattr(demo, key)}")
     if config.synthetic.per_class < 1 or config.synthetic.batch_size < 1:
         raise ConfigError("synthetic.per_class and synthetic.batch_size must be >= 1")
     if not 0 <= config.anomaly.false_positive_rate < 1:

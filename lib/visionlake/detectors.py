@@ -247,7 +247,8 @@ def _log_and_register(scorer: AnomalyScorer, artifacts: dict[str, str], register
     with library_prints_to_log("mlflow"):
         info = mlflow.pyfunc.log_model(name="model", python_model=scorer_for_logging, artifacts=artifacts,
                                        signature=signature, input_example=example,
-                                       registered_model_name=registered_name)
+                                       registered_model_name=registered_name,
+                                       pip_requirements=tracking.model_requirements(tracking.SCORER_PACKAGES))
     return str(info.registered_model_version)
 
 

@@ -35,6 +35,7 @@ GATES = {"dcgan": ("fcd", False), "cdcgan": ("fcd", False), "vae": ("test_mse", 
 LOSS_PANELS = {"gan": {"losses": ("d_loss", "g_loss"), "discriminator": ("d_real", "d_fake")},
                "autoencoder": {"loss": ("loss", "val_loss"), "terms": ("reconstruction", "kl")}}
 NOISE_STREAM_STRIDE = 1_000_003  # ranks draw from disjoint noise streams: seed + rank * stride
+AVERAGE_GENERATOR = "generator_average"  # the moving average of the generator's weights (gan.average_decay)
 
 
 @dataclass(frozen=True)
@@ -142,6 +143,28 @@ def make_gan_steps(generator, discriminator, g_optimizer, d_optimizer, noise, se
     return discriminator_step, generator_step
 
 
+def make_average_update(average, network, decay: float):
+    """One step of ``average <- decay * average + (1 - decay) * network`` over all weights (batch-norm statistics
+    included); every rank computes it from the same allreduced weights, so the averages stay identical."""
+    import tensorflow as tf
+
+    pairs = list(zip(average.weights, network.weights))
+
+    @tf.function
+    def update():
+        for averaged, current in pairs:
+            averaged.assign(decay * averaged + (1.0 - decay) * current)
+
+    return update
+
+
+def registered_network(settings: GenerativeConfig, networks: dict[str, Any]):
+    """The network a generative run registers: the (averaged) generator, or the autoencoder."""
+    if not settings.is_gan:
+        return networks["autoencoder"]
+    return networks.get(AVERAGE_GENERATOR, networks["generator"])
+
+
 class GanTask(RankTask):
     def __init__(self, job: GenerativeJob, hvd):
         import tensorflow as tf
@@ -156,6 +179,15 @@ class GanTask(RankTask):
         self.generator = build_generator(shape, gan, classes)
         self.discriminator = build_discriminator(shape, gan, classes)
         self.networks = {"generator": self.generator, "discriminator": self.discriminator}
+        # The sampled, judged and registered generator: the trained one, or the moving average of its weights
+        # (a network of its own, so checkpoints, broadcasts and the driver's copy carry it like any other).
+        self.sampler = self.generator
+        self._update_average = None
+        if gan.average_decay:
+            self.sampler = build_generator(shape, gan, classes)
+            self.sampler.set_weights(self.generator.get_weights())
+            self.networks[AVERAGE_GENERATOR] = self.sampler
+            self._update_average = make_average_update(self.sampler, self.generator, gan.average_decay)
         # Distinct names keep the two optimizers' slots (and their Horovod broadcasts) apart.
         self.optimizers = {
             "generator": tf.keras.optimizers.Adam(gan.learning_rate, beta_1=gan.beta1, name="generator_adam"),
@@ -172,6 +204,8 @@ class GanTask(RankTask):
         # The generator steps after the first of every k discriminator steps, so g_loss exists from the first batch.
         if self._steps % self.job.settings.gan.discriminator_steps == 0:
             self._g_loss = float(self._g_step(labels))
+            if self._update_average is not None:
+                self._update_average()
         self._steps += 1
         return {"d_loss": d_loss, "d_real": d_real, "d_fake": d_fake, "g_loss": self._g_loss}
 
@@ -181,14 +215,14 @@ class GanTask(RankTask):
         if not _quality_due(self.job, epoch, last):
             return {}
         seed = self.job.loop.rank_settings.seed
-        _log_grid(client, run_id, gan_grid(self.generator, self.job.num_classes, seed), epoch)
+        _log_grid(client, run_id, gan_grid(self.sampler, self.job.num_classes, seed), epoch)
         if not self.job.judge_uri:
             return {}
         if self._quality is None:
             self._quality = GanQuality.prepare(Judge.load(self.job.judge_uri), self.job.loop.spec,
                                                self.job.test_files, self.job.quality_train_files,
                                                self.job.settings.quality.samples, self.job.num_classes, seed)
-        return self._quality.evaluate(self.generator)
+        return self._quality.evaluate(self.sampler)
 
 
 class AutoencoderTask(RankTask):
@@ -363,8 +397,7 @@ def fit_generative(spark: SparkSession, plan: GenerativePlan, run_id: str) -> Ge
     history = tracking.metric_history(run_id, results[0]["history"])
     networks = _load_networks(job, results[0]["best_weights"])
     _log_curves(history, settings)
-    model = networks["generator"] if settings.is_gan else networks["autoencoder"]
-    return GenerativeFit(model, networks, results[0]["best_weights"], _final_metrics(run_id), history, results)
+    return GenerativeFit(registered_network(settings, networks), networks, results[0]["best_weights"], _final_metrics(run_id), history, results)
 
 
 def train_generative(spark: SparkSession, config: Config) -> GenerativeSummary:
@@ -434,6 +467,8 @@ def _load_networks(job: GenerativeJob, weights: NetworkWeights) -> dict[str, Any
         classes = job.num_classes if settings.model == "cdcgan" else 0
         networks = {"generator": build_generator(shape, settings.gan, classes),
                     "discriminator": build_discriminator(shape, settings.gan, classes)}
+        if settings.gan.average_decay:
+            networks[AVERAGE_GENERATOR] = build_generator(shape, settings.gan, classes)
     else:
         networks = {"autoencoder": build_autoencoder(shape, settings.autoencoder, settings.model == "vae").model}
     load_weights(networks, weights)

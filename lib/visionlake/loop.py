@@ -150,6 +150,9 @@ def run_loop(job: LoopJob, task: RankTask, hvd) -> dict[str, Any]:
             history.append({"epoch": current, **record})
             if stop:
                 break
+        # Drop the iterator while its reader still runs: torn down later, its prefetch thread can sit in a call to
+        # the stopped petastorm reader, and the rank then hung for 20-50 s after its last epoch (seen in the demo).
+        del batches
     if rank == 0 and best_weights is None:  # resumed after the last epoch, with no best weights kept
         best_weights = snapshot_weights(task.networks)
     return {"rank": rank, "history": history, "initial_digest": initial_digest,

@@ -61,13 +61,16 @@ class DemoSummary:
         return "\n".join(lines)
 
 
-def demo_settings(config: Config) -> Config:
-    """The config with the demo's short generative schedule and its choice of normal classes."""
+def demo_settings(config: Config) -> tuple[Config, Config]:
+    """The configs of the demo's anomaly model and of its conditional GAN: the short generative schedules and the
+    choice of normal classes."""
     demo = config.demo
-    generative = replace(config.generative, epochs=demo.generative_epochs, batch_size=demo.generative_batch_size,
-                         quality=replace(config.generative.quality, samples=demo.quality_samples))
+    generative = replace(config.generative, epochs=demo.anomaly_epochs, batch_size=demo.generative_batch_size,
+                         quality=replace(config.generative.quality, samples=demo.quality_samples,
+                                         every_epochs=demo.quality_every_epochs))
     anomaly = replace(config.anomaly, normal_labels=list(demo.normal_labels))
-    return replace(config, generative=generative, anomaly=anomaly)
+    config = replace(config, generative=generative, anomaly=anomaly)
+    return config, replace(config, generative=replace(generative, model="cdcgan", epochs=demo.gan_epochs))
 
 
 def run_demo(spark: SparkSession, config: Config) -> DemoSummary:
@@ -79,8 +82,7 @@ def run_demo(spark: SparkSession, config: Config) -> DemoSummary:
     from visionlake.score import score_dataset
     from visionlake.train import train_classifier
 
-    config = demo_settings(config)
-    gan_config = replace(config, generative=replace(config.generative, model="cdcgan"))
+    config, gan_config = demo_settings(config)
     steps: list[tuple[str, Callable[[], Any]]] = [
         ("demo data", lambda: write_demo_source(config)),
         ("ingest", lambda: ingest(spark, config)),
@@ -114,10 +116,11 @@ def demo_figures(classifier, detector, generator) -> dict[str, str]:
     figures = {"classifier test accuracy": f"{classifier.test_accuracy:.3f} (target >= 0.95)",
                "anomaly detector val AUROC": f"{auroc} (target >= 0.95)",
                "conditional GAN conditional accuracy": f"{metrics.get('conditional_accuracy', float('nan')):.3f} "
-                                                       "(target >= 0.8)"}
+                                                       f"on {metrics.get('conditional_accuracy_samples', 0):.0f} "
+                                                       "generated images (target >= 0.8)"}
     if fcd is not None and floor:
-        figures["conditional GAN FCD"] = (f"{fcd:.2f} = {fcd / floor:.2f}x the train-vs-test floor {floor:.2f} "
-                                          "(target <= 2x)")
+        figures["conditional GAN FCD"] = (f"{fcd:.2f} = {fcd / floor:.2f}x the train-vs-test floor {floor:.2f}, "
+                                          f"{metrics.get('fcd_samples', 0):.0f} images each (target <= 2x)")
     return figures
 
 

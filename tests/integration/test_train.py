@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import cloudpickle
 import numpy as np
@@ -83,6 +84,21 @@ def test_two_ranks_learn_register_and_end_identical(spark, workspace):
     champion = mlflow.pyfunc.load_model("models:/visionlake-classifier@champion")
     probabilities = np.asarray(champion.predict(np.zeros((3, 32, 32, 3), np.float32)))
     assert probabilities.shape == (3, 5) and np.allclose(probabilities.sum(axis=1), 1, atol=1e-5)
+    # Its environment pins this one's TensorFlow build (given, not inferred by loading the model once more).
+    from mlflow.artifacts import download_artifacts
+    from importlib.metadata import version
+    pins = Path(download_artifacts("models:/visionlake-classifier@champion/requirements.txt")).read_text().split()
+    tensorflow = next(name for name in ("tensorflow", "tensorflow-cpu", "tensorflow-gpu") if _installed(name))
+    assert f"{tensorflow}=={version(tensorflow)}" in pins and f"numpy=={np.__version__}" in pins
+
+
+def _installed(name: str) -> bool:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return bool(version(name))
+    except PackageNotFoundError:
+        return False
 
 
 def test_a_restarted_run_continues_from_its_last_checkpoint(spark, workspace):

@@ -37,6 +37,8 @@ def test_overrides_are_typed_and_nested(tmp_path):
     ("lake.retention_hours=week", r"lake\.retention_hours must be a number"),
     ("lake.commit_lock=s3a://bucket/locks", r"lake\.commit_lock=s3a://bucket/locks must be on a file system with "
                                             r"exclusive create"),
+    ("generative.gan.average_decay=1", r"generative\.gan\.average_decay must be in \[0, 1\)"),
+    ("demo.gan_epochs=0", r"demo\.gan_epochs must be >= 1, got 0"),
     ("nonsense", r"must look like key\.path=value"),
 ])
 def test_bad_settings_are_rejected_with_the_key_named(tmp_path, override, message):

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from visionlake.config import TrackingConfig
-from visionlake.tracking import connect, gate_and_promote
+from visionlake.tracking import connect, gate_and_promote, model_requirements
 
 NORMAL = "anomaly.normal_labels"
 
@@ -35,3 +35,10 @@ def test_gate_compares_like_with_like_and_replaces_a_champion_of_another_normal_
 
     assert decision["gate.decision"] == "promoted" and decision["gate.not_comparable_on"] == NORMAL
     assert client.get_model_version_by_alias("detector", "champion").version == other_normal
+
+
+def test_model_requirements_pin_the_first_installed_distribution_of_each_group():
+    import numpy as np
+
+    assert model_requirements((("no-such-build-of-numpy", "numpy"), ("no-such-package",))) == \
+        [f"numpy=={np.__version__}"]

@@ -77,6 +77,51 @@ def test_acgan_class_head_learns_real_classes_and_pulls_the_generator_towards_th
     assert class_loss(fakes()) < 0.5 * fake_before, "the generator learns to draw the class it is asked for"
 
 
+def test_the_registered_generator_is_the_moving_average_of_the_trained_weights():
+    import tensorflow as tf
+
+    from visionlake.config import GenerativeConfig
+    from visionlake.generative import AVERAGE_GENERATOR, make_average_update, registered_network
+    from visionlake.generative_models import build_generator
+
+    gan = GanConfig(latent_dim=8, filters=8, embedding_dim=4, average_decay=0.9)
+    trained, average = build_generator((8, 8, 1), gan), build_generator((8, 8, 1), gan)
+    start = [w.copy() for w in trained.get_weights()]
+    average.set_weights(start)
+    update = make_average_update(average, trained, gan.average_decay)
+    target = [w + 1.0 for w in start]
+    trained.set_weights(target)  # as if training had moved every weight by one
+    for _ in range(10):
+        update()
+    moved = 1 - 0.9 ** 10  # the share of the way from the old weights to the new after 10 steps
+    for averaged, old in zip(average.get_weights(), start):
+        np.testing.assert_allclose(averaged, old + moved, rtol=1e-5, atol=1e-5)
+    assert isinstance(update, tf.types.experimental.GenericFunction)  # one graph, not Python per weight per step
+
+    networks = {"generator": trained, "discriminator": None, AVERAGE_GENERATOR: average}
+    cdcgan = GenerativeConfig(model="cdcgan", gan=gan)
+    assert registered_network(cdcgan, networks) is average
+    assert registered_network(cdcgan, {"generator": trained}) is trained  # average_decay 0: the raw weights
+
+
+def test_conditional_accuracy_uses_every_requested_sample_and_fcd_as_many_as_the_real_images():
+    from visionlake.generative_models import build_generator
+    from visionlake.models import build_classifier
+    from visionlake.quality import GanQuality, Judge
+
+    shape, classes = (32, 32, 3), 5
+    judge = Judge(build_classifier("lenet", shape, classes))
+    real = np.random.default_rng(0).uniform(-1, 1, (12, *shape)).astype(np.float32)
+    quality = GanQuality(judge, judge.features(real), floor_fcd=1.0, samples=len(real), num_classes=classes,
+                         seed=3, accuracy_samples=60)
+    generator = build_generator(shape, GanConfig(latent_dim=8, filters=8, embedding_dim=4), classes)
+
+    figures = quality.evaluate(generator)
+
+    assert figures["fcd_samples"] == 12 and figures["conditional_accuracy_samples"] == 60
+    assert figures["fcd"] > 0 and 0 <= figures["conditional_accuracy"] <= 1
+
+
 def test_odd_image_sides_are_refused_with_advice():
     from visionlake.generative_models import geometry
 

@@ -11,14 +11,17 @@ from visionlake.pipeline import DemoSummary, demo_settings
 
 
 def test_demo_settings_shorten_the_generative_schedule_and_pick_the_normal_shapes():
-    config = load_config(None, ["generative.epochs=50", "demo.generative_epochs=3", "demo.quality_samples=64",
+    config = load_config(None, ["generative.epochs=50", "generative.model=vae", "demo.anomaly_epochs=3",
+                                "demo.gan_epochs=7", "demo.quality_samples=64", "demo.quality_every_epochs=5",
                                 "demo.generative_batch_size=8", "demo.normal_labels=[ring]"])
 
-    demo = demo_settings(config)
+    demo, gan = demo_settings(config)
 
     assert (demo.generative.epochs, demo.generative.batch_size, demo.generative.quality.samples) == (3, 8, 64)
-    assert list(demo.anomaly.normal_labels) == ["ring"]
-    assert demo.generative.gan == config.generative.gan and demo.train == config.train
+    assert (gan.generative.model, gan.generative.epochs, gan.generative.batch_size) == ("cdcgan", 7, 8)
+    assert demo.generative.quality.every_epochs == gan.generative.quality.every_epochs == 5
+    assert list(demo.anomaly.normal_labels) == list(gan.anomaly.normal_labels) == ["ring"]
+    assert demo.generative.gan == config.generative.gan and demo.train == gan.train == config.train
 
 
 def test_demo_summary_reports_tables_aliases_rates_and_next_steps():
