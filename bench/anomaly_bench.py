@@ -22,7 +22,8 @@ from _common import archive_available, mnist_config, sample_archive, workspace
 from visionlake.anomaly import roc_auc
 from visionlake.cli import configure_logging
 from visionlake.data import InputSpec
-from visionlake.detectors import load_scorer, train_detector
+from visionlake.detectors import train_detector
+from visionlake.scorers import load_scorer
 from visionlake.ingest import ingest
 from visionlake.lake import Lake
 from visionlake.quality import read_images

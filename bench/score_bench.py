@@ -20,7 +20,8 @@ import numpy as np
 
 from _common import archive_available, mnist_config, sample_archive, workspace
 from visionlake.cli import configure_logging
-from visionlake.detectors import load_scorer, train_detector
+from visionlake.detectors import train_detector
+from visionlake.scorers import load_scorer
 from visionlake.images import decode_stored_image
 from visionlake.ingest import ingest
 from visionlake.lake import Lake

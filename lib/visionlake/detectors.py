@@ -37,13 +37,11 @@ from visionlake.checkpoints import NetworkWeights, load_weights
 from visionlake.loop import LoopJob, RankTask, run_loop
 from visionlake.metrics import to_unit
 from visionlake.quality import read_images
-from visionlake.scorers import AnomalyScorer
+from visionlake.scorers import NORMAL_LABELS_TAG, THRESHOLD_TAG, AnomalyScorer
 
 log = logging.getLogger(__name__)
 
 GATE_METRIC = "val_auroc"
-THRESHOLD_TAG = "anomaly.threshold"
-NORMAL_LABELS_TAG = "anomaly.normal_labels"  # a val AUROC only compares detectors with the same normal labels
 
 
 @dataclass
@@ -264,25 +262,3 @@ def _tag_version(name: str, version: str, calibration: Calibration, method: str,
             "anomaly.score_summary": json.dumps(calibration.quantiles)}
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
-
-
-def load_scorer(model_uri: str) -> AnomalyScorer:
-    """The registered scorer, ready to ``score``."""
-    import mlflow.pyfunc
-
-    return mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
-
-
-def threshold_of(model: tracking.ModelRef) -> float:
-    """The calibrated threshold stored with a registered anomaly model.
-
-    Raises:
-        ConfigError: the version has no threshold (not a calibrated visionlake detector).
-    """
-    from mlflow.tracking import MlflowClient
-
-    tags = MlflowClient().get_model_version(model.name, model.version).tags
-    if THRESHOLD_TAG not in tags:
-        raise ConfigError(f"{model.uri} has no {THRESHOLD_TAG} tag: not a calibrated anomaly detector; train one with "
-                          "`visionlake train anomaly`")
-    return float(tags[THRESHOLD_TAG])

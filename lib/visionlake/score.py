@@ -203,7 +203,7 @@ def score_dataset(spark: SparkSession, config: Config) -> ScoreSummary:
     """
     import mlflow
 
-    from visionlake.detectors import threshold_of
+    from visionlake.scorers import threshold_of
 
     started = time.perf_counter()
     settings = config.score
@@ -320,9 +320,8 @@ def _log_anomaly_maps(lake: Lake, settings, run_id: str, models: ScoringModels) 
     """Per-pixel difference maps of the highest-scoring flagged images (scorers that reconstruct)."""
     import mlflow
 
-    from visionlake.detectors import load_scorer
     from visionlake.images import decode_stored_image
-    from visionlake.scorers import anomaly_map_png
+    from visionlake.scorers import anomaly_map_png, load_scorer
 
     scorer = load_scorer(models.detector.uri)
     predictions = lake.read_table(settings.dataset, "predictions")

@@ -12,13 +12,20 @@ The threshold and the calibration summary travel with the registered version (ta
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 # predict() takes arrays and DataFrames of stored image bytes alike, so it has no type hint; MLflow warns once.
 from mlflow.pyfunc import PythonModel
 
+from visionlake.config import ConfigError
+
+if TYPE_CHECKING:
+    from visionlake.tracking import ModelRef
+
 METHODS = ("autoencoder", "vae", "gan", "classifier")
+THRESHOLD_TAG = "anomaly.threshold"
+NORMAL_LABELS_TAG = "anomaly.normal_labels"  # a val AUROC only compares detectors with the same normal labels
 RECONSTRUCTING = ("autoencoder", "vae", "gan")
 _BATCH = 512
 
@@ -127,3 +134,25 @@ def anomaly_map_png(difference: np.ndarray) -> bytes:
 
     pixels = np.clip(np.rint(difference / max(float(difference.max()), 1e-6) * 255), 0, 255).astype(np.uint8)
     return encode_png(pixels[..., None], 6)
+
+
+def load_scorer(model_uri: str) -> AnomalyScorer:
+    """The registered scorer, ready to ``score``."""
+    import mlflow.pyfunc
+
+    return mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
+
+
+def threshold_of(model: "ModelRef") -> float:
+    """The calibrated threshold stored with a registered anomaly model.
+
+    Raises:
+        ConfigError: the version has no threshold (not a calibrated visionlake detector).
+    """
+    from mlflow.tracking import MlflowClient
+
+    tags = MlflowClient().get_model_version(model.name, model.version).tags
+    if THRESHOLD_TAG not in tags:
+        raise ConfigError(f"{model.uri} has no {THRESHOLD_TAG} tag: not a calibrated anomaly detector; train one with "
+                          "`visionlake train anomaly`")
+    return float(tags[THRESHOLD_TAG])

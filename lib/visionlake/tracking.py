@@ -295,6 +295,6 @@ def worker_model(uri: str, tracking_uri: str, loader: str = "tensorflow"):
             import mlflow.tensorflow
             _WORKER_MODELS[key] = mlflow.tensorflow.load_model(uri)
         else:
-            from visionlake.detectors import load_scorer
+            from visionlake.scorers import load_scorer
             _WORKER_MODELS[key] = load_scorer(uri)
     return _WORKER_MODELS[key]

@@ -11,7 +11,8 @@ import pytest
 
 from tests.conftest import demo_workspace_with_classifier
 
-from visionlake.detectors import load_scorer, train_detector
+from visionlake.detectors import train_detector
+from visionlake.scorers import load_scorer
 from visionlake.images import decode_stored_image
 from visionlake.ingest import ingest
 from visionlake.lake import Lake

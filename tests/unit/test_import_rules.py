@@ -1,0 +1,44 @@
+"""Which modules may import which: batch scoring runs on every Spark worker and never loads the training stack."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import visionlake
+
+PACKAGE = Path(visionlake.__file__).parent
+# The Horovod launcher, the training loop and the trainers: the driver and the ranks of a training job only.
+TRAINING = {"launcher", "loop", "checkpoints", "train", "generative", "detectors"}
+
+
+def imported_modules(module: str) -> set[str]:
+    """The visionlake modules ``module`` imports anywhere in its source, function-level imports included."""
+    tree = ast.parse((PACKAGE / f"{module}.py").read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("visionlake"):
+            names = [node.module] if node.module != "visionlake" else [f"visionlake.{a.name}" for a in node.names]
+            found.update(name.split(".")[1] for name in names if "." in name)
+        elif isinstance(node, ast.Import):
+            found.update(a.name.split(".")[1] for a in node.names if a.name.startswith("visionlake."))
+    return found
+
+
+def reachable_from(module: str) -> set[str]:
+    seen, todo = set(), [module]
+    while todo:
+        current = todo.pop()
+        if current not in seen and (PACKAGE / f"{current}.py").exists():
+            seen.add(current)
+            todo.extend(imported_modules(current))
+    return seen
+
+
+def test_scoring_never_reaches_the_training_stack():
+    for entry in ("score", "scorers", "tracking"):
+        assert not reachable_from(entry) & TRAINING, (entry, sorted(reachable_from(entry) & TRAINING))
+
+
+def test_the_rule_sees_function_level_imports():
+    assert "detectors" in imported_modules("pipeline")  # run_demo imports train_detector inside the function
+    assert "generative" in reachable_from("detectors")
