@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import typing
 from dataclasses import dataclass, field
 from importlib import resources
@@ -17,6 +16,8 @@ from pathlib import Path
 from typing import Any, Iterator, Literal, Optional, Sequence, Union
 
 import yaml
+
+from visionlake.uris import has_scheme, is_local, local_path
 
 
 class ConfigError(ValueError):
@@ -460,14 +461,6 @@ def is_local_master(master: str) -> bool:
     return master == "local" or master.startswith("local[")
 
 
-def _is_local_path(location: str) -> bool:
-    return "://" not in location or location.startswith("file:")
-
-
-def _local_path(location: str) -> str:
-    return re.sub(r"^file:(//)?", "", location)
-
-
 def check_reachable_from_executors(config: Config, master: str) -> None:
     """Under a cluster master, every place executors write must be visible from every node.
 
@@ -480,12 +473,12 @@ def check_reachable_from_executors(config: Config, master: str) -> None:
         return
     lake_root = config.lake.root.rstrip("/")
     checkpoints = config.train.checkpoint_root
-    if _is_local_path(checkpoints) and _is_local_path(lake_root) and not (
-            _local_path(checkpoints) + "/").startswith(_local_path(lake_root) + "/"):
+    if is_local(checkpoints) and is_local(lake_root) and not (
+            local_path(checkpoints) + "/").startswith(local_path(lake_root) + "/"):
         raise ConfigError(f"train.checkpoint_root={checkpoints} is a path on one node's disk, and rank 0 may run on "
                           f"any node under {master}: leave it empty (= <lake.root>/_checkpoints) or set a URI on the "
                           "lake's shared file system")
-    if _is_local_path(checkpoints) and not _is_local_path(lake_root):
+    if is_local(checkpoints) and not is_local(lake_root):
         raise ConfigError(f"train.checkpoint_root={checkpoints} is a local path but the lake is on {lake_root}: "
                           "leave it empty (= <lake.root>/_checkpoints) or set a URI on a shared file system")
     tracking_uri = config.tracking.tracking_uri
@@ -493,7 +486,7 @@ def check_reachable_from_executors(config: Config, master: str) -> None:
         raise ConfigError(f"tracking.tracking_uri={tracking_uri} is a store on the driver's disk, which executors "
                           f"under {master} cannot reach (rank 0 logs metrics, scoring tasks load models): run an "
                           "MLflow tracking server (`mlflow server --serve-artifacts`) and set its http:// URI")
-    if config.tracking.artifact_root and _is_local_path(config.tracking.artifact_root):
+    if config.tracking.artifact_root and is_local(config.tracking.artifact_root):
         raise ConfigError(f"tracking.artifact_root={config.tracking.artifact_root} is a local folder, which rank 0 on "
                           "another node cannot write: leave it empty so the tracking server stores and serves "
                           "artifacts (--serve-artifacts), or set an object-store URI")
@@ -679,6 +672,6 @@ def _absolutise_paths(config: Config, base: Path) -> Config:
 
 def absolute_uri(location: str, base: Path) -> str:
     """Leaves URIs with a scheme (hdfs://, s3a://, file:/) alone; makes a local path absolute against ``base``."""
-    if "://" in location or location.startswith("file:"):
+    if has_scheme(location):
         return location
     return str((base / location).resolve())

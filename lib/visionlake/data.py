@@ -18,6 +18,7 @@ import pandas as pd
 from visionlake.config import AugmentConfig, ConfigError
 from visionlake.manifest import stored_image_spec
 from visionlake.shards import RankShard, ShardPlan, plan_records, plan_shards, read_row_group_stats, row_rank
+from visionlake.uris import file_uri
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,7 @@ class InputSpec:
 
 
 def _petastorm_url(uri: str) -> str:
-    return "file:///" + uri[len("file:"):].lstrip("/") if uri.startswith("file:") else uri
+    return file_uri(uri) if uri.startswith("file:") else uri
 
 
 @contextlib.contextmanager

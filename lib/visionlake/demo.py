@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from visionlake.config import Config, DemoConfig
+from visionlake.uris import local_path
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ def write_demo_dataset(target: Path, config: DemoConfig) -> int:
 
 def write_demo_source(config: Config) -> Path:
     """The demo dataset at ``ingest.source.uri`` (a local path), where the demo's ingest reads it."""
-    target = Path(config.ingest.source.uri.removeprefix("file:"))
+    target = Path(local_path(config.ingest.source.uri))
     count = write_demo_dataset(target, config.demo)
     log.info("demo raw dataset: %d files under %s", count, target)
     return target

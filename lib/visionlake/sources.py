@@ -24,6 +24,7 @@ from visionlake.config import LimitsConfig, SourceConfig
 from visionlake.labels import ARCHIVE_MEMBER_SEPARATOR, ARCHIVE_PATTERN
 from visionlake.schema import RAW_SCHEMA
 from visionlake.storage import HadoopStorage
+from visionlake.uris import is_local, local_path
 
 ARCHIVE_GLOB = "*.{tar,tar.gz,tgz,tar.bz2,tbz2,zip,TAR,TAR.GZ,TGZ,ZIP}"
 # Spark's binaryFile source holds a whole file in one row, so it cannot read files of 2 GiB or more.
@@ -74,8 +75,8 @@ def read_raw_records(spark: SparkSession, source: SourceConfig, limits: LimitsCo
 def local_path(uri: str) -> Optional[str]:
     """The local file-system path of a ``file:`` URI or plain path; None for other schemes (hdfs://, s3a://...)."""
     if uri.startswith("file:"):
-        return "/" + uri[len("file:"):].lstrip("/")
-    return None if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", uri) else os.path.abspath(uri)
+        return "/" + local_path(uri).lstrip("/")
+    return os.path.abspath(uri) if is_local(uri) else None
 
 
 def list_local_files(root: str) -> Iterator[tuple[str, int]]:

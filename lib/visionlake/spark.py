@@ -4,7 +4,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import shutil
 import sys
 import tempfile
@@ -15,6 +14,7 @@ from pyspark.sql import SparkSession
 
 from visionlake.config import SparkConfig
 from visionlake.console import child_output_to
+from visionlake.uris import local_path
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def ship_wheels_to_python_workers(spark: SparkSession) -> None:
     """
     context = spark.sparkContext
     for uri in filter(None, context.getConf().get("spark.submit.pyFiles", "").split(",")):
-        local = re.sub(r"^file:(//)?", "", uri)
+        local = local_path(uri)
         if local.endswith(".whl") and os.path.isfile(local):
             folder = tempfile.mkdtemp(prefix="visionlake-pyfiles-")
             zipped = os.path.join(folder, os.path.basename(local)[:-len(".whl")] + ".zip")

@@ -23,6 +23,8 @@ from typing import Optional
 
 from pyspark.sql import SparkSession
 
+from visionlake.uris import local_path
+
 # File systems whose publish_text is exclusive, by URI scheme -> how (see the module docstring).
 EXCLUSIVE_CREATE = {"file": "hard link", "hdfs": "atomic rename"}
 _TEMPORARY_PREFIX = ".tmp-"
@@ -34,7 +36,7 @@ def pyarrow_filesystem(uri: str):
     from pyarrow import fs as pafs
 
     if uri.startswith("file:") or uri.startswith("/"):
-        return pafs.LocalFileSystem(), re.sub(r"^file:(//)?", "", uri)
+        return pafs.LocalFileSystem(), local_path(uri)
     return pafs.FileSystem.from_uri(re.sub(r"^s3a://", "s3://", uri))
 
 
@@ -44,11 +46,6 @@ class StorageError(RuntimeError):
 
 class TargetExistsError(StorageError):
     """An exclusive create found the file already there: another writer created it first."""
-
-
-def local_path(uri: str) -> str:
-    """``/x`` for ``file:/x``, ``file:///x`` or ``/x``."""
-    return re.sub(r"^file:(//)?", "", uri)
 
 
 def is_temporary(name: str) -> bool:

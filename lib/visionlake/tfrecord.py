@@ -6,13 +6,14 @@ TensorFlow (seconds of start-up and ~1 GiB per Python worker). The reader is pla
 from __future__ import annotations
 
 import gzip
-import re
 import struct
 import uuid
 from typing import Iterable, Iterator, Optional
 
 import google_crc32c
 import pandas as pd
+
+from visionlake.uris import local_path
 
 TFRECORD_SUFFIX = {"none": ".tfrecord", "gzip": ".tfrecord.gz"}
 _CRC_MASK_DELTA = 0xA282EAD8
@@ -130,7 +131,7 @@ def tfrecord_examples(files: list[str], compression: str = "none"):
         "label": tf.io.FixedLenFeature([], tf.int64),
         "id": tf.io.FixedLenFeature([], tf.string),
     }
-    local_files = [re.sub(r"^file:(//)?", "", f) for f in files]
+    local_files = [local_path(f) for f in files]
     records = tf.data.TFRecordDataset(local_files, compression_type="GZIP" if compression == "gzip" else "",
                                       num_parallel_reads=tf.data.AUTOTUNE if len(local_files) > 1 else None)
     return records.map(lambda serialised: tf.io.parse_single_example(serialised, spec),

@@ -9,6 +9,7 @@ from typing import Any, Iterator, Optional
 
 from visionlake.config import TrackingConfig
 from visionlake.console import library_prints_to_log
+from visionlake.uris import file_uri, has_scheme
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,7 @@ def artifact_location(root: str) -> Optional[str]:
     """The new experiment's artifact location; None (empty ``root``) lets a tracking server store and serve them."""
     if not root:
         return None
-    return root if "://" in root or root.startswith("file:") else "file://" + os.path.abspath(root)
+    return root if has_scheme(root) else file_uri(root)
 
 
 @contextlib.contextmanager

@@ -42,3 +42,9 @@ def test_scoring_never_reaches_the_training_stack():
 def test_the_rule_sees_function_level_imports():
     assert "detectors" in imported_modules("pipeline")  # run_demo imports train_detector inside the function
     assert "generative" in reachable_from("detectors")
+
+
+def test_file_uris_are_taken_apart_in_one_place():
+    copies = [path.name for path in PACKAGE.glob("*.py")
+              if path.name != "uris.py" and ('r"^file:' in path.read_text() or '[len("file:"):]' in path.read_text())]
+    assert not copies, f"use visionlake.uris instead of parsing file: URIs in {copies}"
