@@ -34,7 +34,7 @@ from visionlake.lake import Lake
 from visionlake.manifest import stored_image_spec
 from visionlake.launcher import init_rank, run_on_ranks
 from visionlake.checkpoints import NetworkWeights, load_weights
-from visionlake.loop import LoopJob, RankTask, run_loop
+from visionlake.loop import LoopJob, RankTask, run_loop, step_averaged
 from visionlake.metrics import to_unit
 from visionlake.quality import read_images
 from visionlake.scorers import NORMAL_LABELS_TAG, THRESHOLD_TAG, AnomalyScorer
@@ -114,9 +114,7 @@ class EncoderTask(RankTask):
                 feature = tf.reduce_mean(tf.square(critic(images, training=False) -
                                                    critic(reconstructed, training=False)))
                 loss = pixel + job.feature_weight * feature
-            tape = hvd.DistributedGradientTape(tape)  # Horovod: average the encoder's gradients over the ranks
-            gradients = tape.gradient(loss, encoder.trainable_variables)
-            optimizer.apply_gradients(zip(gradients, encoder.trainable_variables))
+            step_averaged(tape, loss, encoder.trainable_variables, optimizer, hvd)  # Horovod: the encoder only
             return loss, pixel, feature
 
         self._step = step

@@ -1,7 +1,8 @@
 """Distributed training of the generative models (DCGAN, cDCGAN, VAE, autoencoder) on the shared Horovod loop.
 
-GANs: separate Adam optimizers for G and D (distinct names), one ``DistributedGradientTape`` each, k discriminator
-steps per generator step, non-saturating or minimax G loss, one-sided label smoothing, per-rank noise streams.
+GANs: separate Adam optimizers for G and D (distinct names), one averaged step (``loop.step_averaged``) each, k
+discriminator steps per generator step, non-saturating or minimax G loss, one-sided label smoothing, per-rank noise
+streams.
 VAE/autoencoder: summed squared error (+ KL for the VAE) with the reparameterisation trick.
 Quality metrics and sample grids are computed on rank 0 every ``generative.quality.every_epochs`` epochs and after
 the last; the driver then registers the generator (or the autoencoder) and gates it on FCD (or test MSE).
@@ -24,7 +25,7 @@ from visionlake.evaluation import plot_curves
 from visionlake.lake import Lake
 from visionlake.launcher import default_num_proc, init_rank, rank_settings, run_on_ranks
 from visionlake.checkpoints import NetworkWeights, load_weights
-from visionlake.loop import LoopJob, RankTask, run_loop
+from visionlake.loop import LoopJob, RankTask, run_loop, step_averaged
 from visionlake.manifest import stored_image_spec
 
 log = logging.getLogger(__name__)
@@ -120,9 +121,7 @@ def make_gan_steps(generator, discriminator, g_optimizer, d_optimizer, noise, se
             # learns from real images only: trained on fakes too, it lets the generator code classes in colour.
             loss = (bce(tf.fill(tf.shape(real_logits), settings.real_label), real_logits)
                     + bce(tf.zeros_like(fake_logits), fake_logits) + real_class_loss)
-        tape = hvd.DistributedGradientTape(tape)  # Horovod: average D's gradients over the ranks
-        gradients = tape.gradient(loss, discriminator.trainable_variables)
-        d_optimizer.apply_gradients(zip(gradients, discriminator.trainable_variables))
+        step_averaged(tape, loss, discriminator.trainable_variables, d_optimizer, hvd)  # Horovod: D's own allreduce
         return loss, tf.reduce_mean(tf.sigmoid(real_logits)), tf.reduce_mean(tf.sigmoid(fake_logits))
 
     @tf.function
@@ -135,9 +134,7 @@ def make_gan_steps(generator, discriminator, g_optimizer, d_optimizer, noise, se
             else:  # the original minimax: minimise log(1 - D(G(z)))
                 loss = -bce(tf.zeros_like(fake_logits), fake_logits)
             loss += fake_class_loss  # AC-GAN: images that the discriminator files under their own label
-        tape = hvd.DistributedGradientTape(tape)  # Horovod: average G's gradients over the ranks
-        gradients = tape.gradient(loss, generator.trainable_variables)
-        g_optimizer.apply_gradients(zip(gradients, generator.trainable_variables))
+        step_averaged(tape, loss, generator.trainable_variables, g_optimizer, hvd)  # Horovod: G's own allreduce
         return loss
 
     return discriminator_step, generator_step
@@ -266,9 +263,7 @@ class AutoencoderTask(RankTask):
         def step(images):
             with tf.GradientTape() as tape:
                 loss, squared_error, kl = self._losses(images, noise, training=True)
-            tape = hvd.DistributedGradientTape(tape)  # Horovod: average the gradients over the ranks
-            gradients = tape.gradient(loss, model.trainable_variables)
-            optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+            step_averaged(tape, loss, model.trainable_variables, optimizer, hvd)  # Horovod: averaged gradients
             return loss, squared_error, kl
 
         return step
@@ -397,7 +392,8 @@ def fit_generative(spark: SparkSession, plan: GenerativePlan, run_id: str) -> Ge
     history = tracking.metric_history(run_id, results[0]["history"])
     networks = _load_networks(job, results[0]["best_weights"])
     _log_curves(history, settings)
-    return GenerativeFit(registered_network(settings, networks), networks, results[0]["best_weights"], _final_metrics(run_id), history, results)
+    return GenerativeFit(registered_network(settings, networks), networks, results[0]["best_weights"],
+                         _final_metrics(run_id), history, results)
 
 
 def train_generative(spark: SparkSession, config: Config) -> GenerativeSummary:

@@ -69,6 +69,14 @@ class RankTask:
         return {}
 
 
+def step_averaged(tape, loss, variables, optimizer, hvd) -> None:
+    """One optimizer step on ``variables`` with the gradients of ``loss`` averaged over the ranks: the distributed
+    step every trainer takes (call it inside the trainer's ``tf.function``)."""
+    tape = hvd.DistributedGradientTape(tape)  # Horovod: allreduce-average the gradients over the ranks
+    gradients = tape.gradient(loss, variables)
+    optimizer.apply_gradients(zip(gradients, variables))
+
+
 def weights_digest(*models) -> str:
     digest = hashlib.sha256()
     for model in models:

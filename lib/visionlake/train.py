@@ -25,7 +25,7 @@ from visionlake.evaluation import confusion_matrix, per_class_report, plot_confu
 from visionlake.lake import Lake
 from visionlake.launcher import default_num_proc, init_rank, rank_settings, run_on_ranks
 from visionlake.checkpoints import NetworkWeights, load_weights
-from visionlake.loop import LoopJob, RankTask, run_loop
+from visionlake.loop import LoopJob, RankTask, run_loop, step_averaged
 from visionlake.manifest import stored_image_spec
 from visionlake.shards import RankShard, whole
 
@@ -111,9 +111,7 @@ def make_train_step(model, optimizer, hvd):
         with tf.GradientTape() as tape:
             logits = model(images, training=True)
             loss = loss_fn(labels, logits)
-        tape = hvd.DistributedGradientTape(tape)  # Horovod: allreduce-average the gradients
-        gradients = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+        step_averaged(tape, loss, model.trainable_variables, optimizer, hvd)  # Horovod: averaged gradients
         predicted = tf.argmax(logits, axis=-1, output_type=tf.int32)
         return loss, tf.reduce_sum(tf.cast(tf.equal(predicted, labels), tf.float32))
 
