@@ -51,6 +51,21 @@ def check_compatible(previous: dict[str, Any], settings: IngestConfig) -> None:
                          "set ingest.full_rebuild=true to rebuild it with the new settings")
 
 
+def version_after(previous: Optional[dict[str, Any]]) -> int:
+    """The number of the version that follows ``previous`` (1 for a dataset's first commit)."""
+    return (previous["version"] if previous else 0) + 1
+
+
+def next_version(previous: dict[str, Any], *, run: dict[str, Any], created_at: dt.datetime, live_runs: list[str],
+                 tables: dict[str, str], **sections: Any) -> dict[str, Any]:
+    """The manifest a job other than ingest commits (synthetic data, predictions): ``previous`` with the version and
+    time advanced, ``run`` appended to the history, ``live_runs`` and ``tables`` as given, and ``sections`` (the
+    job's own part of the document) replaced."""
+    return {**previous, "version": version_after(previous), "created_at": created_at.isoformat(),
+            "live_runs": live_runs, "tables": {**previous["tables"], **tables},
+            "runs": previous["runs"] + [run], **sections}
+
+
 def combine_counts(earlier: dict[str, dict[str, int]], added: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
     combined = {split: dict(labels) for split, labels in earlier.items()}
     for split, labels in added.items():
@@ -89,7 +104,7 @@ def build_manifest(*, previous: Optional[dict[str, Any]], base: Optional[dict[st
     return {
         "format": MANIFEST_FORMAT,
         "dataset": settings.dataset,
-        "version": (previous["version"] if previous else 0) + 1,
+        "version": version_after(previous),
         "run_id": run_id,
         "created_at": created_at.isoformat(),
         "live_runs": ((base["live_runs"] if base else []) + [run_id]),

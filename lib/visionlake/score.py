@@ -34,6 +34,7 @@ from pyspark.sql import types as T
 from visionlake import tracking
 from visionlake.config import Config, ConfigError
 from visionlake.lake import Lake, LakeError, new_run_id, table_writer
+from visionlake.manifest import next_version
 from visionlake.progress import phase
 from visionlake.schema import PREDICTION_FIELDS, QUARANTINE_FIELDS
 
@@ -117,11 +118,11 @@ def with_predictions_run(manifest: dict[str, Any], run_id: str, slice_key: str, 
     predictions = manifest.get("predictions", {"slices": {}})
     replaced = predictions["slices"].get(slice_key, {}).get("run_id", "")
     live = [r for r in manifest["live_runs"] if r != replaced] + [run_id]
-    return ({**manifest, "version": manifest["version"] + 1, "created_at": created_at.isoformat(), "live_runs": live,
-             "tables": {**manifest["tables"], "predictions": table_path},
-             "predictions": {"slices": {**predictions["slices"], slice_key: {"run_id": run_id, **record}}},
-             "runs": manifest["runs"] + [{"run_id": run_id, "kind": "predictions", "created_at": created_at.isoformat(),
-                                          "slice": slice_key, "replaces": replaced or None}]}, replaced)
+    run = {"run_id": run_id, "kind": "predictions", "created_at": created_at.isoformat(), "slice": slice_key,
+           "replaces": replaced or None}
+    slices = {**predictions["slices"], slice_key: {"run_id": run_id, **record}}
+    return next_version(manifest, run=run, created_at=created_at, live_runs=live, tables={"predictions": table_path},
+                        predictions={"slices": slices}), replaced
 
 
 # ---- the worker side ----------------------------------------------------------------------------------------------

@@ -112,13 +112,12 @@ def with_synthetic_run(manifest: dict[str, Any], run_id: str, request: Generatio
         totals[name] = totals.get(name, 0) + count
     record = {"run_id": run_id, "created_at": created_at.isoformat(), "request": request.key(),
               "mlflow_run_id": mlflow_run_id, "added": counts}
-    return {**manifest, "version": manifest["version"] + 1, "created_at": created_at.isoformat(),
-            "live_runs": manifest["live_runs"] + [run_id],
-            "tables": {**manifest["tables"], "synthetic": table_path},
-            "synthetic": {"live_runs": synthetic["live_runs"] + [run_id], "runs": synthetic["runs"] + [record],
-                          "counts": dict(sorted(totals.items()))},
-            "runs": manifest["runs"] + [{"run_id": run_id, "kind": "synthetic", "created_at": created_at.isoformat(),
-                                         "added": {SYNTHETIC_SPLIT: counts}}]}
+    run = {"run_id": run_id, "kind": "synthetic", "created_at": created_at.isoformat(),
+           "added": {SYNTHETIC_SPLIT: counts}}
+    section = {"live_runs": synthetic["live_runs"] + [run_id], "runs": synthetic["runs"] + [record],
+               "counts": dict(sorted(totals.items()))}
+    return M.next_version(manifest, run=run, created_at=created_at, live_runs=manifest["live_runs"] + [run_id],
+                          tables={"synthetic": table_path}, synthetic=section)
 
 
 # ---- the worker side ----------------------------------------------------------------------------------------------

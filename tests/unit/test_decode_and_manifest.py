@@ -114,3 +114,18 @@ def test_decoded_batches_are_bounded_by_stored_bytes(tmp_path):
     batches = list(decode_partition(iter([frame]), plan, max_batch_bytes=3 * stored))
     assert [len(b) for b in batches] == [3, 3, 3, 1]
     assert pd.concat(batches, ignore_index=True).equals(decode_records(frame, plan))
+
+
+def test_every_job_numbers_versions_one_way_and_keeps_the_rest_of_the_manifest():
+    now = dt.datetime(2026, 1, 2)
+    previous = {"version": 4, "created_at": "2026-01-01T00:00:00", "live_runs": ["r1"], "tables": {"images": "/i"},
+                "runs": [{"run_id": "r1"}], "counts": {"train": {"a": 1}}}
+    assert M.version_after(None) == 1 and M.version_after(previous) == 5
+
+    following = M.next_version(previous, run={"run_id": "g1"}, created_at=now, live_runs=["r1", "g1"],
+                               tables={"synthetic": "/s"}, synthetic={"live_runs": ["g1"]})
+
+    assert following == {"version": 5, "created_at": now.isoformat(), "live_runs": ["r1", "g1"],
+                         "tables": {"images": "/i", "synthetic": "/s"}, "runs": [{"run_id": "r1"}, {"run_id": "g1"}],
+                         "counts": {"train": {"a": 1}}, "synthetic": {"live_runs": ["g1"]}}
+    assert previous["version"] == 4 and previous["runs"] == [{"run_id": "r1"}]  # the earlier version is untouched
