@@ -25,7 +25,7 @@ from visionlake.evaluation import plot_curves
 from visionlake.lake import Lake
 from visionlake.launcher import default_num_proc, init_rank, rank_settings, run_on_ranks
 from visionlake.checkpoints import NetworkWeights, load_weights
-from visionlake.loop import LoopJob, RankTask, run_loop, step_averaged
+from visionlake.loop import LoopJob, RankTask, run_loop, step_averaged, weights_digest
 from visionlake.manifest import stored_image_spec
 
 log = logging.getLogger(__name__)
@@ -185,6 +185,7 @@ class GanTask(RankTask):
             self.sampler.set_weights(self.generator.get_weights())
             self.networks[AVERAGE_GENERATOR] = self.sampler
             self._update_average = make_average_update(self.sampler, self.generator, gan.average_decay)
+        self._sampler_start = weights_digest(self.sampler)
         # Distinct names keep the two optimizers' slots (and their Horovod broadcasts) apart.
         self.optimizers = {
             "generator": tf.keras.optimizers.Adam(gan.learning_rate, beta_1=gan.beta1, name="generator_adam"),
@@ -195,6 +196,12 @@ class GanTask(RankTask):
             _noise(job, hvd.rank()), gan, self.conditional, hvd)
         self._steps, self._g_loss = 0, float("nan")
         self._quality = None
+
+    def after_restore(self) -> None:
+        # A checkpoint from a run started without averaging has no average: start it from the restored generator,
+        # not from the random weights it was built with.
+        if self.sampler is not self.generator and weights_digest(self.sampler) == self._sampler_start:
+            self.sampler.set_weights(self.generator.get_weights())
 
     def train_step(self, images, labels) -> dict[str, Any]:
         d_loss, d_real, d_fake = self._d_step(images, labels)
@@ -467,8 +474,14 @@ def _load_networks(job: GenerativeJob, weights: NetworkWeights) -> dict[str, Any
             networks[AVERAGE_GENERATOR] = build_generator(shape, settings.gan, classes)
     else:
         networks = {"autoencoder": build_autoencoder(shape, settings.autoencoder, settings.model == "vae").model}
-    load_weights(networks, weights)
+    load_weights(networks, with_average(weights) if AVERAGE_GENERATOR in networks else weights)
     return networks
+
+
+def with_average(weights: NetworkWeights) -> NetworkWeights:
+    """GAN weights with an averaged generator: the one trained, or the plain generator's for weights saved by a run
+    started without averaging (then resumed with it)."""
+    return {AVERAGE_GENERATOR: weights["generator"], **weights}
 
 
 def _log_curves(history: list[dict[str, float]], settings: GenerativeConfig) -> None:

@@ -60,6 +60,9 @@ class RankTask:
         """Extra per-epoch figures, e.g. the learning rate."""
         return {}
 
+    def after_restore(self) -> None:
+        """Rank 0, after a resumed run's checkpoint is restored and before it is broadcast to the other ranks."""
+
     def should_stop(self, record: dict[str, float]) -> bool:
         """Must depend only on rank-averaged figures so all ranks stop together."""
         return False
@@ -106,7 +109,8 @@ def run_loop(job: LoopJob, task: RankTask, hvd) -> dict[str, Any]:
                                      **{f"{name}_optimizer": opt for name, opt in task.optimizers.items()})
     store = CheckpointStore(job.checkpoint_uri) if rank == 0 else None
     if store is not None:
-        store.restore(checkpoint)  # resume the interrupted run, if it has a checkpoint
+        if store.restore(checkpoint):  # resume the interrupted run, if it has a checkpoint
+            task.after_restore()
     for variables in [n.variables for n in task.networks.values()] + [o.variables for o in task.optimizers.values()]:
         hvd.broadcast_variables(variables, root_rank=0)  # Horovod: every rank starts from rank 0's state
     epoch.assign(hvd.broadcast(epoch, root_rank=0))

@@ -108,7 +108,7 @@ class GanQuality:
         train_images, _ = read_images(spec, train_files, count)
         test_features = judge.features(test_images)
         floor = frechet_distance(fit_gaussian(judge.features(train_images)), fit_gaussian(test_features))
-        return cls(judge, test_features, floor, count, num_classes, seed, max(samples, count))
+        return cls(judge, test_features, floor, count, num_classes, seed, samples)
 
     def evaluate(self, generator) -> dict[str, float]:
         from visionlake.generative_models import is_conditional

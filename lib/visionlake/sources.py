@@ -24,7 +24,7 @@ from visionlake.config import LimitsConfig, SourceConfig
 from visionlake.labels import ARCHIVE_MEMBER_SEPARATOR, ARCHIVE_PATTERN
 from visionlake.schema import RAW_SCHEMA
 from visionlake.storage import HadoopStorage
-from visionlake.uris import is_local, local_path
+from visionlake import uris
 
 ARCHIVE_GLOB = "*.{tar,tar.gz,tgz,tar.bz2,tbz2,zip,TAR,TAR.GZ,TGZ,ZIP}"
 # Spark's binaryFile source holds a whole file in one row, so it cannot read files of 2 GiB or more.
@@ -43,7 +43,7 @@ def read_raw_records(spark: SparkSession, source: SourceConfig, limits: LimitsCo
         SourceError: the source or manifest does not exist or is malformed.
     """
     storage = HadoopStorage(spark)
-    local_root = local_path(source.uri)
+    local_root = disk_path(source.uri)
     if local_root is not None and not source.manifest:
         if not os.path.exists(local_root):
             raise SourceError(f"source {source.uri} does not exist; set ingest.source.uri to a folder or archive "
@@ -72,11 +72,11 @@ def read_raw_records(spark: SparkSession, source: SourceConfig, limits: LimitsCo
     return _skip(records, already_processed)
 
 
-def local_path(uri: str) -> Optional[str]:
+def disk_path(uri: str) -> Optional[str]:
     """The local file-system path of a ``file:`` URI or plain path; None for other schemes (hdfs://, s3a://...)."""
     if uri.startswith("file:"):
-        return "/" + local_path(uri).lstrip("/")
-    return os.path.abspath(uri) if is_local(uri) else None
+        return "/" + uris.local_path(uri).lstrip("/")
+    return os.path.abspath(uri) if uris.is_local(uri) else None
 
 
 def list_local_files(root: str) -> Iterator[tuple[str, int]]:
@@ -122,7 +122,7 @@ def _local_records(spark: SparkSession, root: str, source: SourceConfig, limits:
 
 def read_local_bytes(source_path: str) -> bytes:
     """Bytes of a ``file:`` record that the driver listed without reading (see ``_local_records``)."""
-    with open(local_path(source_path), "rb") as handle:
+    with open(disk_path(source_path), "rb") as handle:
         return handle.read()
 
 

@@ -55,7 +55,8 @@ def test_a_short_gan_run_changes_both_networks_identically_on_every_rank(runs, w
     assert summary.metrics["fcd"] > 0 and summary.metrics["fcd_train_test"] >= 0
     if kind == "cdcgan":
         assert 0 <= summary.metrics["conditional_accuracy"] <= 1
-        assert summary.metrics["conditional_accuracy_samples"] >= summary.metrics["fcd_samples"]
+        requested = workspace().generative.quality.samples
+        assert summary.metrics["conditional_accuracy_samples"] == requested  # not capped by the test split
     client = client_of(workspace())
     artifacts = {a.path for a in client.list_artifacts(summary.run_id, "samples")}
     assert artifacts == {"samples/epoch_000.png", "samples/epoch_001.png"}

@@ -28,8 +28,8 @@ def demo(spark, tmp_path_factory):
     from visionlake.pipeline import run_demo
 
     root = tmp_path_factory.mktemp("demo-workspace")
-    config = load_config(None, [*TINY_TRAINING, "demo.anomaly_epochs=2", "demo.gan_epochs=2", "demo.quality_samples=200"],
-                         base_dir=str(root))
+    config = load_config(None, [*TINY_TRAINING, "demo.anomaly_epochs=2", "demo.gan_epochs=2",
+                                "demo.quality_samples=200"], base_dir=str(root))
     return root, config, run_demo(spark, config)
 
 

@@ -101,7 +101,37 @@ def test_the_registered_generator_is_the_moving_average_of_the_trained_weights()
     networks = {"generator": trained, "discriminator": None, AVERAGE_GENERATOR: average}
     cdcgan = GenerativeConfig(model="cdcgan", gan=gan)
     assert registered_network(cdcgan, networks) is average
-    assert registered_network(cdcgan, {"generator": trained}) is trained  # average_decay 0: the raw weights
+    assert registered_network(cdcgan, {"generator": trained}) is trained  # built without averaging: the raw weights
+
+
+def test_a_run_resumed_with_averaging_starts_the_average_from_the_restored_generator(tmp_path):
+    """A checkpoint (or best weights) from a run started with average_decay 0 has no averaged generator."""
+    from types import SimpleNamespace
+
+    import tensorflow as tf
+
+    from visionlake.config import GenerativeConfig
+    from visionlake.generative import AVERAGE_GENERATOR, GanTask, with_average
+
+    def task(decay: float) -> GanTask:
+        settings = GenerativeConfig(model="dcgan", gan=GanConfig(latent_dim=8, filters=8, average_decay=decay))
+        job = SimpleNamespace(settings=settings, num_classes=0,
+                              loop=SimpleNamespace(spec=SimpleNamespace(image_shape=(8, 8, 1)),
+                                                   rank_settings=SimpleNamespace(seed=1)))
+        return GanTask(job, SimpleNamespace(rank=lambda: 0))
+
+    old = task(0.0)
+    old.generator.set_weights([w + 0.5 for w in old.generator.get_weights()])  # "trained"
+    path = tf.train.Checkpoint(**old.networks).write(str(tmp_path / "ckpt"))
+    resumed = task(0.99)
+    tf.train.Checkpoint(**resumed.networks).read(path).expect_partial()
+    resumed.after_restore()
+    for averaged, restored in zip(resumed.sampler.get_weights(), old.generator.get_weights()):
+        np.testing.assert_array_equal(averaged, restored)
+
+    weights = {"generator": [np.ones(2)], "discriminator": [np.zeros(2)]}
+    assert with_average(weights)[AVERAGE_GENERATOR] is weights["generator"]
+    assert with_average({**weights, AVERAGE_GENERATOR: [np.zeros(2)]})[AVERAGE_GENERATOR][0].sum() == 0
 
 
 def test_conditional_accuracy_uses_every_requested_sample_and_fcd_as_many_as_the_real_images():

@@ -48,3 +48,16 @@ def test_file_uris_are_taken_apart_in_one_place():
     copies = [path.name for path in PACKAGE.glob("*.py")
               if path.name != "uris.py" and ('r"^file:' in path.read_text() or '[len("file:"):]' in path.read_text())]
     assert not copies, f"use visionlake.uris instead of parsing file: URIs in {copies}"
+
+
+def test_no_module_defines_a_name_it_also_imports():
+    """A definition that shadows an import (``from visionlake.uris import local_path`` then ``def local_path``)
+    makes every call in the module call itself."""
+    clashes = []
+    for path in PACKAGE.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        imported = {alias.asname or alias.name.split(".")[0] for node in tree.body
+                    if isinstance(node, (ast.Import, ast.ImportFrom)) for alias in node.names}
+        defined = {node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
+        clashes += [f"{path.name}: {name}" for name in sorted(imported & defined)]
+    assert not clashes, clashes

@@ -27,3 +27,15 @@ def test_each_location_is_local_or_not_and_has_one_local_path(location, local, s
 def test_file_uris_are_absolute_with_three_slashes():
     assert file_uri("file:/lake/x.parquet") == file_uri("/lake/x.parquet") == "file:///lake/x.parquet"
     assert file_uri("lake") == "file://" + os.path.abspath("lake")
+
+
+def test_a_listed_local_record_is_read_back_from_its_file_uri(tmp_path):
+    from visionlake.sources import disk_path, read_local_bytes
+
+    image = tmp_path / "circle" / "a.png"
+    image.parent.mkdir()
+    image.write_bytes(b"\x89PNG pixels")
+    for uri in (f"file:{image}", f"file://{image}", str(image)):
+        assert disk_path(uri) == str(image)
+        assert read_local_bytes(uri) == b"\x89PNG pixels"
+    assert disk_path("hdfs://nn:8020/raw/a.png") is None
