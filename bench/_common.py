@@ -57,7 +57,7 @@ def decode_in_one_process(files: list[Path], plan, batch: int):
     Returns the decoded frame (accepted and rejected rows), as the job's decode stage would."""
     import pandas as pd
 
-    from visionlake.decode import decode_records
+    from visionlake.ingest.decode import decode_records
 
     frames = []
     for start in range(0, len(files), batch):

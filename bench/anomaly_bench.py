@@ -19,14 +19,14 @@ import time
 import numpy as np
 
 from _common import archive_available, mnist_config, sample_archive, workspace
-from visionlake.anomaly import roc_auc
-from visionlake.cli import configure_logging
-from visionlake.data import InputSpec
-from visionlake.detectors import train_detector
-from visionlake.scorers import load_scorer
-from visionlake.ingest import ingest
-from visionlake.lake import Lake
-from visionlake.quality import read_images
+from visionlake.evaluate.anomaly import roc_auc
+from visionlake.operate.cli import configure_logging
+from visionlake.lake.reader import InputSpec
+from visionlake.train.detectors import train_detector
+from visionlake.models.scorers import load_scorer
+from visionlake.ingest.job import ingest
+from visionlake.lake.store import Lake
+from visionlake.evaluate.generative import read_images
 from visionlake.spark import spark_session
 from visionlake.tracking import connect
 

@@ -20,12 +20,12 @@ import time
 from pathlib import Path
 
 from _common import archive_available, mnist_config, sample_archive, workspace
-from visionlake.cli import configure_logging
-from visionlake.generative import train_generative
-from visionlake.ingest import ingest
+from visionlake.operate.cli import configure_logging
+from visionlake.train.generative import train_generative
+from visionlake.ingest.job import ingest
 from visionlake.spark import spark_session
-from visionlake.synthetic import generate_synthetic
-from visionlake.train import train_classifier
+from visionlake.score.synthetic import generate_synthetic
+from visionlake.train.classifier import train_classifier
 
 LOW_LABEL_SHARE = 0.01
 MIN_LOW_LABEL = 300

@@ -21,10 +21,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from _common import ARCHIVE, ROOT, archive_available, decode_in_one_process, workspace
-from visionlake.cli import configure_logging
+from visionlake.operate.cli import configure_logging
 from visionlake.config import load_config
-from visionlake.decode import DecodePlan
-from visionlake.ingest import ingest
+from visionlake.ingest.decode import DecodePlan
+from visionlake.ingest.job import ingest
 from visionlake.spark import spark_session
 
 BATCH = 2048

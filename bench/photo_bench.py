@@ -27,11 +27,11 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from _common import PeakMemory, decode_in_one_process, workspace
-from visionlake.cli import configure_logging
+from visionlake.operate.cli import configure_logging
 from visionlake.config import load_config
-from visionlake.decode import DecodePlan
-from visionlake.images import encode_png
-from visionlake.ingest import ingest
+from visionlake.ingest.decode import DecodePlan
+from visionlake.lake.images import encode_png
+from visionlake.ingest.job import ingest
 from visionlake.spark import spark_session
 
 SOURCE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry", "retina")
@@ -80,7 +80,7 @@ def folder_bytes(folder: Path) -> int:
 
 def compare_png_writers(files: list[Path], config, samples: int = 100) -> dict:
     """The direct PNG writer (adaptive row filters) against Pillow's save at the same level, on normalised photos."""
-    from visionlake.images import normalise_image
+    from visionlake.lake.images import normalise_image
 
     pixels = [normalise_image(p.read_bytes(), config.ingest.image, config.ingest.limits).pixels
               for p in files[:samples]]

@@ -19,15 +19,15 @@ import time
 import numpy as np
 
 from _common import archive_available, mnist_config, sample_archive, workspace
-from visionlake.cli import configure_logging
-from visionlake.detectors import train_detector
-from visionlake.scorers import load_scorer
-from visionlake.images import decode_stored_image
-from visionlake.ingest import ingest
-from visionlake.lake import Lake
-from visionlake.score import score_dataset
+from visionlake.operate.cli import configure_logging
+from visionlake.train.detectors import train_detector
+from visionlake.models.scorers import load_scorer
+from visionlake.lake.images import decode_stored_image
+from visionlake.ingest.job import ingest
+from visionlake.lake.store import Lake
+from visionlake.score.job import score_dataset
 from visionlake.spark import spark_session
-from visionlake.train import train_classifier
+from visionlake.train.classifier import train_classifier
 
 
 def main() -> int:

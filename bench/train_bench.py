@@ -20,14 +20,14 @@ import cloudpickle
 import numpy as np
 
 from _common import archive_available, mnist_config, sample_archive, workspace
-from visionlake.cli import configure_logging
-from visionlake.data import InputSpec, open_images
-from visionlake.shards import RankShard, plan_shards, read_row_group_stats, whole
-from visionlake.ingest import ingest
-from visionlake.lake import Lake
-from visionlake.launcher import RankSettings, init_rank, run_on_ranks
+from visionlake.operate.cli import configure_logging
+from visionlake.lake.reader import InputSpec, open_images
+from visionlake.lake.shards import RankShard, plan_shards, read_row_group_stats, whole
+from visionlake.ingest.job import ingest
+from visionlake.lake.store import Lake
+from visionlake.train.launcher import RankSettings, init_rank, run_on_ranks
 from visionlake.spark import spark_session
-from visionlake.train import make_train_step, train_classifier
+from visionlake.train.classifier import make_train_step, train_classifier
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 BATCH = 128
@@ -37,7 +37,7 @@ def timed_steps(model_name: str, batches, steps: int, hvd) -> float:
     """Images/s of ``steps`` training steps after 5 warm-up steps."""
     import tensorflow as tf
 
-    from visionlake.models import build_classifier
+    from visionlake.models.classifier import build_classifier
 
     model = build_classifier(model_name, (28, 28, 1), 10)
     step = make_train_step(model, tf.keras.optimizers.Adam(1e-3), hvd)

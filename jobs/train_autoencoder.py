@@ -5,7 +5,7 @@
 """
 import sys
 
-from visionlake.cli import run_job
+from visionlake.operate.cli import run_job
 
 if __name__ == "__main__":
     sys.exit(run_job("train_autoencoder", sys.argv[1:]))

@@ -81,9 +81,9 @@ TINY_TRAINING = ["demo.images_per_class=60", "train.num_proc=2", "train.batch_si
 
 def demo_workspace_with_classifier(root: Path, spark, settings: list[str]):
     """Ingests the demo dataset under ``root``, trains the champion classifier, returns a config factory."""
-    from visionlake.demo import write_demo_dataset
-    from visionlake.ingest import ingest
-    from visionlake.train import train_classifier
+    from visionlake.operate.demo_data import write_demo_dataset
+    from visionlake.ingest.job import ingest
+    from visionlake.train.classifier import train_classifier
 
     def make(*overrides: str):
         return load_config(None, [*TINY_TRAINING, *settings, *overrides], base_dir=str(root))

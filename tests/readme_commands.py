@@ -281,7 +281,7 @@ def _check_artefact(path: str, option: str, artefacts: dict[str, tuple[str, str]
 def _load(arguments: list[str], job: Optional[str], base_dir: Path, earlier: tuple[ShellCommand, ...],
           files: dict[str, str]):
     """Parses the arguments as ``visionlake`` (job None) or ``jobs/<job>.py`` does and loads the config."""
-    from visionlake.cli import parse_arguments
+    from visionlake.operate.cli import parse_arguments
     from visionlake.config import ConfigError, load_config
 
     usage = io.StringIO()

@@ -5,7 +5,7 @@ import contextlib
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from visionlake.config import TrackingConfig
 from visionlake.console import library_prints_to_log
@@ -279,23 +279,26 @@ def signature_shapes(model: ModelRef) -> tuple[list[list[int]], list[list[int]]]
     return [list(s) for s in shapes[0]], [list(s) for s in shapes[1]]
 
 
-_WORKER_MODELS: dict[tuple[str, str], Any] = {}
+_WORKER_MODELS: dict[tuple[str, Any], Any] = {}
 
 
-def worker_model(uri: str, tracking_uri: str, loader: str = "tensorflow"):
+def load_keras_model(uri: str):
+    """A registered Keras model (the ``tensorflow`` flavour)."""
+    import mlflow.tensorflow
+
+    return mlflow.tensorflow.load_model(uri)
+
+
+def worker_model(uri: str, tracking_uri: str, load: Callable[[str], Any] = load_keras_model):
     """A registered model loaded once per Python worker process, however many partitions or tasks it serves.
 
-    ``loader``: "tensorflow" (the Keras model) or "scorer" (a visionlake anomaly scorer).
+    ``load`` turns the model's URI into the object to use (a Keras model by default; scoring passes the scorer's
+    loader, so this module never imports model code).
     """
-    key = (uri, loader)
+    key = (uri, load)
     if key not in _WORKER_MODELS:
         import mlflow
 
         mlflow.set_tracking_uri(tracking_uri)
-        if loader == "tensorflow":
-            import mlflow.tensorflow
-            _WORKER_MODELS[key] = mlflow.tensorflow.load_model(uri)
-        else:
-            from visionlake.scorers import load_scorer
-            _WORKER_MODELS[key] = load_scorer(uri)
+        _WORKER_MODELS[key] = load(uri)
     return _WORKER_MODELS[key]

@@ -87,7 +87,7 @@ def run_stage(target: Target, job: str, flags: list[str], wheel: Path, cwd: Path
 def write_raw(target: Target) -> int:
     """The demo raw drop in the target's raw folder; returns the number of files."""
     from visionlake.config import load_config
-    from visionlake.demo import write_demo_dataset
+    from visionlake.operate.demo_data import write_demo_dataset
 
     config = load_config(None, SETTINGS)
     return write_demo_dataset(Path(target.raw), config.demo)

@@ -61,8 +61,8 @@ def test_the_pipeline_runs_on_two_nodes_without_a_shared_local_disk(pipeline, ta
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from visionlake.demo import bad_files
-    from visionlake.lake import Lake
+    from visionlake.operate.demo_data import bad_files
+    from visionlake.lake.store import Lake
 
     lake = Lake(spark, target.lake_root)
     manifest = lake.read_manifest("demo")
@@ -116,7 +116,7 @@ def test_a_node_local_checkpoint_root_is_refused_before_any_work(target, visionl
 def test_the_airflow_dag_runs_the_pipeline_on_the_cluster(cluster, target, visionlake_wheel, tmp_path, spark):
     from mlflow.tracking import MlflowClient
 
-    from visionlake.lake import Lake
+    from visionlake.lake.store import Lake
 
     env = airflow_env(tmp_path / "airflow")
     env["SPARK_CONF_DIR"] = cluster.spark_conf_dir

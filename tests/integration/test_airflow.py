@@ -70,8 +70,8 @@ def test_dags_test_runs_the_whole_pipeline_through_spark_submit(tmp_path, vision
     from mlflow.tracking import MlflowClient
 
     from visionlake.config import load_config
-    from visionlake.demo import write_demo_dataset
-    from visionlake.lake import Lake
+    from visionlake.operate.demo_data import write_demo_dataset
+    from visionlake.lake.store import Lake
 
     env = airflow_env(tmp_path / "airflow")
     env["AIRFLOW_VAR_VISIONLAKE_PY_FILES"] = str(visionlake_wheel)

@@ -11,13 +11,13 @@ import pytest
 
 from tests.conftest import demo_workspace_with_classifier
 
-from visionlake.detectors import train_detector
-from visionlake.scorers import load_scorer
-from visionlake.images import decode_stored_image
-from visionlake.ingest import ingest
-from visionlake.lake import Lake
-from visionlake.schema import PREDICTIONS_SCHEMA
-from visionlake.score import ScoringModels, score_dataset, score_partition
+from visionlake.train.detectors import train_detector
+from visionlake.models.scorers import load_scorer
+from visionlake.lake.images import decode_stored_image
+from visionlake.ingest.job import ingest
+from visionlake.lake.store import Lake
+from visionlake.lake.schema import PREDICTIONS_SCHEMA
+from visionlake.score.job import ScoringModels, score_dataset, score_partition
 from visionlake.tracking import TrackingError, resolve_model
 
 SETTINGS = ["generative.max_steps_per_epoch=6", "generative.quality.samples=32", "anomaly.encoder_epochs=1",
@@ -121,7 +121,7 @@ def test_undecodable_rows_are_quarantined(scored, workspace, spark):
     import datetime as dt
 
     import mlflow
-    from visionlake.images import encode_png
+    from visionlake.lake.images import encode_png
 
     config = workspace()
     mlflow.set_tracking_uri(config.tracking.tracking_uri)
@@ -137,7 +137,7 @@ def test_undecodable_rows_are_quarantined(scored, workspace, spark):
     assert out.set_index("id").loc["a", "predicted_label"] >= 0
 
     # What the job writes from such rows: predictions for the good one, quarantine rows with the reason.
-    from visionlake.score import SCORED_SCHEMA, _write_staging
+    from visionlake.score.job import SCORED_SCHEMA, _write_staging
     lake = Lake(spark, config.lake.root)
     rows = spark.createDataFrame(out.astype(object).where(out.notna(), None), SCORED_SCHEMA)
     counts = _write_staging(lake, "quarantine-check", "r1", rows, dt.datetime.now(dt.timezone.utc), config)

@@ -23,7 +23,7 @@ NOISE = re.compile(r"Traceback|Warning|WARN|<stdout>|<stderr>|\x1b\[|Unischema|R
 def test_the_demo_console_is_visionlake_s_own_lines_and_the_rest_is_in_the_log_file(tmp_path):
     settings = [*TINY_TRAINING, "demo.images_per_class=40", "train.epochs=1", "demo.anomaly_epochs=1",
                 "demo.gan_epochs=1", "demo.quality_samples=100"]
-    result = subprocess.run([sys.executable, "-m", "visionlake.cli", "demo", *settings], cwd=tmp_path,
+    result = subprocess.run([sys.executable, "-m", "visionlake.operate.cli", "demo", *settings], cwd=tmp_path,
                             env=loopback_job_env(), capture_output=True, text=True, timeout=1200)
     console = (result.stdout + result.stderr).splitlines()
     assert result.returncode == 0, "\n".join(console[-60:])

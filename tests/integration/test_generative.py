@@ -12,14 +12,14 @@ import pytest
 
 from tests.conftest import demo_workspace_with_classifier
 
-from visionlake.data import open_images
-from visionlake.generative import train_generative
-from visionlake.lake import Lake
-from visionlake.quality import Judge, decoder_of, read_images
-from visionlake.schema import SYNTHETIC_SCHEMA
-from visionlake.synthetic import generate_synthetic
+from visionlake.lake.reader import open_images
+from visionlake.train.generative import train_generative
+from visionlake.lake.store import Lake
+from visionlake.evaluate.generative import Judge, decoder_of, read_images
+from visionlake.lake.schema import SYNTHETIC_SCHEMA
+from visionlake.score.synthetic import generate_synthetic
 from visionlake.tracking import TrackingError
-from visionlake.train import train_classifier
+from visionlake.train.classifier import train_classifier
 
 SETTINGS = ["generative.max_steps_per_epoch=4", "generative.quality.samples=64", "generative.quality.every_epochs=1",
             "synthetic.per_class=12", "synthetic.batch_size=8"]
@@ -69,8 +69,8 @@ def test_a_short_gan_run_changes_both_networks_identically_on_every_rank(runs, w
 
 
 def test_fcd_is_zero_for_a_set_against_itself_symmetric_and_grows_with_noise(workspace, spark):
-    from visionlake.data import InputSpec
-    from visionlake.metrics import frechet_features_distance
+    from visionlake.lake.reader import InputSpec
+    from visionlake.evaluate.measures import frechet_features_distance
 
     import mlflow
 
@@ -121,8 +121,8 @@ def test_synthetic_images_round_trip_through_the_readers_and_mix_into_training(r
     assert all(r["height"] == 32 and r["channels"] == 3 and r["source_path"].startswith("models:/") for r in rows)
 
     # petastorm + tf.data, exactly as training reads `images`
-    from visionlake.data import InputSpec
-    from visionlake.shards import whole
+    from visionlake.lake.reader import InputSpec
+    from visionlake.lake.shards import whole
     files = lake.table_files("demo", "synthetic", "train", lake.read_manifest("demo"))
     with open_images(InputSpec((32, 32, 3), batch_size=16), whole(files), training=False) as batches:
         labels = np.concatenate([b[1].numpy() for b in batches])

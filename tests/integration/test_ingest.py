@@ -10,15 +10,15 @@ import pytest
 from PIL import Image
 
 from tests.conftest import encoded, png_bytes
-from visionlake.data import open_batch_reader
-from visionlake.demo import bad_files, write_demo_dataset
-from visionlake.images import decode_stored_image, normalise_image
-from visionlake.ingest import IngestError, ingest
-from visionlake.lake import Lake, LakeError
-from visionlake.schema import IMAGES_SCHEMA, QUARANTINE_REASONS
-from visionlake.sources import SourceError
-from visionlake.storage import HadoopStorage
-from visionlake.tfrecord import read_tfrecord_dataset
+from visionlake.lake.reader import open_batch_reader
+from visionlake.operate.demo_data import bad_files, write_demo_dataset
+from visionlake.lake.images import decode_stored_image, normalise_image
+from visionlake.ingest.job import IngestError, ingest
+from visionlake.lake.store import Lake, LakeError
+from visionlake.lake.schema import IMAGES_SCHEMA, QUARANTINE_REASONS
+from visionlake.ingest.sources import SourceError
+from visionlake.lake.filesystem import HadoopStorage
+from visionlake.lake.tfrecord import read_tfrecord_dataset
 
 SMALL = ["ingest.image.mode=L", "ingest.image.height=12", "ingest.image.width=12", "ingest.label.names=[cats, dogs]",
          "ingest.source.uri=raw"]
@@ -110,7 +110,7 @@ def test_a_failed_run_leaves_the_previous_version_readable(spark, make_config, t
 
     def fail_midway(*args, **kwargs):
         raise RuntimeError("executor lost while writing TFRecords")
-    monkeypatch.setattr("visionlake.ingest._write_tfrecords", fail_midway)
+    monkeypatch.setattr("visionlake.ingest.job._write_tfrecords", fail_midway)
     with pytest.raises(RuntimeError, match="executor lost"):
         ingest(spark, config)
     assert lake.latest_version("demo") == 1

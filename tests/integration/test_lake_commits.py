@@ -16,10 +16,10 @@ import pytest
 
 from tests.conftest import loopback_job_env
 from tests.integration.test_ingest import SMALL, write_class_images
-from visionlake import storage as storage_module
-from visionlake.ingest import ingest
-from visionlake.lake import Lake, LakeError, _process_started, new_run_id, writer_identity
-from visionlake.storage import HadoopStorage, TargetExistsError
+from visionlake.lake import filesystem
+from visionlake.ingest.job import ingest
+from visionlake.lake.store import Lake, LakeError, _process_started, new_run_id, writer_identity
+from visionlake.lake.filesystem import HadoopStorage, TargetExistsError
 
 # Each writer process: its own local Spark session, small and quiet.
 PROCESS_SPARK = ["spark.master=local[1]", "spark.conf.spark.ui.enabled=false", "spark.conf.spark.driver.memory=1g",
@@ -32,8 +32,8 @@ WRITER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
 
-    from visionlake import cli
-    from visionlake.storage import HadoopStorage
+    from visionlake.operate import cli
+    from visionlake.lake.filesystem import HadoopStorage
 
     barrier, name, parties = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
     create = HadoopStorage.publish_text
@@ -111,7 +111,7 @@ def competitor_names_first(monkeypatch):
             return real(source, target, *args, **kwargs)
         return call
     for name in ("link", "rename", "replace"):
-        monkeypatch.setattr(storage_module.os, name, first(getattr(os, name)))
+        monkeypatch.setattr(filesystem.os, name, first(getattr(os, name)))
 
 
 def test_a_local_version_file_created_at_the_last_moment_by_another_writer_is_never_replaced(
@@ -169,14 +169,14 @@ def test_commits_without_exclusive_create_warn_unless_a_lock_is_configured(spark
     monkeypatch.setattr(HadoopStorage, "exclusive_create",  # the lake behaves like an object store
                         lambda self, uri: None if lake_root in uri else exclusive_create(self, uri))
     write_class_images(tmp_path / "raw", "cats", 3)
-    with caplog.at_level(logging.WARNING, logger="visionlake.lake"):
+    with caplog.at_level(logging.WARNING, logger="visionlake.lake.store"):
         assert ingest(spark, make_config(*SMALL)).version == 1
     assert re.search(r"commits to file:\S+/lake are not exclusive on file: two concurrent writers of 'demo' could "
                      r"both commit; run one writer per dataset or configure lake.commit_lock", caplog.text)
 
     caplog.clear()
     write_class_images(tmp_path / "raw", "dogs", 2)
-    with caplog.at_level(logging.WARNING, logger="visionlake.lake"):
+    with caplog.at_level(logging.WARNING, logger="visionlake.lake.store"):
         assert ingest(spark, make_config(*SMALL, "lake.commit_lock=locks")).version == 2
     assert "not exclusive" not in caplog.text
     # A version file that exists is never replaced on that path either.
@@ -221,7 +221,7 @@ def test_a_reader_of_version_1_reads_it_whole_while_version_2_rebuilds_the_datas
     assert runs_on_disk(tmp_path / "lake" / "demo") == {first.run_id, rebuilt.run_id}, "a dry run removes nothing"
 
     vacuum = subprocess.run(
-        [sys.executable, "-m", "visionlake.cli", "vacuum", "--dataset", "demo", "--retention-hours", "0",
+        [sys.executable, "-m", "visionlake.operate.cli", "vacuum", "--dataset", "demo", "--retention-hours", "0",
          f"lake.root={tmp_path / 'lake'}", *PROCESS_SPARK],
         cwd=tmp_path, env=loopback_job_env(), capture_output=True, text=True, timeout=600)
     assert vacuum.returncode == 0, vacuum.stderr[-3000:]

@@ -25,7 +25,7 @@ NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 def demo(spark, tmp_path_factory):
     """`visionlake demo` in process (the shared session), on a small schedule, in its own workspace."""
     from visionlake.config import load_config
-    from visionlake.pipeline import run_demo
+    from visionlake.operate.pipeline import run_demo
 
     root = tmp_path_factory.mktemp("demo-workspace")
     config = load_config(None, [*TINY_TRAINING, "demo.anomaly_epochs=2", "demo.gan_epochs=2",

@@ -16,13 +16,13 @@ from PIL import Image
 
 from tests.conftest import encoded
 from visionlake.config import ConfigError, LimitsConfig
-from visionlake.data import InputSpec, open_images, plan_inputs
-from visionlake.images import decode_stored_image, normalise_image
-from visionlake.ingest import IngestError, ingest
-from visionlake.lake import Lake
-from visionlake.launcher import RankSettings, init_rank, run_on_ranks
-from visionlake.shards import whole
-from visionlake.tfrecord import read_tfrecord_dataset
+from visionlake.lake.reader import InputSpec, open_images, plan_inputs
+from visionlake.lake.images import decode_stored_image, normalise_image
+from visionlake.ingest.job import IngestError, ingest
+from visionlake.lake.store import Lake
+from visionlake.train.launcher import RankSettings, init_rank, run_on_ranks
+from visionlake.lake.shards import whole
+from visionlake.lake.tfrecord import read_tfrecord_dataset
 
 CLASSES = [f"class_{i}" for i in range(10)]
 PER_CLASS = 60
@@ -131,7 +131,7 @@ def test_two_ranks_each_stream_every_label_in_well_mixed_batches(tree_lake, spar
 def test_a_label_subset_in_one_row_group_is_shared_by_row(tmp_path, spark):
     """One file, one row group per split: fewer row groups than ranks, so ranks share the normal class by row."""
     from visionlake.config import load_config
-    from visionlake.detectors import train_detector
+    from visionlake.train.detectors import train_detector
     from mlflow.tracking import MlflowClient
 
     write_class_tree(tmp_path / "tree")

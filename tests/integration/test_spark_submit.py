@@ -19,8 +19,8 @@ def spark_submit(job: str, wheel: Path, cwd: Path, *overrides: str) -> subproces
 
 def test_ingest_job_runs_through_spark_submit_with_the_wheel(visionlake_wheel, tmp_path, spark):
     from visionlake.config import load_config
-    from visionlake.demo import bad_files, write_demo_dataset
-    from visionlake.lake import Lake
+    from visionlake.operate.demo_data import bad_files, write_demo_dataset
+    from visionlake.lake.store import Lake
 
     config = load_config(None, ["demo.images_per_class=20"], base_dir=str(tmp_path))
     files = write_demo_dataset(tmp_path / "data" / "demo-raw", config.demo)

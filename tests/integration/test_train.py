@@ -8,11 +8,11 @@ import cloudpickle
 import numpy as np
 import pytest
 
-from visionlake.demo import write_demo_dataset
-from visionlake.ingest import ingest
-from visionlake.launcher import RankSettings, TrainingError, init_rank, run_on_ranks
+from visionlake.operate.demo_data import write_demo_dataset
+from visionlake.ingest.job import ingest
+from visionlake.train.launcher import RankSettings, TrainingError, init_rank, run_on_ranks
 from visionlake.tracking import TrackingError
-from visionlake.train import make_train_step, train_classifier
+from visionlake.train.classifier import make_train_step, train_classifier
 
 # Rank functions defined here travel to the Horovod processes by value, not by (test-only) module reference.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -164,7 +164,7 @@ def one_step_weights(batch_per_rank: int, seed: int):
     """One optimiser step on this rank's slice of a fixed batch of 2 x batch_per_rank images."""
     import tensorflow as tf
 
-    from visionlake.models import build_classifier
+    from visionlake.models.classifier import build_classifier
 
     hvd = init_rank(RankSettings(seed=seed, threads=1))
     model = build_classifier("lenet", (12, 12, 1), 3)

@@ -6,9 +6,9 @@ import datetime as dt
 import numpy as np
 import pytest
 
-from visionlake.anomaly import calibrate, flag, roc_auc
-from visionlake.score import input_fingerprint, slice_id, top_k, with_predictions_run
-from visionlake.scorers import as_unit_images, energy
+from visionlake.evaluate.anomaly import calibrate, flag, roc_auc
+from visionlake.score.job import input_fingerprint, slice_id, top_k, with_predictions_run
+from visionlake.models.scorers import as_unit_images, energy
 from visionlake.tracking import ModelRef
 
 
@@ -61,7 +61,7 @@ def test_energy_is_low_for_confident_logits():
 def test_images_are_accepted_as_uint8_float_or_png_frames():
     import pandas as pd
 
-    from visionlake.images import encode_png
+    from visionlake.lake.images import encode_png
 
     pixels = np.full((2, 4, 4, 1), 255, np.uint8)
     assert as_unit_images(pixels, (4, 4, 1)).max() == 1.0

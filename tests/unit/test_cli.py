@@ -2,7 +2,7 @@ import subprocess
 import sys
 
 from tests.conftest import REPO
-from visionlake.cli import EXIT_BAD_INPUT, main
+from visionlake.operate.cli import EXIT_BAD_INPUT, main
 from visionlake.config import load_config
 
 
@@ -12,7 +12,7 @@ def test_bad_config_exits_2_naming_the_key_before_any_spark_work(caplog):
 
 
 def test_help_shows_a_real_example():
-    result = subprocess.run([sys.executable, "-m", "visionlake.cli", "ingest", "--help"], capture_output=True,
+    result = subprocess.run([sys.executable, "-m", "visionlake.operate.cli", "ingest", "--help"], capture_output=True,
                             text=True, check=True)
     assert "visionlake ingest --conf conf/mnist.yaml" in result.stdout
 
@@ -26,7 +26,7 @@ def test_show_config_prints_the_resolved_config(capsys, tmp_path, monkeypatch):
 
 
 def test_flags_become_config_overrides_and_explicit_overrides_win():
-    from visionlake.cli import parse_arguments
+    from visionlake.operate.cli import parse_arguments
 
     gan = parse_arguments(["train", "gan", "--dataset", "mnist", "--model", "dcgan", "train.dataset=parts"])
     assert gan.command == "train gan"

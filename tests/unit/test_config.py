@@ -119,7 +119,7 @@ def test_a_file_layers_over_the_embedded_defaults_instead_of_replacing_them(tmp_
 
 
 def test_files_layer_in_order_then_overrides_and_show_config_names_each_value_s_layer(tmp_path, capsys):
-    from visionlake.cli import main
+    from visionlake.operate.cli import main
 
     first = _write(tmp_path, "first.yaml", "spark: {conf: {spark.driver.memory: 8g, spark.ui.enabled: 'false'}}\n"
                                            "ingest: {dataset: first, split: {ratios: {train: 0.5, val: 0.5}}}\n"

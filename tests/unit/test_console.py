@@ -26,12 +26,12 @@ def restore_logging():
 
 
 def _say_everything() -> None:
-    logging.getLogger("visionlake.ingest").info("listing: 3 files")
+    logging.getLogger("visionlake.ingest.job").info("listing: 3 files")
     logging.getLogger("petastorm.reader").warning("Failed loading Unischema from metadata")
     logging.getLogger("mlflow.models").warning("\x1b[33mcloudpickle version mismatch\x1b[0m")
     logging.getLogger("tensorflow").warning("No training configuration found in save file")
     warnings.warn("a library's deprecation warning", UserWarning)
-    logging.getLogger("visionlake.lake").warning("commits to s3a://b/lake are not exclusive")
+    logging.getLogger("visionlake.lake.store").warning("commits to s3a://b/lake are not exclusive")
 
 
 def test_the_console_shows_visionlake_lines_and_the_file_holds_everyone_s(tmp_path, capsys, restore_logging):
@@ -44,7 +44,7 @@ def test_the_console_shows_visionlake_lines_and_the_file_holds_everyone_s(tmp_pa
     assert [line.split(" ", 1)[1] for line in console] == [
         "listing: 3 files", "WARNING: commits to s3a://b/lake are not exclusive"]
     logged = log_file.read_text()
-    for expected in ("INFO visionlake.ingest: listing: 3 files", "WARNING petastorm.reader: Failed loading Unischema",
+    for expected in ("INFO visionlake.ingest.job: listing: 3 files", "WARNING petastorm.reader: Failed loading Unischema",
                      "WARNING mlflow.models:", "WARNING tensorflow: No training configuration found",
                      "WARNING py.warnings:", "UserWarning: a library's deprecation warning"):
         assert logged.count(expected) == 1, expected

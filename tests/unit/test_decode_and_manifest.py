@@ -5,10 +5,10 @@ import pandas as pd
 import pytest
 
 from tests.conftest import png_bytes
-from visionlake import manifest as M
+from visionlake.lake import manifest as M
 from visionlake.config import load_config
-from visionlake.decode import DecodePlan, decode_records
-from visionlake.ingest import summarise_statistics
+from visionlake.ingest.decode import DecodePlan, decode_records
+from visionlake.ingest.job import summarise_statistics
 
 
 def raw_frame(rows):
@@ -103,7 +103,7 @@ def test_codec_and_tfrecord_copy_are_fixed_per_dataset_and_old_manifests_read_as
 
 
 def test_decoded_batches_are_bounded_by_stored_bytes(tmp_path):
-    from visionlake.decode import decode_partition
+    from visionlake.ingest.decode import decode_partition
 
     image = png_bytes(np.random.default_rng(0).integers(0, 255, (4, 4), np.uint8))
     config = load_config(None, ["ingest.source.uri=/raw", "ingest.image.mode=L", "ingest.image.height=4",

@@ -7,15 +7,15 @@ import numpy as np
 import pytest
 
 from visionlake.config import AutoencoderConfig, GanConfig
-from visionlake.metrics import (fit_gaussian, frechet_distance, frechet_features_distance, image_grid,
+from visionlake.evaluate.measures import (fit_gaussian, frechet_distance, frechet_features_distance, image_grid,
                                 per_image_mse, to_uint8)
-from visionlake.synthetic import GenerationRequest, find_existing, plan_tasks, with_synthetic_run
+from visionlake.score.synthetic import GenerationRequest, find_existing, plan_tasks, with_synthetic_run
 from visionlake.tracking import parse_model_reference
 
 
 @pytest.mark.parametrize("shape", [(28, 28, 1), (32, 32, 3), (64, 64, 3)])
 def test_every_network_fits_the_dataset_shape(shape):
-    from visionlake.generative_models import build_autoencoder, build_discriminator, build_generator
+    from visionlake.models.generative import build_autoencoder, build_discriminator, build_generator
 
     gan = GanConfig(latent_dim=8, filters=8, embedding_dim=4)
     latent = np.random.default_rng(0).normal(size=(2, 8)).astype(np.float32)
@@ -46,8 +46,8 @@ class _OneProcess:
 def test_acgan_class_head_learns_real_classes_and_pulls_the_generator_towards_them():
     import tensorflow as tf
 
-    from visionlake.generative import make_gan_steps
-    from visionlake.generative_models import build_discriminator, build_generator
+    from visionlake.train.generative import make_gan_steps
+    from visionlake.models.generative import build_discriminator, build_generator
 
     tf.keras.utils.set_random_seed(0)
     gan = GanConfig(latent_dim=8, filters=8, embedding_dim=4, learning_rate=0.005, class_loss_weight=1.0)
@@ -81,8 +81,8 @@ def test_the_registered_generator_is_the_moving_average_of_the_trained_weights()
     import tensorflow as tf
 
     from visionlake.config import GenerativeConfig
-    from visionlake.generative import AVERAGE_GENERATOR, make_average_update, registered_network
-    from visionlake.generative_models import build_generator
+    from visionlake.train.generative import AVERAGE_GENERATOR, make_average_update, registered_network
+    from visionlake.models.generative import build_generator
 
     gan = GanConfig(latent_dim=8, filters=8, embedding_dim=4, average_decay=0.9)
     trained, average = build_generator((8, 8, 1), gan), build_generator((8, 8, 1), gan)
@@ -111,7 +111,7 @@ def test_a_run_resumed_with_averaging_starts_the_average_from_the_restored_gener
     import tensorflow as tf
 
     from visionlake.config import GenerativeConfig
-    from visionlake.generative import AVERAGE_GENERATOR, GanTask, with_average
+    from visionlake.train.generative import AVERAGE_GENERATOR, GanTask, with_average
 
     def task(decay: float) -> GanTask:
         settings = GenerativeConfig(model="dcgan", gan=GanConfig(latent_dim=8, filters=8, average_decay=decay))
@@ -135,9 +135,9 @@ def test_a_run_resumed_with_averaging_starts_the_average_from_the_restored_gener
 
 
 def test_conditional_accuracy_uses_every_requested_sample_and_fcd_as_many_as_the_real_images():
-    from visionlake.generative_models import build_generator
-    from visionlake.models import build_classifier
-    from visionlake.quality import GanQuality, Judge
+    from visionlake.models.generative import build_generator
+    from visionlake.models.classifier import build_classifier
+    from visionlake.evaluate.generative import GanQuality, Judge
 
     shape, classes = (32, 32, 3), 5
     judge = Judge(build_classifier("lenet", shape, classes))
@@ -153,7 +153,7 @@ def test_conditional_accuracy_uses_every_requested_sample_and_fcd_as_many_as_the
 
 
 def test_odd_image_sides_are_refused_with_advice():
-    from visionlake.generative_models import geometry
+    from visionlake.models.generative import geometry
 
     with pytest.raises(ValueError, match="even sides"):
         geometry((27, 27, 1))

@@ -6,7 +6,7 @@ from PIL import Image
 
 from tests.conftest import encoded, png_bytes
 from visionlake.config import ImageConfig, LimitsConfig
-from visionlake.images import RejectedImage, content_hash, decode_stored_image, normalise_image
+from visionlake.lake.images import RejectedImage, content_hash, decode_stored_image, normalise_image
 
 LIMITS = LimitsConfig()
 
@@ -139,7 +139,7 @@ def photo(height: int, width: int, seed: int = 0) -> np.ndarray:
 def test_png_row_filters_are_exact_and_smaller_than_unfiltered_rows_on_photos():
     import zlib
 
-    from visionlake.images import encode_png, png_filtered_rows
+    from visionlake.lake.images import encode_png, png_filtered_rows
 
     pixels = photo(96, 128)
     filtered = encode_png(pixels, 1)
@@ -164,7 +164,7 @@ def test_jpeg_codec_stores_near_lossless_pixels_with_the_same_id():
 
 def test_jpeg_draft_decoding_matches_a_full_decode():
     """DCT-domain downscaling to >= the needed size, then Lanczos: within 35 dB PSNR of decoding every pixel."""
-    from visionlake.images import decode_image, resize_image
+    from visionlake.lake.images import decode_image, resize_image
 
     data = encoded(Image.fromarray(photo(960, 1280)), "JPEG", quality=92)
     settings = ImageConfig(mode="RGB", height=224, width=224, resize="crop")
@@ -196,7 +196,7 @@ def test_a_20_megapixel_jpeg_normalises_in_bounded_memory(tmp_path):
     script = (
         "import resource, sys\n"
         "from visionlake.config import ImageConfig, LimitsConfig\n"
-        "from visionlake.images import normalise_image\n"
+        "from visionlake.lake.images import normalise_image\n"
         "data = open(sys.argv[1], 'rb').read()\n"
         "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
         "image = normalise_image(data, ImageConfig(mode='RGB', height=224, width=224, resize='crop'), LimitsConfig())\n"

@@ -1,7 +1,7 @@
 """Every jobs/*.py entry point takes exactly the flags of its `visionlake` command, with the same meaning and help.
 
 Both parsers are taken from running the code: each job file is run with `--help`, and so is the CLI command it
-names (visionlake.cli.JOB_COMMANDS); the parser that printed the help is the one compared.
+names (visionlake.operate.cli.JOB_COMMANDS); the parser that printed the help is the one compared.
 """
 from __future__ import annotations
 
@@ -14,8 +14,7 @@ import pytest
 
 from tests.conftest import REPO
 from tests.readme_commands import check_command, parse_command
-from visionlake import cli
-
+from visionlake.operate import cli
 JOBS = sorted(path.stem for path in (REPO / "jobs").glob("*.py"))
 
 
@@ -55,7 +54,7 @@ def _options_help(text: str) -> str:
 
 
 def test_every_job_runs_a_visionlake_command():
-    assert sorted(cli.JOB_COMMANDS) == JOBS, "map each jobs/*.py to its command in visionlake.cli.JOB_COMMANDS"
+    assert sorted(cli.JOB_COMMANDS) == JOBS, "map each jobs/*.py to its command in visionlake.operate.cli.JOB_COMMANDS"
 
 
 @pytest.mark.parametrize("job", JOBS)

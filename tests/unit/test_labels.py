@@ -1,8 +1,7 @@
 import re
 from collections import Counter
 
-from visionlake import labels as L
-
+from visionlake.ingest import labels as L
 MNIST = re.compile(r"(?P<label>[a-z]+)_\d+\.png")
 
 

@@ -2,7 +2,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from visionlake.data import open_batch_reader
+from visionlake.lake.reader import open_batch_reader
 
 
 def test_one_epoch_reads_never_end_before_the_first_row(tmp_path):

@@ -5,9 +5,9 @@ import numpy as np
 import pandas as pd
 
 from visionlake.config import load_config
-from visionlake.explore import decode_all, grid_per_label
-from visionlake.images import encode_png
-from visionlake.pipeline import DemoSummary, demo_settings
+from visionlake.operate.explore import decode_all, grid_per_label
+from visionlake.lake.images import encode_png
+from visionlake.operate.pipeline import DemoSummary, demo_settings
 
 
 def test_demo_settings_shorten_the_generative_schedule_and_pick_the_normal_shapes():

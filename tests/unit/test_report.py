@@ -8,7 +8,7 @@ import re
 import numpy as np
 from PIL import Image
 
-from visionlake.report import Anomaly, ReportInputs, as_png, grid_rows, histogram_png, render_html
+from visionlake.operate.report import Anomaly, ReportInputs, as_png, grid_rows, histogram_png, render_html
 
 
 def _png(value: int, size=(4, 4)) -> bytes:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from visionlake.score import _rebatch
+from visionlake.score.job import _rebatch
 
 
 def frames(*sizes: int) -> list[pd.DataFrame]:

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from visionlake.shards import RowGroupStats, plan_records, plan_shards, row_rank
+from visionlake.lake.shards import RowGroupStats, plan_records, plan_shards, row_rank
 
 
 def group(file: str, index: int, per_label: dict[int, tuple[int, int]]) -> RowGroupStats:

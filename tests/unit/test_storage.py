@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from visionlake import storage
-from visionlake.storage import TargetExistsError, create_local_file_exclusively
+from visionlake.lake import filesystem
+from visionlake.lake.filesystem import TargetExistsError, create_local_file_exclusively
 
 ROUNDS = 200
 
@@ -58,10 +58,10 @@ def competitor_names_first(monkeypatch):
             return real(*args, **kwargs)
         return call
 
-    monkeypatch.setattr(storage.os, "link", first(os.link, lambda source, target: target))
-    monkeypatch.setattr(storage.os, "rename", first(os.rename, lambda source, target: target))
-    monkeypatch.setattr(storage.os, "replace", first(os.replace, lambda source, target: target))
-    monkeypatch.setattr(storage.os, "open", first(os.open, lambda path, flags, *mode: path))
+    monkeypatch.setattr(filesystem.os, "link", first(os.link, lambda source, target: target))
+    monkeypatch.setattr(filesystem.os, "rename", first(os.rename, lambda source, target: target))
+    monkeypatch.setattr(filesystem.os, "replace", first(os.replace, lambda source, target: target))
+    monkeypatch.setattr(filesystem.os, "open", first(os.open, lambda path, flags, *mode: path))
 
 
 def test_a_file_another_writer_creates_just_before_ours_is_named_is_never_replaced(tmp_path, competitor_names_first):
@@ -83,7 +83,7 @@ def test_an_existing_file_is_never_replaced(tmp_path):
 def test_without_hard_links_the_create_is_still_exclusive(tmp_path, monkeypatch):
     def no_links(source, target):
         raise OSError(errno.EPERM, "Operation not permitted")
-    monkeypatch.setattr(storage.os, "link", no_links)
+    monkeypatch.setattr(filesystem.os, "link", no_links)
     target = tmp_path / "v000001.json"
     create_local_file_exclusively(str(target), "first")
     with pytest.raises(TargetExistsError):
@@ -94,5 +94,5 @@ def test_without_hard_links_the_create_is_still_exclusive(tmp_path, monkeypatch)
 def test_an_unwritable_folder_is_a_storage_error_naming_the_file(tmp_path):
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("")
-    with pytest.raises(storage.StorageError, match="cannot write .*not-a-folder/v000001.json"):
+    with pytest.raises(filesystem.StorageError, match="cannot write .*not-a-folder/v000001.json"):
         create_local_file_exclusively(str(blocker / "v000001.json"), "text")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import png_bytes
-from visionlake.tfrecord import image_example, read_tfrecord_dataset, write_records
+from visionlake.lake.tfrecord import image_example, read_tfrecord_dataset, write_records
 
 tf = pytest.importorskip("tensorflow")
 

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from visionlake.config import TrainConfig
-from visionlake.evaluation import confusion_matrix, per_class_report
-from visionlake.train import Plateau, learning_rate_at
+from visionlake.evaluate.classification import confusion_matrix, per_class_report
+from visionlake.train.classifier import Plateau, learning_rate_at
 
 
 def test_learning_rate_warms_up_to_the_scaled_rate_then_decays():
@@ -42,7 +42,7 @@ def test_confusion_matrix_and_per_class_report():
 
 
 def test_best_weights_selection_and_nan_figures():
-    from visionlake.loop import improved
+    from visionlake.train.loop import improved
 
     assert improved(0.5, None, "max") and improved(0.6, 0.5, "max") and not improved(0.4, 0.5, "max")
     assert improved(0.4, 0.5, "min") and not improved(0.6, 0.5, "min")
@@ -54,7 +54,7 @@ def test_best_weights_selection_and_nan_figures():
 def test_checkpoint_store_resumes_the_latest_epoch_and_keeps_the_best_weights(tmp_path):
     import tensorflow as tf
 
-    from visionlake.checkpoints import CheckpointStore, load_weights, snapshot_weights
+    from visionlake.train.checkpoints import CheckpointStore, load_weights, snapshot_weights
 
     store = CheckpointStore(f"file:{tmp_path}/run")  # a lake URI as Spark writes it
     step = tf.Variable(0, dtype=tf.int64)

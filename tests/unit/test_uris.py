@@ -30,7 +30,7 @@ def test_file_uris_are_absolute_with_three_slashes():
 
 
 def test_a_listed_local_record_is_read_back_from_its_file_uri(tmp_path):
-    from visionlake.sources import disk_path, read_local_bytes
+    from visionlake.ingest.sources import disk_path, read_local_bytes
 
     image = tmp_path / "circle" / "a.png"
     image.parent.mkdir()

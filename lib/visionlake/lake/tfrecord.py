@@ -88,7 +88,7 @@ def write_records(records: Iterable[bytes], stream, compression: str) -> int:
 
 def open_output_stream(uri: str):
     """A writable stream on a local path or a pyarrow-supported URI (s3/s3a, gs, hdfs with libhdfs)."""
-    from visionlake.storage import pyarrow_filesystem
+    from visionlake.lake.filesystem import pyarrow_filesystem
 
     filesystem, path = pyarrow_filesystem(uri)
     if uri.startswith(("file:", "/")):  # object stores and HDFS create parents themselves
@@ -144,7 +144,7 @@ def read_tfrecord_dataset(files: list[str], image_shape: tuple[int, int, int], b
     """A parsed, batched ``tf.data.Dataset`` of ``{"image": uint8 HxWxC, "label": int64, "id": string}``."""
     import tensorflow as tf
 
-    from visionlake.data import decode_lake_image
+    from visionlake.lake.reader import decode_lake_image
 
     def decode(example):
         return {"image": decode_lake_image(example["image/encoded"], image_shape, codec), "label": example["label"],

@@ -121,7 +121,7 @@ def _row_group_counts(batches: Iterator[pd.DataFrame], ranks: int) -> Iterator[p
     """mapInPandas body: per file URI, the rows of each row group by (label, row rank)."""
     import pyarrow.parquet as pq
 
-    from visionlake.storage import pyarrow_filesystem
+    from visionlake.lake.filesystem import pyarrow_filesystem
 
     for batch in batches:
         parts = []

@@ -11,11 +11,11 @@ from typing import Iterator, Optional
 
 import pandas as pd
 
-from visionlake import labels as L
+from visionlake.ingest import labels as L
 from visionlake.config import IngestConfig
-from visionlake.images import RejectedImage, allowed_formats, normalise_image
-from visionlake.schema import DECODED_SCHEMA
-from visionlake.sources import read_local_bytes
+from visionlake.lake.images import RejectedImage, allowed_formats, normalise_image
+from visionlake.lake.schema import DECODED_SCHEMA
+from visionlake.ingest.sources import read_local_bytes
 
 
 @dataclass(frozen=True)

@@ -21,11 +21,11 @@ import pandas as pd
 from pyspark.sql import SparkSession
 from pyspark.sql import types as T
 
-from visionlake import manifest as M
+from visionlake.lake import manifest as M
 from visionlake import tracking
 from visionlake.config import Config, ConfigError
-from visionlake.lake import Lake, grouped_by_split, in_shuffled_order, new_run_id, table_writer
-from visionlake.schema import IMAGE_FIELDS, LINEAGE_FIELDS
+from visionlake.lake.store import Lake, grouped_by_split, in_shuffled_order, new_run_id, table_writer
+from visionlake.lake.schema import IMAGE_FIELDS, LINEAGE_FIELDS
 
 log = logging.getLogger(__name__)
 
@@ -126,9 +126,9 @@ def generate_partition(tasks: Iterator[pd.DataFrame], *, model_uri: str, trackin
                        codec, created_at: dt.datetime) -> Iterator[pd.DataFrame]:
     import tensorflow as tf
 
-    from visionlake.generative_models import latent_size
-    from visionlake.images import content_hash
-    from visionlake.metrics import to_uint8
+    from visionlake.models.generative import latent_size
+    from visionlake.lake.images import content_hash
+    from visionlake.evaluate.measures import to_uint8
 
     generator = tracking.worker_model(model_uri, tracking_uri)
     for frame in tasks:

@@ -20,14 +20,14 @@ from pyspark.sql import SparkSession
 
 from visionlake import tracking
 from visionlake.config import Config, TrainConfig
-from visionlake.data import InputSpec, open_images, plan_inputs
-from visionlake.evaluation import confusion_matrix, per_class_report, plot_confusion_matrix, plot_curves
-from visionlake.lake import Lake
-from visionlake.launcher import default_num_proc, init_rank, rank_settings, run_on_ranks
-from visionlake.checkpoints import NetworkWeights, load_weights
-from visionlake.loop import LoopJob, RankTask, run_loop, step_averaged
-from visionlake.manifest import stored_image_spec
-from visionlake.shards import RankShard, whole
+from visionlake.lake.reader import InputSpec, open_images, plan_inputs
+from visionlake.evaluate.classification import confusion_matrix, per_class_report, plot_confusion_matrix, plot_curves
+from visionlake.lake.store import Lake
+from visionlake.train.launcher import default_num_proc, init_rank, rank_settings, run_on_ranks
+from visionlake.train.checkpoints import NetworkWeights, load_weights
+from visionlake.train.loop import LoopJob, RankTask, run_loop, step_averaged
+from visionlake.lake.manifest import stored_image_spec
+from visionlake.lake.shards import RankShard, whole
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ class ClassifierTask(RankTask):
     def __init__(self, job: RankJob, hvd):
         import tensorflow as tf
 
-        from visionlake.models import build_classifier
+        from visionlake.models.classifier import build_classifier
 
         self.job, self.hvd = job, hvd
         self.model = build_classifier(job.train.model, job.loop.spec.image_shape, job.num_classes)
@@ -236,7 +236,7 @@ def train_classifier(spark: SparkSession, config: Config) -> TrainSummary:
 
 
 def _load_model(settings: TrainConfig, spec: InputSpec, num_classes: int, weights: NetworkWeights):
-    from visionlake.models import build_classifier
+    from visionlake.models.classifier import build_classifier
 
     model = build_classifier(settings.model, spec.image_shape, num_classes)
     load_weights({"model": model}, weights)

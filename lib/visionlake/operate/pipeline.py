@@ -75,12 +75,12 @@ def demo_settings(config: Config) -> tuple[Config, Config]:
 
 def run_demo(spark: SparkSession, config: Config) -> DemoSummary:
     """Runs every step on the embedded demo data; re-running adds model versions but no duplicate lake rows."""
-    from visionlake.demo import write_demo_source
-    from visionlake.detectors import train_detector
-    from visionlake.generative import train_generative
-    from visionlake.ingest import ingest
-    from visionlake.score import score_dataset
-    from visionlake.train import train_classifier
+    from visionlake.operate.demo_data import write_demo_source
+    from visionlake.train.detectors import train_detector
+    from visionlake.train.generative import train_generative
+    from visionlake.ingest.job import ingest
+    from visionlake.score.job import score_dataset
+    from visionlake.train.classifier import train_classifier
 
     config, gan_config = demo_settings(config)
     steps: list[tuple[str, Callable[[], Any]]] = [
@@ -128,7 +128,7 @@ def write_demo_report(spark: SparkSession, config: Config, figures: dict[str, st
     """Writes ``demo.report``, the HTML report of this demo run; returns its path."""
     from pathlib import Path
 
-    from visionlake.report import collect_report, render_html
+    from visionlake.operate.report import collect_report, render_html
 
     detector = results["anomaly model"]
     inputs = collect_report(spark, config, figures, classifier_run=results["classifier"].run_id,
@@ -143,7 +143,7 @@ def write_demo_report(spark: SparkSession, config: Config, figures: dict[str, st
 
 def table_counts(spark: SparkSession, config: Config) -> dict[str, int]:
     """Live rows per table of the scored dataset (0 for a table it does not have yet)."""
-    from visionlake.lake import Lake
+    from visionlake.lake.store import Lake
 
     lake = Lake(spark, config.lake.root)
     manifest = lake.require_manifest(config.score.dataset)

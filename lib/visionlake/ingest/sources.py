@@ -21,9 +21,9 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from visionlake.config import LimitsConfig, SourceConfig
-from visionlake.labels import ARCHIVE_MEMBER_SEPARATOR, ARCHIVE_PATTERN
-from visionlake.schema import RAW_SCHEMA
-from visionlake.storage import HadoopStorage
+from visionlake.ingest.labels import ARCHIVE_MEMBER_SEPARATOR, ARCHIVE_PATTERN
+from visionlake.lake.schema import RAW_SCHEMA
+from visionlake.lake.filesystem import HadoopStorage
 from visionlake import uris
 
 ARCHIVE_GLOB = "*.{tar,tar.gz,tgz,tar.bz2,tbz2,zip,TAR,TAR.GZ,TGZ,ZIP}"

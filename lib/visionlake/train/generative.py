@@ -20,13 +20,13 @@ from pyspark.sql import SparkSession
 
 from visionlake import tracking
 from visionlake.config import Config, ConfigError, GenerativeConfig
-from visionlake.data import InputSpec, plan_inputs
-from visionlake.evaluation import plot_curves
-from visionlake.lake import Lake
-from visionlake.launcher import default_num_proc, init_rank, rank_settings, run_on_ranks
-from visionlake.checkpoints import NetworkWeights, load_weights
-from visionlake.loop import LoopJob, RankTask, run_loop, step_averaged, weights_digest
-from visionlake.manifest import stored_image_spec
+from visionlake.lake.reader import InputSpec, plan_inputs
+from visionlake.evaluate.classification import plot_curves
+from visionlake.lake.store import Lake
+from visionlake.train.launcher import default_num_proc, init_rank, rank_settings, run_on_ranks
+from visionlake.train.checkpoints import NetworkWeights, load_weights
+from visionlake.train.loop import LoopJob, RankTask, run_loop, step_averaged, weights_digest
+from visionlake.lake.manifest import stored_image_spec
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def _noise(job: GenerativeJob, rank: int):
 
 def _log_grid(client, run_id: str, grid, epoch: int) -> None:
     """A sample grid as the MLflow artifact samples/epoch_NNN.png (rank 0)."""
-    from visionlake.quality import write_png
+    from visionlake.evaluate.generative import write_png
 
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / f"epoch_{epoch:03d}.png"
@@ -166,7 +166,7 @@ class GanTask(RankTask):
     def __init__(self, job: GenerativeJob, hvd):
         import tensorflow as tf
 
-        from visionlake.generative_models import build_discriminator, build_generator
+        from visionlake.models.generative import build_discriminator, build_generator
 
         self.job, self.hvd = job, hvd
         gan = job.settings.gan
@@ -214,7 +214,7 @@ class GanTask(RankTask):
         return {"d_loss": d_loss, "d_real": d_real, "d_fake": d_fake, "g_loss": self._g_loss}
 
     def on_epoch_end_rank_zero(self, epoch: int, last: bool, client, run_id: str) -> dict[str, float]:
-        from visionlake.quality import GanQuality, Judge, gan_grid
+        from visionlake.evaluate.generative import GanQuality, Judge, gan_grid
 
         if not _quality_due(self.job, epoch, last):
             return {}
@@ -233,7 +233,7 @@ class AutoencoderTask(RankTask):
     def __init__(self, job: GenerativeJob, hvd):
         import tensorflow as tf
 
-        from visionlake.generative_models import build_autoencoder
+        from visionlake.models.generative import build_autoencoder
 
         self.job, self.hvd = job, hvd
         settings = job.settings.autoencoder
@@ -248,7 +248,7 @@ class AutoencoderTask(RankTask):
         """(objective, summed squared error, KL) per batch; the VAE samples z only when training."""
         import tensorflow as tf
 
-        from visionlake.quality import kl_divergence
+        from visionlake.evaluate.generative import kl_divergence
 
         code = self.autoencoder.encoder(images, training=training)
         if self.variational:
@@ -284,7 +284,7 @@ class AutoencoderTask(RankTask):
         import numpy as np
         import tensorflow as tf
 
-        from visionlake.data import open_images
+        from visionlake.lake.reader import open_images
 
         totals = np.zeros(2)
         with open_images(self.job.loop.spec, val, training=False) as batches:
@@ -295,7 +295,7 @@ class AutoencoderTask(RankTask):
         return {"val_loss": loss_sum / count if count else float("nan")}
 
     def on_epoch_end_rank_zero(self, epoch: int, last: bool, client, run_id: str) -> dict[str, float]:
-        from visionlake.quality import ReconstructionQuality
+        from visionlake.evaluate.generative import ReconstructionQuality
 
         if not _quality_due(self.job, epoch, last):
             return {}
@@ -433,7 +433,7 @@ def train_generative(spark: SparkSession, config: Config) -> GenerativeSummary:
 
 
 def _check_geometry(image_shape: tuple[int, int, int]) -> None:
-    from visionlake.generative_models import geometry
+    from visionlake.models.generative import geometry
 
     try:
         geometry(image_shape)
@@ -463,7 +463,7 @@ def _final_metrics(run_id: str) -> dict[str, float]:
 def _load_networks(job: GenerativeJob, weights: NetworkWeights) -> dict[str, Any]:
     """The trained networks on the driver: generator and discriminator, or the autoencoder (encoder and decoder
     inside it, the registered form)."""
-    from visionlake.generative_models import build_autoencoder, build_discriminator, build_generator
+    from visionlake.models.generative import build_autoencoder, build_discriminator, build_generator
 
     shape, settings = job.loop.spec.image_shape, job.settings
     if settings.is_gan:

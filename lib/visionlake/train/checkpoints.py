@@ -20,7 +20,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from visionlake.storage import pyarrow_filesystem
+from visionlake.lake.filesystem import pyarrow_filesystem
 
 # {network name: its get_weights() arrays}: what ranks hand the driver instead of a path on their own disk.
 NetworkWeights = dict[str, list[np.ndarray]]

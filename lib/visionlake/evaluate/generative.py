@@ -15,9 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 import numpy as np
 
-from visionlake.data import InputSpec, open_images
-from visionlake.shards import whole
-from visionlake.metrics import (conditional_accuracy, fit_gaussian, frechet_distance, image_grid, per_image_mse,
+from visionlake.lake.reader import InputSpec, open_images
+from visionlake.lake.shards import whole
+from visionlake.evaluate.measures import (conditional_accuracy, fit_gaussian, frechet_distance, image_grid, per_image_mse,
                                 to_uint8, to_unit)
 
 PREDICT_BATCH = 500
@@ -73,7 +73,7 @@ def generate(generator, count: int, num_classes: int, seed: int) -> tuple[np.nda
     unconditional generator."""
     import tensorflow as tf
 
-    from visionlake.generative_models import is_conditional, latent_size
+    from visionlake.models.generative import is_conditional, latent_size
 
     noise = tf.random.Generator.from_seed(seed)
     conditional = is_conditional(generator)
@@ -111,7 +111,7 @@ class GanQuality:
         return cls(judge, test_features, floor, count, num_classes, seed, samples)
 
     def evaluate(self, generator) -> dict[str, float]:
-        from visionlake.generative_models import is_conditional
+        from visionlake.models.generative import is_conditional
 
         conditional = is_conditional(generator)
         images, labels = generate(generator, self.accuracy_samples if conditional else self.samples,
@@ -128,7 +128,7 @@ class GanQuality:
 
 def gan_grid(generator, num_classes: int, seed: int) -> np.ndarray:
     """Fixed noise: one row per class (conditional) or an 8 x 8 grid."""
-    from visionlake.generative_models import is_conditional
+    from visionlake.models.generative import is_conditional
 
     count = num_classes * GRID_COLUMNS if is_conditional(generator) else 64
     images, _ = generate(generator, count, num_classes, seed)
@@ -190,7 +190,7 @@ def sample_prior(decoder, count: int, seed: int) -> np.ndarray:
     """Images decoded from N(0, I) latents: how a VAE generates."""
     import tensorflow as tf
 
-    from visionlake.generative_models import latent_size
+    from visionlake.models.generative import latent_size
 
     latent = tf.random.Generator.from_seed(seed).normal([count, latent_size(decoder)])
     return decoder(latent, training=False).numpy()
@@ -205,7 +205,7 @@ def decoder_of(registered_autoencoder):
 
 
 def write_png(grid: np.ndarray, path) -> None:
-    from visionlake.images import encode_png
+    from visionlake.lake.images import encode_png
 
     with open(path, "wb") as handle:
         handle.write(encode_png(grid, 6))

@@ -1,6 +1,6 @@
 """The shared training input path: which lake rows each rank reads, and the tf.data pipeline that reads them.
 
-Sharding is planned on the driver (``visionlake.shards``): by row group, or by row when a split or label subset has
+Sharding is planned on the driver (``visionlake.lake.shards``): by row group, or by row when a split or label subset has
 too few row groups for that, and every rank takes the same number of steps per epoch (the smallest share's), so no
 rank waits at epoch end for a collective the others never reach. Each rank then reads its share through petastorm
 (or its ``shard`` of the TFRecord records), decodes the stored images (PNG or JPEG), scales, augments, batches and
@@ -16,8 +16,8 @@ from typing import Any, Iterator, Literal, Optional
 import pandas as pd
 
 from visionlake.config import AugmentConfig, ConfigError
-from visionlake.manifest import stored_image_spec
-from visionlake.shards import RankShard, ShardPlan, plan_records, plan_shards, read_row_group_stats, row_rank
+from visionlake.lake.manifest import stored_image_spec
+from visionlake.lake.shards import RankShard, ShardPlan, plan_records, plan_shards, read_row_group_stats, row_rank
 from visionlake.uris import file_uri
 
 
@@ -164,7 +164,7 @@ def _encoded_examples(spec: InputSpec, source: RankShard, training: bool, reader
             predicate=_row_filter(spec.labels, source))
         readers.callback(_close_reader, reader)
         return make_petastorm_dataset(reader).unbatch().map(lambda row: (row.image, tf.cast(row.label, tf.int32)))
-    from visionlake.tfrecord import tfrecord_examples
+    from visionlake.lake.tfrecord import tfrecord_examples
 
     examples = tfrecord_examples(list(source.files), spec.tfrecord_compression)
     if source.by == "record":

@@ -15,11 +15,11 @@ from typing import Any, Optional
 
 import numpy as np
 
-from visionlake.checkpoints import CheckpointStore, NetworkWeights, snapshot_weights
-from visionlake.data import InputSpec, open_images
+from visionlake.train.checkpoints import CheckpointStore, NetworkWeights, snapshot_weights
+from visionlake.lake.reader import InputSpec, open_images
 from visionlake.console import rank_line
-from visionlake.launcher import RankSettings
-from visionlake.shards import RankShard
+from visionlake.train.launcher import RankSettings
+from visionlake.lake.shards import RankShard
 
 
 @dataclass(frozen=True)

@@ -153,10 +153,10 @@ def parse_command_line(parser: argparse.ArgumentParser, argv: Optional[list[str]
 
 
 def _user_errors() -> tuple[type, ...]:
-    from visionlake.ingest import IngestError
-    from visionlake.lake import LakeError
-    from visionlake.sources import SourceError
-    from visionlake.storage import StorageError
+    from visionlake.ingest.job import IngestError
+    from visionlake.lake.store import LakeError
+    from visionlake.ingest.sources import SourceError
+    from visionlake.lake.filesystem import StorageError
     from visionlake.tracking import TrackingError
     # TrainingError is not here: a failed rank deserves its traceback (exit 1).
     return ConfigError, SourceError, IngestError, LakeError, StorageError, TrackingError
@@ -165,7 +165,7 @@ def _user_errors() -> tuple[type, ...]:
 def job_parser(job: str) -> argparse.ArgumentParser:
     """The parser of ``jobs/<job>.py``: its command's description, flags, ``--conf`` and overrides."""
     if job not in JOB_COMMANDS:
-        raise ValueError(f"no job {job!r}: add jobs/{job}.py's command to visionlake.cli.JOB_COMMANDS")
+        raise ValueError(f"no job {job!r}: add jobs/{job}.py's command to visionlake.operate.cli.JOB_COMMANDS")
     command = JOB_COMMANDS[job]
     parser = argparse.ArgumentParser(
         prog=f"jobs/{job}.py", formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -245,13 +245,13 @@ def _run(job: Callable, args: argparse.Namespace) -> int:
 
 
 def ingest_job(spark, config: Config) -> None:
-    from visionlake.ingest import ingest
+    from visionlake.ingest.job import ingest
 
     ingest(spark, config)  # logs its summary
 
 
 def train_classifier_job(spark, config: Config) -> None:
-    from visionlake.train import train_classifier
+    from visionlake.train.classifier import train_classifier
 
     summary = train_classifier(spark, config)
     print(f"MLflow run {summary.run_id}; model {summary.model_name} version {summary.model_version} "
@@ -260,7 +260,7 @@ def train_classifier_job(spark, config: Config) -> None:
 
 
 def train_generative_job(spark, config: Config) -> None:
-    from visionlake.generative import train_generative
+    from visionlake.train.generative import train_generative
 
     summary = train_generative(spark, config)
     print(f"MLflow run {summary.run_id}; model {summary.model_name} version {summary.model_version} "
@@ -268,7 +268,7 @@ def train_generative_job(spark, config: Config) -> None:
 
 
 def train_anomaly_job(spark, config: Config) -> None:
-    from visionlake.detectors import train_detector
+    from visionlake.train.detectors import train_detector
 
     summary = train_detector(spark, config)
     print(f"MLflow run {summary.run_id}; anomaly model {summary.model_name} version {summary.model_version} "
@@ -276,19 +276,19 @@ def train_anomaly_job(spark, config: Config) -> None:
 
 
 def score_job(spark, config: Config) -> None:
-    from visionlake.score import score_dataset
+    from visionlake.score.job import score_dataset
 
     print(score_dataset(spark, config).report())
 
 
 def generate_job(spark, config: Config) -> None:
-    from visionlake.synthetic import generate_synthetic
+    from visionlake.score.synthetic import generate_synthetic
 
     print(generate_synthetic(spark, config).report())
 
 
 def vacuum_job(spark, config: Config, dry_run: bool = False) -> None:
-    from visionlake.lake import Lake
+    from visionlake.lake.store import Lake
 
     hours = config.lake.retention_hours
     if hours < 1:
@@ -298,13 +298,13 @@ def vacuum_job(spark, config: Config, dry_run: bool = False) -> None:
 
 
 def demo_data_job(config: Config) -> Path:
-    from visionlake.demo import write_demo_source
+    from visionlake.operate.demo_data import write_demo_source
 
     return write_demo_source(config)
 
 
 def demo_job(spark, config: Config) -> None:
-    from visionlake.pipeline import run_demo
+    from visionlake.operate.pipeline import run_demo
 
     print(run_demo(spark, config).report())
 

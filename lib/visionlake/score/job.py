@@ -33,10 +33,10 @@ from pyspark.sql import types as T
 
 from visionlake import tracking
 from visionlake.config import Config, ConfigError
-from visionlake.lake import Lake, LakeError, new_run_id, table_writer
-from visionlake.manifest import next_version
+from visionlake.lake.store import Lake, LakeError, new_run_id, table_writer
+from visionlake.lake.manifest import next_version
 from visionlake.progress import phase
-from visionlake.schema import PREDICTION_FIELDS, QUARANTINE_FIELDS
+from visionlake.lake.schema import PREDICTION_FIELDS, QUARANTINE_FIELDS
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def with_predictions_run(manifest: dict[str, Any], run_id: str, slice_key: str, 
 
 # ---- the worker side ----------------------------------------------------------------------------------------------
 def _decode_rows(frame: pd.DataFrame, image_shape) -> tuple[list[np.ndarray], list[int], list[tuple[int, str]]]:
-    from visionlake.images import decode_stored_image
+    from visionlake.lake.images import decode_stored_image
 
     images, good, bad = [], [], []
     for position, png in enumerate(frame["image"]):
@@ -144,9 +144,11 @@ def _decode_rows(frame: pd.DataFrame, image_shape) -> tuple[list[np.ndarray], li
 
 
 def score_partition(batches: Iterator[pd.DataFrame], models: ScoringModels) -> Iterator[pd.DataFrame]:
+    from visionlake.models.scorers import load_scorer
+
     # One load of each model per Python worker, however many partitions it scores.
     classifier = tracking.worker_model(models.classifier.uri, models.tracking_uri)
-    scorer = tracking.worker_model(models.detector.uri, models.tracking_uri, loader="scorer")
+    scorer = tracking.worker_model(models.detector.uri, models.tracking_uri, load=load_scorer)
     columns = SCORED_SCHEMA.fieldNames()
     for frame in _rebatch(batches, models.batch_size):
         images, good, bad = _decode_rows(frame, models.image_shape)
@@ -204,7 +206,7 @@ def score_dataset(spark: SparkSession, config: Config) -> ScoreSummary:
     """
     import mlflow
 
-    from visionlake.scorers import threshold_of
+    from visionlake.models.scorers import threshold_of
 
     started = time.perf_counter()
     settings = config.score
@@ -268,7 +270,7 @@ def score_dataset(spark: SparkSession, config: Config) -> ScoreSummary:
 
 
 def _ingest_raw_drop(spark: SparkSession, config: Config) -> None:
-    from visionlake.ingest import ingest
+    from visionlake.ingest.job import ingest
 
     raw = replace(config.ingest, dataset=config.score.dataset,
                   source=replace(config.ingest.source, uri=config.score.raw_uri))
@@ -321,8 +323,8 @@ def _log_anomaly_maps(lake: Lake, settings, run_id: str, models: ScoringModels) 
     """Per-pixel difference maps of the highest-scoring flagged images (scorers that reconstruct)."""
     import mlflow
 
-    from visionlake.images import decode_stored_image
-    from visionlake.scorers import anomaly_map_png, load_scorer
+    from visionlake.lake.images import decode_stored_image
+    from visionlake.models.scorers import anomaly_map_png, load_scorer
 
     scorer = load_scorer(models.detector.uri)
     predictions = lake.read_table(settings.dataset, "predictions")

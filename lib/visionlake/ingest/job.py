@@ -19,15 +19,15 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from visionlake import manifest as M
+from visionlake.lake import manifest as M
 from visionlake.config import Config
-from visionlake.decode import DecodePlan, decode_partition, discover_label_names
-from visionlake.labels import merge_label_names
-from visionlake.lake import Lake, grouped_by_split, in_shuffled_order, new_run_id, table_writer
+from visionlake.ingest.decode import DecodePlan, decode_partition, discover_label_names
+from visionlake.ingest.labels import merge_label_names
+from visionlake.lake.store import Lake, grouped_by_split, in_shuffled_order, new_run_id, table_writer
 from visionlake.progress import phase
-from visionlake.schema import DECODED_SCHEMA, IMAGE_FIELDS, QUARANTINE_FIELDS
-from visionlake.sources import read_raw_records
-from visionlake.tfrecord import write_shards
+from visionlake.lake.schema import DECODED_SCHEMA, IMAGE_FIELDS, QUARANTINE_FIELDS
+from visionlake.ingest.sources import read_raw_records
+from visionlake.lake.tfrecord import write_shards
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
     from visionlake.config import Config
-    from visionlake.score import ScoreSummary
+    from visionlake.score.job import ScoreSummary
 
 TOP_ANOMALIES = 12
 HISTOGRAM_BINS = 40
@@ -176,8 +176,8 @@ def collect_report(spark: "SparkSession", config: "Config", figures: dict[str, s
     run's anomaly maps) and from the lake (this scoring run's predictions and the flagged images)."""
     from pyspark.sql import functions as F
 
-    from visionlake.images import decode_stored_image
-    from visionlake.lake import Lake
+    from visionlake.lake.images import decode_stored_image
+    from visionlake.lake.store import Lake
 
     uri = config.tracking.tracking_uri
     lake = Lake(spark, config.lake.root)

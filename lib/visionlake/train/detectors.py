@@ -25,19 +25,19 @@ import numpy as np
 from pyspark.sql import SparkSession
 
 from visionlake import tracking
-from visionlake.anomaly import Calibration, calibrate, roc_auc
+from visionlake.evaluate.anomaly import Calibration, calibrate, roc_auc
 from visionlake.config import Config, ConfigError
 from visionlake.console import library_prints_to_log
-from visionlake.data import InputSpec
-from visionlake.generative import GenerativePlan, fit_generative, prepare_generative
-from visionlake.lake import Lake
-from visionlake.manifest import stored_image_spec
-from visionlake.launcher import init_rank, run_on_ranks
-from visionlake.checkpoints import NetworkWeights, load_weights
-from visionlake.loop import LoopJob, RankTask, run_loop, step_averaged
-from visionlake.metrics import to_unit
-from visionlake.quality import read_images
-from visionlake.scorers import NORMAL_LABELS_TAG, THRESHOLD_TAG, AnomalyScorer
+from visionlake.lake.reader import InputSpec
+from visionlake.train.generative import GenerativePlan, fit_generative, prepare_generative
+from visionlake.lake.store import Lake
+from visionlake.lake.manifest import stored_image_spec
+from visionlake.train.launcher import init_rank, run_on_ranks
+from visionlake.train.checkpoints import NetworkWeights, load_weights
+from visionlake.train.loop import LoopJob, RankTask, run_loop, step_averaged
+from visionlake.evaluate.measures import to_unit
+from visionlake.evaluate.generative import read_images
+from visionlake.models.scorers import NORMAL_LABELS_TAG, THRESHOLD_TAG, AnomalyScorer
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ class EncoderTask(RankTask):
     def __init__(self, job: EncoderJob, hvd):
         import tensorflow as tf
 
-        from visionlake.generative_models import build_discriminator, build_encoder, build_generator, critic_features
+        from visionlake.models.generative import build_discriminator, build_encoder, build_generator, critic_features
 
         shape = job.loop.spec.image_shape
         self.generator = build_generator(shape, job.gan_settings)
@@ -203,7 +203,7 @@ def _train_networks(spark, config: Config, plan: Optional[GenerativePlan], class
                      feature_weight=settings.feature_weight)
     log.info("training the GAN scorer's encoder for %d epoch(s) against the frozen generator", settings.encoder_epochs)
     results = sorted(run_on_ranks(spark, encoder_rank, (job,), plan.num_proc), key=lambda r: r["rank"])
-    from visionlake.generative_models import build_encoder
+    from visionlake.models.generative import build_encoder
 
     encoder = build_encoder(plan.spec.image_shape, config.generative.gan.filters, config.generative.gan.latent_dim)
     load_weights({"encoder": encoder}, results[0]["best_weights"])

@@ -54,8 +54,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from visionlake.config import LakeConfig
-from visionlake.schema import IMAGES_SCHEMA, PREDICTIONS_SCHEMA, QUARANTINE_SCHEMA, SYNTHETIC_SCHEMA
-from visionlake.storage import HadoopStorage, StorageError, TargetExistsError, is_temporary
+from visionlake.lake.schema import IMAGES_SCHEMA, PREDICTIONS_SCHEMA, QUARANTINE_SCHEMA, SYNTHETIC_SCHEMA
+from visionlake.lake.filesystem import HadoopStorage, StorageError, TargetExistsError, is_temporary
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 
 from visionlake.config import Config, load_config
-from visionlake.images import decode_stored_image
-from visionlake.metrics import image_grid
+from visionlake.lake.images import decode_stored_image
+from visionlake.evaluate.measures import image_grid
 
 
 @dataclass
@@ -22,7 +22,7 @@ class Workspace:
     root: Path
     config: Config
     spark: object = None  # pyspark.sql.SparkSession, when opened with Spark
-    lake: object = None   # visionlake.lake.Lake, when opened with Spark
+    lake: object = None   # visionlake.lake.store.Lake, when opened with Spark
 
     @property
     def dataset(self) -> str:
@@ -44,7 +44,7 @@ def open_workspace(root: str | Path = "..", config_file: Optional[str] = None, *
     tracking.connect(config.tracking)
     if not with_spark:
         return Workspace(root, config)
-    from visionlake.lake import Lake
+    from visionlake.lake.store import Lake
     from visionlake.spark import start_session
 
     spark = start_session(config.spark)

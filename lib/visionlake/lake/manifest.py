@@ -31,7 +31,7 @@ def stored_image_spec(manifest: dict[str, Any]) -> dict[str, Any]:
 
 def stored_codec(manifest: dict[str, Any]):
     """The codec the dataset's images are stored in (for writers that add images to it, e.g. synthetic)."""
-    from visionlake.images import StoredCodec
+    from visionlake.lake.images import StoredCodec
 
     spec = stored_image_spec(manifest)
     return StoredCodec(spec["codec"], spec["quality"] or StoredCodec.quality)
