@@ -67,7 +67,7 @@ def test_the_pipeline_runs_on_two_nodes_without_a_shared_local_disk(pipeline, ta
     lake = Lake(spark, target.lake_root)
     manifest = lake.read_manifest("demo")
     # ingest (v1), generate (v2), score (v3): each a committed version
-    assert manifest["version"] == 3
+    assert manifest.version == 3
     images = lake.read_table("demo", "images").count()
     assert images == pipeline["files"] - len(bad_files())
     assert lake.read_table("demo", "quarantine").count() == len(bad_files())

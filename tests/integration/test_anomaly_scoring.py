@@ -114,7 +114,7 @@ def test_rescoring_the_same_slice_replaces_it(scored, workspace, spark):
     before = lake.read_table("demo", "predictions", lake.read_manifest("demo", scored.version))
     assert before.count() == scored.scored and [r["run_id"] for r in before.select("run_id").distinct().collect()] \
         == [scored.run_id]
-    assert lake.read_manifest("demo")["superseded"][scored.run_id]["version"] == again.version
+    assert lake.read_manifest("demo").superseded[scored.run_id]["version"] == again.version
 
 
 def test_undecodable_rows_are_quarantined(scored, workspace, spark):
@@ -148,10 +148,10 @@ def test_undecodable_rows_are_quarantined(scored, workspace, spark):
 
 def test_a_missing_alias_fails_before_any_spark_work(scored, workspace, spark):
     config = workspace("score.anomaly_model=visionlake-anomaly@nope")
-    before = Lake(spark, config.lake.root).read_manifest("demo")["version"]
+    before = Lake(spark, config.lake.root).read_manifest("demo").version
     with pytest.raises(TrackingError, match="score.anomaly_model"):
         score_dataset(spark, config)
-    assert Lake(spark, config.lake.root).read_manifest("demo")["version"] == before
+    assert Lake(spark, config.lake.root).read_manifest("demo").version == before
 
 
 @pytest.mark.parametrize("method", ["gan", "classifier"])
@@ -175,7 +175,7 @@ def test_a_jpeg_dataset_scores_like_its_png_twin(scored, workspace, spark):
                        f"score.anomaly_model=models:/visionlake-anomaly/{detector}")
     ingest(spark, config)
     jpeg = score_dataset(spark, config)
-    assert lake.read_manifest("demo_jpeg")["image"]["codec"] == "jpeg" and jpeg.quarantined == 0
+    assert lake.read_manifest("demo_jpeg").image.codec == "jpeg" and jpeg.quarantined == 0
     jpeg_rows = lake.read_table("demo_jpeg", "predictions").select("id", "predicted_label", "anomaly_score")
     both = png_rows.merge(jpeg_rows.toPandas(), on="id", suffixes=("_png", "_jpeg"))
     assert len(both) == len(png_rows) == jpeg.scored  # same normalised pixels, same ids

@@ -130,7 +130,7 @@ def test_synthetic_images_round_trip_through_the_readers_and_mix_into_training(r
 
     again = generate_synthetic(spark, config)  # the same request: nothing new, no duplicates
     assert again.already_present and lake.read_table("demo", "synthetic").count() == 60
-    assert lake.read_manifest("demo")["version"] == summary.version
+    assert lake.read_manifest("demo").version == summary.version
 
     mixed = train_classifier(spark, workspace("train.synthetic_fraction=0.5", "train.epochs=1"))
     tags = client_of(config).get_run(mixed.run_id).data.tags

@@ -97,7 +97,7 @@ def test_reruns_add_nothing_and_new_files_are_appended(spark, make_config, tmp_p
     assert len({r.source_path for r in images}) == 15
     assert sum(third.total.values()) == 15
     manifest = Lake(spark, config.lake.root).read_manifest("demo")
-    assert manifest["version"] == 2 and len(manifest["live_runs"]) == 2
+    assert manifest.version == 2 and len(manifest.live_runs) == 2
 
 
 def test_a_failed_run_leaves_the_previous_version_readable(spark, make_config, tmp_path, monkeypatch):
@@ -131,7 +131,7 @@ def test_a_failed_run_leaves_the_previous_version_readable(spark, make_config, t
 
     recovered = ingest(spark, config)
     assert recovered.version == 2 and recovered.images_added == 4
-    live = set(lake.read_manifest("demo")["live_runs"])
+    live = set(lake.read_manifest("demo").live_runs)
     on_disk = {p.name.split("=", 1)[1] for p in (tmp_path / "lake" / "demo").rglob("run_id=*")}
     assert on_disk == live  # ... and are gone after the next run
     assert len(lake.read_table("demo", "images").collect()) == 8
@@ -214,26 +214,26 @@ def test_pixels_and_labels_round_trip_through_petastorm_and_tf_data(spark, make_
             expected[image.content_hash] = (path.parent.name, image.pixels)
     lake = Lake(spark, config.lake.root)
     manifest = lake.read_manifest("demo")
-    train = manifest["tables"]["images"] + "/split=train"
+    train = manifest.tables["images"] + "/split=train"
 
     seen = {}
     with open_batch_reader(train, num_epochs=1, workers_count=1) as reader:
         for batch in reader:
             for row_id, label, image in zip(batch.id, batch.label, batch.image):
                 assert row_id not in seen
-                seen[row_id] = (manifest["label_names"][label], decode_stored_image(image))
-    assert len(seen) == sum(manifest["counts"]["train"].values())
+                seen[row_id] = (manifest.label_names[label], decode_stored_image(image))
+    assert len(seen) == sum(manifest.counts["train"].values())
     for row_id, (label_name, pixels) in seen.items():
         assert expected[row_id][0] == label_name
         assert np.array_equal(expected[row_id][1], pixels)
 
-    base = manifest["tables"]["tfrecord"].rsplit("/tfrecord", 1)[0]
-    files = [f"{base}/{relative}" for relative in manifest["tfrecord_files"]["train"]]
+    base = manifest.tables["tfrecord"].rsplit("/tfrecord", 1)[0]
+    files = [f"{base}/{relative}" for relative in manifest.tfrecord_files["train"]]
     dataset = read_tfrecord_dataset(files, (32, 32, 3), batch_size=64)
     from_tfrecords = {}
     for batch in dataset:
         for row_id, label, image in zip(batch["id"].numpy(), batch["label"].numpy(), batch["image"].numpy()):
-            from_tfrecords[row_id.decode()] = (manifest["label_names"][label], image)
+            from_tfrecords[row_id.decode()] = (manifest.label_names[label], image)
     assert from_tfrecords.keys() == seen.keys()
     for row_id, (label_name, pixels) in from_tfrecords.items():
         assert label_name == seen[row_id][0] and np.array_equal(pixels, seen[row_id][1])

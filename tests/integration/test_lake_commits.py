@@ -91,12 +91,12 @@ def test_two_concurrent_ingests_of_the_same_next_version_commit_exactly_once(spa
 
     lake = Lake(spark, str(tmp_path / "lake"))
     manifest = lake.read_manifest("demo")
-    assert lake.latest_version("demo") == 2 and manifest["live_runs"][0] == first.run_id
-    assert loser_run not in manifest["live_runs"]
+    assert lake.latest_version("demo") == 2 and manifest.live_runs[0] == first.run_id
+    assert loser_run not in manifest.live_runs
     images = lake.read_table("demo", "images").select("id", "source_path").collect()
     assert len(images) == 4 + added[winner] == len({row.id for row in images}), "the winner's rows, once each"
-    assert sum(sum(labels.values()) for labels in manifest["counts"].values()) == 4 + added[winner]
-    assert runs_on_disk(tmp_path / "lake" / "demo") == set(manifest["live_runs"]), "the loser's partitions are gone"
+    assert sum(sum(labels.values()) for labels in manifest.counts.values()) == 4 + added[winner]
+    assert runs_on_disk(tmp_path / "lake" / "demo") == set(manifest.live_runs), "the loser's partitions are gone"
     assert not (tmp_path / "lake" / "demo" / "_staging").exists() or not any(
         (tmp_path / "lake" / "demo" / "_staging").iterdir())
 
@@ -202,16 +202,16 @@ def test_a_reader_of_version_1_reads_it_whole_while_version_2_rebuilds_the_datas
     rebuilt = ingest(spark, make_config(*settings, "ingest.full_rebuild=true"))
     assert rebuilt.version == 2
     version_2 = lake.read_manifest("demo")
-    assert version_2["live_runs"] == [rebuilt.run_id]
+    assert version_2.live_runs == (rebuilt.run_id,)
     # ... and reads the rest of version 1 to the end: every row, once.
     for uri in files[1:]:
         read += pq.read_table(local(uri), columns=["id"]).column("id").to_pylist()
     assert sorted(read) == expected
     # Version 1 stays readable through the lake too (Parquet and its TFRecord copy), until vacuum.
     assert lake.read_table("demo", "images", version_1).count() == sum(first.total.values())
-    base = Path(local(version_1["tables"]["tfrecord"])).parent
-    assert all((base / name).exists() for names in version_1["tfrecord_files"].values() for name in names)
-    assert version_2["superseded"] == {first.run_id: {"version": 2, "committed_at": version_2["committed_at"]}}
+    base = Path(local(version_1.tables["tfrecord"])).parent
+    assert all((base / name).exists() for names in version_1.tfrecord_files.values() for name in names)
+    assert version_2.superseded == {first.run_id: {"version": 2, "committed_at": version_2.committed_at}}
 
     within = lake.vacuum("demo", retention_hours=1)
     assert within.removed == [] and within.kept_superseded

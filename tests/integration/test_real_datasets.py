@@ -5,6 +5,7 @@ the dataset size, so a well-mixed stream can only come from the lake's own order
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import replace
 from pathlib import Path
@@ -118,9 +119,9 @@ def test_two_ranks_each_stream_every_label_in_well_mixed_batches(tree_lake, spar
     spec = InputSpec(image_shape=(16, 16, 3), batch_size=BATCH, shuffle_buffer=config.train.shuffle_buffer, seed=1)
     # petastorm's cur_shard/shard_count hands each rank exactly the rows the planner counted for it.
     assert run_on_ranks(spark, read_once, (spec, inputs), 2) == [shard.rows for shard in inputs.train]
-    assert sum(shard.rows for shard in inputs.train) == sum(manifest["counts"]["train"].values())
+    assert sum(shard.rows for shard in inputs.train) == sum(manifest.counts["train"].values())
     per_rank = run_on_ranks(spark, stream_labels, (spec, inputs, 24), 2)
-    counts = list(manifest["counts"]["train"].values())
+    counts = list(manifest.counts["train"].values())
     expected = expected_distinct_labels(counts, BATCH)
     for batches in per_rank:
         assert set(label for batch in batches for label in batch) == set(range(10))
@@ -142,7 +143,7 @@ def test_a_label_subset_in_one_row_group_is_shared_by_row(tmp_path, spark):
     ingest(spark, config)
     lake = Lake(spark, config.lake.root)
     manifest = lake.read_manifest("demo")
-    normal_rows = manifest["counts"]["train"]["class_3"]
+    normal_rows = manifest.counts["train"]["class_3"]
     inputs = plan_inputs(spark, lake, manifest, num_proc=2, batch_size=8, max_steps=0, labels=(3,))
     assert [shard.by for shard in inputs.train] == ["row", "row"]
     assert sum(shard.rows for shard in inputs.train) == normal_rows and min(s.rows for s in inputs.train) >= 8
@@ -151,11 +152,11 @@ def test_a_label_subset_in_one_row_group_is_shared_by_row(tmp_path, spark):
     tags = MlflowClient(config.tracking.tracking_uri).get_run(trained.run_id).data.tags
     assert tags["data.sharding"] == "row"
     assert sum(map(int, tags["data.rows_per_rank"].split(","))) == normal_rows
-    assert trained.calibration.calibration_images == manifest["counts"]["val"]["class_3"]
+    assert trained.calibration.calibration_images == manifest.counts["val"]["class_3"]
 
     with pytest.raises(ConfigError, match="has no TFRecord copy"):
-        plan_inputs(spark, lake, {**manifest, "image": {**manifest["image"], "tfrecord": False}}, num_proc=2,
-                    batch_size=8, max_steps=0, reader="tfrecord")
+        without_copy = dataclasses.replace(manifest, image=dataclasses.replace(manifest.image, tfrecord=False))
+        plan_inputs(spark, lake, without_copy, num_proc=2, batch_size=8, max_steps=0, reader="tfrecord")
     with pytest.raises(ConfigError, match=r"fewer images than 2 rank\(s\) x batch 64"):
         plan_inputs(spark, lake, manifest, num_proc=2, batch_size=64, max_steps=0, labels=(3,))
 
@@ -170,7 +171,7 @@ def test_codecs_round_trip_through_both_training_readers(codec, max_mean_error, 
     ingest(spark, config)
     lake = Lake(spark, config.lake.root)
     manifest = lake.read_manifest("demo")
-    assert manifest["image"]["codec"] == codec
+    assert manifest.image.codec == codec
     exact = {}
     lossless = replace(config.ingest.image, codec="png")
     for path in sorted((tmp_path / "tree").rglob("*.png")):
@@ -181,8 +182,8 @@ def test_codecs_round_trip_through_both_training_readers(codec, max_mean_error, 
     stored = {row.id: decode_stored_image(row.image).astype(int) for row in rows}
     errors = [np.abs(stored[i] - exact[i]).mean() for i in stored]
     assert len(stored) == len(exact) and max(errors) <= max_mean_error
-    base = manifest["tables"]["tfrecord"].rsplit("/tfrecord", 1)[0]
-    tfrecord_files = [f"{base}/{f}" for split in manifest["tfrecord_files"].values() for f in split]
+    base = manifest.tables["tfrecord"].rsplit("/tfrecord", 1)[0]
+    tfrecord_files = [f"{base}/{f}" for split in manifest.tfrecord_files.values() for f in split]
     through_tfrecord = {}
     for batch in read_tfrecord_dataset(tfrecord_files, (16, 16, 3), batch_size=64):
         for image_id, image in zip(batch["id"].numpy(), batch["image"].numpy()):

@@ -11,6 +11,8 @@ from visionlake.score.job import input_fingerprint, slice_id, top_k, with_predic
 from visionlake.models.scorers import as_unit_images, energy
 from visionlake.tracking import ModelRef
 
+from tests.unit.lake_records import a_manifest
+
 
 def test_roc_auc_perfect_inverted_random_and_ties():
     labels = np.array([0, 0, 0, 1, 1])
@@ -74,9 +76,9 @@ def test_images_are_accepted_as_uint8_float_or_png_frames():
 
 def test_a_slice_is_a_table_with_one_version_of_each_model():
     classifier, detector = ModelRef("c", "1", "r1"), ModelRef("a", "2", "r2")
-    manifest = {"runs": [{"run_id": "i1"}, {"run_id": "g1", "kind": "synthetic"}, {"run_id": "p1",
-                                                                                   "kind": "predictions"}],
-                "live_runs": ["i1", "g1", "p1"], "synthetic": {"live_runs": ["g1"]}}
+    manifest = a_manifest(runs=({"run_id": "i1"}, {"run_id": "g1", "kind": "synthetic"},
+                                {"run_id": "p1", "kind": "predictions"}),
+                          live_runs=("i1", "g1", "p1"), synthetic={"live_runs": ["g1"]})
     assert input_fingerprint(manifest, "images") == "images:i1"
     assert input_fingerprint(manifest, "synthetic") == "synthetic:g1"
     key = slice_id("images", classifier, detector)
@@ -86,12 +88,11 @@ def test_a_slice_is_a_table_with_one_version_of_each_model():
 
 def test_rescoring_a_slice_replaces_its_previous_run():
     now = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
-    manifest = {"version": 2, "live_runs": ["i1"], "runs": [{"run_id": "i1"}],
-                "tables": {"images": "/lake/d/images"}}
+    manifest = a_manifest(version=2, live_runs=("i1",), runs=({"run_id": "i1"},), tables={"images": "/lake/d/images"})
     first, replaced = with_predictions_run(manifest, "p1", "s", {"x": 1}, now, "/lake/d/predictions")
-    assert replaced == "" and first["live_runs"] == ["i1", "p1"] and first["version"] == 3
+    assert replaced == "" and first.live_runs == ("i1", "p1") and first.version == 3
     second, replaced = with_predictions_run(first, "p2", "s", {"x": 2}, now, "/lake/d/predictions")
-    assert replaced == "p1" and second["live_runs"] == ["i1", "p2"]
-    assert second["predictions"]["slices"]["s"]["run_id"] == "p2"
+    assert replaced == "p1" and second.live_runs == ("i1", "p2")
+    assert second.predictions["slices"]["s"]["run_id"] == "p2"
     other, replaced = with_predictions_run(second, "p3", "t", {}, now, "/lake/d/predictions")
-    assert replaced == "" and other["live_runs"] == ["i1", "p2", "p3"]
+    assert replaced == "" and other.live_runs == ("i1", "p2", "p3")

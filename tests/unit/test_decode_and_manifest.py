@@ -1,10 +1,13 @@
+import dataclasses
 import datetime as dt
+import json
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from tests.conftest import png_bytes
+from tests.unit.lake_records import a_manifest
 from visionlake.lake import manifest as M
 from visionlake.config import load_config
 from visionlake.ingest.decode import DecodePlan, decode_records
@@ -58,45 +61,50 @@ def test_incremental_manifest_adds_to_its_base(tmp_path):
                              shards=[{"split": "train", "file": "part-0.tfrecord", "records": 2}], **common)
     second = M.build_manifest(previous=first, base=first, run_id="r2", added={"train": {"a": 1, "b": 4}},
                               quarantined={}, fingerprint=(5, 2 ** 64 - 1), shards=[], **common)
-    assert second["version"] == 2 and second["live_runs"] == ["r1", "r2"]
-    assert second["counts"] == {"train": {"a": 3, "b": 4}}
-    assert second["quarantine"] == {"truncated": 1}
-    assert second["tfrecord_files"]["train"] == ["tfrecord/split=train/run_id=r1/part-0.tfrecord"]
-    assert second["source"]["files"] == 8 and second["source"]["digest"] == f"{9:016x}"
+    assert second.version == 2 and second.live_runs == ("r1", "r2")
+    assert second.counts == {"train": {"a": 3, "b": 4}}
+    assert second.quarantine == {"truncated": 1}
+    assert second.tfrecord_files["train"] == ("tfrecord/split=train/run_id=r1/part-0.tfrecord",)
+    assert second.source.files == 8 and second.source.digest == f"{9:016x}"
     rebuilt = M.build_manifest(previous=second, base=None, run_id="r3", added={"test": {"b": 1}}, quarantined={},
                                fingerprint=(1, 1), shards=[], **common)
-    assert rebuilt["version"] == 3 and rebuilt["live_runs"] == ["r3"] and rebuilt["counts"] == {"test": {"b": 1}}
+    assert rebuilt.version == 3 and rebuilt.live_runs == ("r3",) and rebuilt.counts == {"test": {"b": 1}}
+    assert [run["run_id"] for run in rebuilt.runs] == ["r1", "r2", "r3"]  # the history outlives a rebuild
 
     # What the generate and score jobs added survives an incremental ingest (and goes with a full rebuild).
-    extended = {**second, "live_runs": second["live_runs"] + ["g1", "p1"], "synthetic": {"live_runs": ["g1"]},
-                "predictions": {"slices": {"s": {"run_id": "p1"}}},
-                "tables": {**second["tables"], "synthetic": "/l/synthetic", "predictions": "/l/predictions"}}
+    extended = dataclasses.replace(second, live_runs=second.live_runs + ("g1", "p1"), synthetic={"live_runs": ["g1"]},
+                                   predictions={"slices": {"s": {"run_id": "p1"}}},
+                                   tables={**second.tables, "synthetic": "/l/synthetic", "predictions": "/l/predictions"})
     third = M.build_manifest(previous=extended, base=extended, run_id="r4", added={"train": {"a": 1}},
                              quarantined={}, fingerprint=(1, 1), shards=[], **common)
-    assert third["live_runs"] == ["r1", "r2", "g1", "p1", "r4"]
-    assert third["synthetic"] == extended["synthetic"] and third["predictions"] == extended["predictions"]
-    assert third["tables"]["predictions"] == "/l/predictions" and third["tables"]["synthetic"] == "/l/synthetic"
+    assert third.live_runs == ("r1", "r2", "g1", "p1", "r4")
+    assert third.synthetic == extended.synthetic and third.predictions == extended.predictions
+    assert third.tables["predictions"] == "/l/predictions" and third.tables["synthetic"] == "/l/synthetic"
+    assert M.Manifest.from_json(json.loads(json.dumps(third.to_json()))) == third  # what the lake stores reads back
 
 
 def test_changed_image_settings_need_a_rebuild(tmp_path):
     settings = load_config(base_dir=str(tmp_path)).ingest
-    stored = {"dataset": "demo", "image": {**M.image_spec(settings), "height": 64}}
-    with pytest.raises(ValueError, match="full_rebuild=true"):
+    stored = a_manifest(image=dataclasses.replace(M.ImageSpec.from_settings(settings), height=64))
+    with pytest.raises(ValueError, match="differs in height.*full_rebuild=true"):
         M.check_compatible(stored, settings)
+    M.check_compatible(a_manifest(image=M.ImageSpec.from_settings(settings)), settings)
 
 
 def test_codec_and_tfrecord_copy_are_fixed_per_dataset_and_old_manifests_read_as_png_with_tfrecord(tmp_path):
     settings = load_config(base_dir=str(tmp_path)).ingest
-    legacy = {"dataset": "demo", "image": {key: value for key, value in M.image_spec(settings).items()
-                                           if key not in ("codec", "quality", "tfrecord")}}
+    document = a_manifest(image=M.ImageSpec.from_settings(settings)).to_json()
+    document["image"] = {key: value for key, value in document["image"].items()
+                         if key not in ("codec", "quality", "tfrecord")}
+    legacy = M.Manifest.from_json(document)
     M.check_compatible(legacy, settings)  # written before codecs existed: png with a TFRecord copy
-    assert M.stored_codec(legacy).name == "png"
+    assert legacy.image.stored_codec().name == "png" and legacy.image.tfrecord
     jpeg = load_config(base_dir=str(tmp_path), overrides=["ingest.image.codec=jpeg",
                                                           "ingest.image.quality=90"]).ingest
     with pytest.raises(ValueError, match="differs in codec, quality"):
         M.check_compatible(legacy, jpeg)
-    stored = {"dataset": "demo", "image": M.image_spec(jpeg)}
-    assert M.stored_codec(stored).name == "jpeg" and M.stored_codec(stored).quality == 90
+    stored = M.ImageSpec.from_settings(jpeg)
+    assert stored.stored_codec().name == "jpeg" and stored.stored_codec().quality == 90
     without_copy = load_config(base_dir=str(tmp_path), overrides=["ingest.tfrecord=false"]).ingest
     with pytest.raises(ValueError, match="differs in tfrecord"):
         M.check_compatible(legacy, without_copy)
@@ -118,14 +126,15 @@ def test_decoded_batches_are_bounded_by_stored_bytes(tmp_path):
 
 def test_every_job_numbers_versions_one_way_and_keeps_the_rest_of_the_manifest():
     now = dt.datetime(2026, 1, 2)
-    previous = {"version": 4, "created_at": "2026-01-01T00:00:00", "live_runs": ["r1"], "tables": {"images": "/i"},
-                "runs": [{"run_id": "r1"}], "counts": {"train": {"a": 1}}}
+    previous = a_manifest(version=4, live_runs=("r1",), tables={"images": "/i"}, runs=({"run_id": "r1"},),
+                          counts={"train": {"a": 1}}, committed_at="2026-01-01T00:00:01")
     assert M.version_after(None) == 1 and M.version_after(previous) == 5
 
-    following = M.next_version(previous, run={"run_id": "g1"}, created_at=now, live_runs=["r1", "g1"],
-                               tables={"synthetic": "/s"}, synthetic={"live_runs": ["g1"]})
+    following = previous.next_version(run={"run_id": "g1"}, created_at=now, live_runs=["r1", "g1"],
+                                      tables={"synthetic": "/s"}, synthetic={"live_runs": ["g1"]})
 
-    assert following == {"version": 5, "created_at": now.isoformat(), "live_runs": ["r1", "g1"],
-                         "tables": {"images": "/i", "synthetic": "/s"}, "runs": [{"run_id": "r1"}, {"run_id": "g1"}],
-                         "counts": {"train": {"a": 1}}, "synthetic": {"live_runs": ["g1"]}}
-    assert previous["version"] == 4 and previous["runs"] == [{"run_id": "r1"}]  # the earlier version is untouched
+    assert following == dataclasses.replace(
+        previous, version=5, created_at=now.isoformat(), live_runs=("r1", "g1"),
+        tables={"images": "/i", "synthetic": "/s"}, runs=({"run_id": "r1"}, {"run_id": "g1"}),
+        synthetic={"live_runs": ["g1"]}, committed_at=None)
+    assert previous.version == 4 and previous.runs == ({"run_id": "r1"},)  # the earlier version is untouched

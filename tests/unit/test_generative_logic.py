@@ -12,6 +12,8 @@ from visionlake.evaluate.measures import (fit_gaussian, frechet_distance, freche
 from visionlake.score.synthetic import GenerationRequest, find_existing, plan_tasks, with_synthetic_run
 from visionlake.tracking import parse_model_reference
 
+from tests.unit.lake_records import a_manifest
+
 
 @pytest.mark.parametrize("shape", [(28, 28, 1), (32, 32, 3), (64, 64, 3)])
 def test_every_network_fits_the_dataset_shape(shape):
@@ -196,18 +198,17 @@ def test_generation_tasks_cover_every_class_once_with_distinct_seeds():
 
 
 def test_a_synthetic_run_is_a_new_version_and_the_same_request_is_found_again():
-    manifest = {"version": 3, "live_runs": ["r1"], "runs": [{"run_id": "r1"}],
-                "tables": {"images": "/lake/demo/images"}, "created_at": "x"}
+    manifest = a_manifest(version=3, live_runs=("r1",), runs=({"run_id": "r1"},),
+                          tables={"images": "/lake/demo/images"})
     request = GenerationRequest("visionlake-cdcgan", "2", 10, 0, 256)
     now = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
     updated = with_synthetic_run(manifest, "r2", request, "mlrun", {"a": 10, "b": 10}, now, "/lake/demo/synthetic")
-    assert updated["version"] == 4 and updated["live_runs"] == ["r1", "r2"]
-    assert updated["tables"]["synthetic"] == "/lake/demo/synthetic" and updated["synthetic"]["counts"] == {
-        "a": 10, "b": 10}
+    assert updated.version == 4 and updated.live_runs == ("r1", "r2")
+    assert updated.tables["synthetic"] == "/lake/demo/synthetic" and updated.synthetic["counts"] == {"a": 10, "b": 10}
     assert find_existing(updated, request)["run_id"] == "r2"
     assert find_existing(updated, GenerationRequest("visionlake-cdcgan", "3", 10, 0, 256)) is None
     assert find_existing(updated, GenerationRequest("visionlake-cdcgan", "2", 10, 0, 128)) is None  # other noise
-    assert manifest["version"] == 3 and "synthetic" not in manifest  # the input is not modified
+    assert manifest.version == 3 and manifest.synthetic is None  # the input is not modified
 
 
 @pytest.mark.parametrize("reference, parsed", [

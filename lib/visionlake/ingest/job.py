@@ -116,9 +116,9 @@ def ingest(spark: SparkSession, config: Config) -> IngestSummary:
             added, quarantined, examples, fingerprint = summarise_statistics(_group_statistics(decoded), duplicates)
         if previous is not None and not settings.full_rebuild and fingerprint[0] == 0:
             log.info("nothing new under %s: dataset %r stays at version %d", settings.source.uri, settings.dataset,
-                     previous["version"])
-            return IngestSummary(dataset=settings.dataset, version=previous["version"], run_id=run_id, added={},
-                                 quarantined={}, total=M.split_totals(previous),
+                     previous.version)
+            return IngestSummary(dataset=settings.dataset, version=previous.version, run_id=run_id, added={},
+                                 quarantined={}, total=previous.split_totals(),
                                  paths=_summary_paths(previous, paths), seconds=time.perf_counter() - started)
         images, quarantine = _final_tables(spark, decoded, duplicates, now)
         images = grouped_by_split(images, by="source_path")
@@ -142,20 +142,20 @@ def ingest(spark: SparkSession, config: Config) -> IngestSummary:
         version = lake.publish_and_commit(settings.dataset, run_id, manifest)
     summary = IngestSummary(
         dataset=settings.dataset, version=version, run_id=run_id, added=added,
-        quarantined=quarantined, total=M.split_totals(manifest),
+        quarantined=quarantined, total=manifest.split_totals(),
         paths=_summary_paths(manifest, paths),
         seconds=time.perf_counter() - started, examples=examples)
     log.info("%s", summary.report())
     return summary
 
 
-def _summary_paths(manifest: dict[str, Any], paths) -> dict[str, str]:
-    return {**manifest["tables"], "manifest": f"{paths.base}/manifest.json"}
+def _summary_paths(manifest: M.Manifest, paths) -> dict[str, str]:
+    return {**manifest.tables, "manifest": f"{paths.base}/manifest.json"}
 
 
-def _resolve_label_names(raw: DataFrame, settings, base: Optional[dict[str, Any]]) -> list[str]:
+def _resolve_label_names(raw: DataFrame, settings, base: Optional[M.Manifest]) -> list[str]:
     configured = list(settings.label.names)
-    known = list(base["label_names"]) if base else []
+    known = list(base.label_names) if base else []
     if configured:
         if known and configured[:len(known)] != known:
             raise IngestError(f"ingest.label.names {configured} would renumber the labels of dataset "

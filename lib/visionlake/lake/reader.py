@@ -16,7 +16,7 @@ from typing import Any, Iterator, Literal, Optional
 import pandas as pd
 
 from visionlake.config import AugmentConfig, ConfigError
-from visionlake.lake.manifest import stored_image_spec
+from visionlake.lake.manifest import Manifest
 from visionlake.lake.shards import RankShard, ShardPlan, plan_records, plan_shards, read_row_group_stats, row_rank
 from visionlake.uris import file_uri
 
@@ -44,7 +44,7 @@ class TrainingInputs:
                 "data.steps_per_epoch": str(self.steps)}
 
 
-def plan_inputs(spark, lake, manifest: dict[str, Any], *, num_proc: int, batch_size: int, max_steps: int,
+def plan_inputs(spark, lake, manifest: Manifest, *, num_proc: int, batch_size: int, max_steps: int,
                 reader: str = "petastorm", synthetic_fraction: float = 0.0, section: str = "train",
                 labels: tuple[int, ...] = ()) -> TrainingInputs:
     """Shards the dataset's splits over ``num_proc`` ranks and sets the steps per epoch.
@@ -56,7 +56,7 @@ def plan_inputs(spark, lake, manifest: dict[str, Any], *, num_proc: int, batch_s
     Raises:
         ConfigError: fewer images than ranks x batch, no TFRecord copy to read, or no synthetic images to mix in.
     """
-    dataset = manifest["dataset"]
+    dataset = manifest.dataset
     files = {split: lake.table_files(dataset, "images", split, manifest) for split in ("train", "val", "test")}
     synthetic_files = lake.table_files(dataset, "synthetic", "train", manifest) if synthetic_fraction > 0 else []
     if synthetic_fraction > 0 and not synthetic_files:
@@ -87,21 +87,21 @@ def plan_inputs(spark, lake, manifest: dict[str, Any], *, num_proc: int, batch_s
         raise ConfigError(f"the train split of {dataset!r} has fewer images than {num_proc} rank(s) x batch "
                           f"{batch_size} (ranks get {list(train_plan.rows)}); lower {section}.batch_size or "
                           "train.num_proc")
-    synthetic_runs = tuple(sorted(manifest.get("synthetic", {}).get("live_runs", [])))
+    synthetic_runs = tuple(sorted((manifest.synthetic or {}).get("live_runs", [])))
     return TrainingInputs(train_plan.shards, val_plan.shards, tuple(files["test"]), tuple(files["train"]), steps,
                           synthetic_plan.shards, synthetic_rows, synthetic_runs if synthetic_files else ())
 
 
-def _tfrecord_plan(manifest: dict[str, Any], split: str, num_proc: int, labels: tuple[int, ...],
+def _tfrecord_plan(manifest: Manifest, split: str, num_proc: int, labels: tuple[int, ...],
                    section: str) -> ShardPlan:
-    if not stored_image_spec(manifest)["tfrecord"]:
-        raise ConfigError(f"dataset {manifest['dataset']!r} has no TFRecord copy (ingested with "
+    if not manifest.image.tfrecord:
+        raise ConfigError(f"dataset {manifest.dataset!r} has no TFRecord copy (ingested with "
                           f"ingest.tfrecord=false); set {section}.reader=petastorm, or re-ingest with "
                           "ingest.tfrecord=true ingest.full_rebuild=true")
-    base = manifest["tables"]["tfrecord"].rsplit("/tfrecord", 1)[0]
-    files = tuple(f"{base}/{f}" for f in manifest["tfrecord_files"].get(split, []))
-    names = manifest["label_names"]
-    rows = sum(n for name, n in manifest["counts"].get(split, {}).items()
+    base = manifest.tables["tfrecord"].rsplit("/tfrecord", 1)[0]
+    files = tuple(f"{base}/{f}" for f in manifest.tfrecord_files.get(split, []))
+    names = manifest.label_names
+    rows = sum(n for name, n in manifest.counts.get(split, {}).items()
                if not labels or names.index(name) in labels)
     return plan_records(files, rows, num_proc)
 

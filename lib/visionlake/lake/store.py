@@ -39,6 +39,7 @@ Folders starting with ``_`` are ignored by Spark, pyarrow and petastorm readers.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -55,6 +56,7 @@ from pyspark.sql import functions as F
 
 from visionlake.config import LakeConfig
 from visionlake.lake.schema import IMAGES_SCHEMA, PREDICTIONS_SCHEMA, QUARANTINE_SCHEMA, SYNTHETIC_SCHEMA
+from visionlake.lake.manifest import Manifest
 from visionlake.lake.filesystem import HadoopStorage, StorageError, TargetExistsError, is_temporary
 
 log = logging.getLogger(__name__)
@@ -169,13 +171,6 @@ class VacuumReport:
         return "\n".join(lines)
 
 
-def committed_runs(manifest: Optional[dict[str, Any]]) -> set[str]:
-    """Every run some committed version listed: the manifest's run history (kept across full rebuilds)."""
-    if manifest is None:
-        return set()
-    return {run["run_id"] for run in manifest.get("runs", [])} | set(manifest["live_runs"])
-
-
 def run_started_at(run_id: str) -> Optional[dt.datetime]:
     """The start time ``new_run_id`` put in a run id, or None for another form."""
     match = _RUN_ID.match(run_id)
@@ -262,7 +257,7 @@ class Lake:
         versions = [int(m.group(1)) for m in map(_VERSION_FILE.match, names) if m]
         return max(versions, default=0)
 
-    def read_manifest(self, dataset: str, version: Optional[int] = None) -> Optional[dict[str, Any]]:
+    def read_manifest(self, dataset: str, version: Optional[int] = None) -> Optional[Manifest]:
         """The dataset's manifest at ``version`` (default: latest), or None when the dataset has no version yet.
 
         Raises:
@@ -275,14 +270,16 @@ class Lake:
         deadline = time.monotonic() + _PARTIAL_MANIFEST_RETRY_SECONDS
         while True:
             try:
-                return json.loads(self.storage.read_text(location))
+                document = json.loads(self.storage.read_text(location))
             except ValueError as error:
                 if time.monotonic() > deadline:
                     raise LakeError(f"{location} is not a complete manifest ({error}); if no writer is committing "
                                     f"{dataset!r}, the file is damaged: restore it from a backup") from None
                 time.sleep(0.1)
+                continue
+            return Manifest.from_json(document)
 
-    def require_manifest(self, dataset: str) -> dict[str, Any]:
+    def require_manifest(self, dataset: str) -> Manifest:
         manifest = self.read_manifest(dataset)
         if manifest is None:
             raise LakeError(f"dataset {dataset!r} has no committed version under {self.root}; "
@@ -290,7 +287,7 @@ class Lake:
         return manifest
 
     # ---- reading tables --------------------------------------------------------------------------------------------
-    def read_table(self, dataset: str, table: str, manifest: Optional[dict[str, Any]] = None) -> DataFrame:
+    def read_table(self, dataset: str, table: str, manifest: Optional[Manifest] = None) -> DataFrame:
         """A table restricted to the manifest's live runs (empty with the right schema before the first commit)."""
         manifest = manifest if manifest is not None else self.read_manifest(dataset)
         schema = TABLE_SCHEMAS[table]
@@ -299,12 +296,12 @@ class Lake:
             return self.spark.createDataFrame([], schema)
         self._check_not_vacuumed(dataset, manifest)
         frame = self.spark.read.option("basePath", location).schema(schema).parquet(location)
-        return frame.filter(F.col("run_id").isin(manifest["live_runs"]))
+        return frame.filter(F.col("run_id").isin(list(manifest.live_runs)))
 
-    def table_files(self, dataset: str, table: str, split: str, manifest: dict[str, Any]) -> list[str]:
+    def table_files(self, dataset: str, table: str, split: str, manifest: Manifest) -> list[str]:
         """The Parquet files of one split of a table, live runs only; listed, nothing read."""
         folder = f"{self.paths(dataset).table(table)}/split={split}"
-        live = set(manifest["live_runs"])
+        live = set(manifest.live_runs)
         self._check_not_vacuumed(dataset, manifest)
         files = []
         for run_folder in self.storage.list_names(folder, directories_only=True):
@@ -313,11 +310,11 @@ class Lake:
                           if name.endswith(".parquet")]
         return sorted(files)
 
-    def _check_not_vacuumed(self, dataset: str, manifest: dict[str, Any]) -> None:
+    def _check_not_vacuumed(self, dataset: str, manifest: Manifest) -> None:
         """An older version whose superseded runs ``vacuum`` removed cannot be read whole: fail, never read part."""
-        gone = sorted(set(manifest["live_runs"]) & set(self.storage.list_names(self.paths(dataset).vacuumed)))
+        gone = sorted(set(manifest.live_runs) & set(self.storage.list_names(self.paths(dataset).vacuumed)))
         if gone:
-            raise LakeError(f"version {manifest['version']} of dataset {dataset!r} can no longer be read: "
+            raise LakeError(f"version {manifest.version} of dataset {dataset!r} can no longer be read: "
                             f"`visionlake vacuum` removed its run(s) {', '.join(gone)}, which later versions "
                             f"superseded; read the latest version (version {self.latest_version(dataset)})")
 
@@ -342,7 +339,8 @@ class Lake:
         whose writer is gone (``writer_state``); returns what was removed. Superseded partitions (listed by an
         older version) are kept for readers of that version until ``vacuum``."""
         paths = self.paths(dataset)
-        committed = committed_runs(self.read_manifest(dataset))
+        latest = self.read_manifest(dataset)
+        committed = latest.committed_runs() if latest else set()
         in_flight = self._runs_in_flight(paths)
         removed = [folder for folder in self._run_partitions(paths)
                    if _run_of(folder) not in committed and _run_of(folder) not in in_flight]
@@ -370,7 +368,7 @@ class Lake:
                     if name.startswith("run_id=")]
         return folders
 
-    def publish_and_commit(self, dataset: str, run_id: str, manifest: dict[str, Any]) -> int:
+    def publish_and_commit(self, dataset: str, run_id: str, manifest: Manifest) -> int:
         """Moves the run's staged partitions into the tables and commits ``manifest`` as the next version.
 
         Nothing is deleted: partitions the new version no longer lists stay for readers of older versions, and the
@@ -390,13 +388,13 @@ class Lake:
             self.storage.delete(staging)
             raise
         self.storage.delete(staging)
-        self.storage.write_text(f"{paths.base}/manifest.json", json.dumps(manifest, indent=2, default=str),
+        self.storage.write_text(f"{paths.base}/manifest.json", json.dumps(manifest.to_json(), indent=2, default=str),
                                 overwrite=True)
-        return manifest["version"]
+        return manifest.version
 
-    def _commit(self, paths: DatasetPaths, run_id: str, manifest: dict[str, Any]) -> dict[str, Any]:
+    def _commit(self, paths: DatasetPaths, run_id: str, manifest: Manifest) -> Manifest:
         """Publishes the run's partitions and creates the version file; returns the manifest as committed."""
-        version = manifest["version"]
+        version = manifest.version
         target = paths.manifest_version(version)
         if self.storage.exists(target):
             raise self._lost_race(paths.dataset, version, run_id, "nothing of it was published")
@@ -405,7 +403,7 @@ class Lake:
         published = self._publish_partitions(paths, run_id)
         self.storage.mkdirs(paths.manifests)
         try:
-            self.storage.publish_text(target, json.dumps(manifest, indent=2, default=str))
+            self.storage.publish_text(target, json.dumps(manifest.to_json(), indent=2, default=str))
         except TargetExistsError:
             for folder in published:
                 self.storage.delete(folder)
@@ -487,12 +485,12 @@ class Lake:
         now = now or dt.datetime.now(dt.timezone.utc)
         cutoff = now - dt.timedelta(hours=retention_hours)
         paths = self.paths(dataset)
-        live, committed = set(manifest["live_runs"]), committed_runs(manifest)
-        superseded = manifest.get("superseded", {})
+        live, committed = set(manifest.live_runs), manifest.committed_runs()
+        superseded = manifest.superseded
         # Versions written before `superseded` was recorded: the latest commit is the latest time it can have been.
-        latest_commit = _timestamp(manifest.get("committed_at")) or _timestamp(manifest["created_at"])
+        latest_commit = _timestamp(manifest.committed_at) or _timestamp(manifest.created_at)
         staged = self._staged_runs(paths)
-        report = VacuumReport(dataset, manifest["version"], retention_hours, cutoff, dry_run)
+        report = VacuumReport(dataset, manifest.version, retention_hours, cutoff, dry_run)
 
         marked = set(self.storage.list_names(paths.vacuumed))
         for folder in self._run_partitions(paths):
@@ -507,7 +505,7 @@ class Lake:
                 if not dry_run and run not in marked:
                     self.storage.write_text(f"{paths.vacuumed}/{run}", json.dumps(
                         {"removed_at": now.isoformat(), "superseded_at": left_at.isoformat(),
-                         "latest_version": manifest["version"]}), overwrite=True)
+                         "latest_version": manifest.version}), overwrite=True)
                     marked.add(run)
                 report.removed.append(("superseded", folder, self.storage.size(folder)))
             elif _uncommitted_expired(run, staged, cutoff):
@@ -543,11 +541,11 @@ def _run_of(folder: str) -> str:
     return folder.rsplit("run_id=", 1)[1]
 
 
-def _with_commit_record(manifest: dict[str, Any], previous: Optional[dict[str, Any]]) -> dict[str, Any]:
+def _with_commit_record(manifest: Manifest, previous: Optional[Manifest]) -> Manifest:
     """``manifest`` with its commit time, and the runs it supersedes (live in ``previous``, not in it) recorded
     with that time next to those older versions superseded."""
     committed_at = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
-    superseded = dict((previous or {}).get("superseded", {}))
-    for run in sorted(set((previous or {}).get("live_runs", [])) - set(manifest["live_runs"])):
-        superseded[run] = {"version": manifest["version"], "committed_at": committed_at}
-    return {**manifest, "committed_at": committed_at, "superseded": superseded}
+    superseded = dict(previous.superseded) if previous else {}
+    for run in sorted(set(previous.live_runs if previous else ()) - set(manifest.live_runs)):
+        superseded[run] = {"version": manifest.version, "committed_at": committed_at}
+    return dataclasses.replace(manifest, committed_at=committed_at, superseded=superseded)

@@ -182,7 +182,7 @@ def collect_report(spark: "SparkSession", config: "Config", figures: dict[str, s
     uri = config.tracking.tracking_uri
     lake = Lake(spark, config.lake.root)
     manifest = lake.require_manifest(scoring.dataset)
-    names = list(manifest.get("label_names", []))
+    names = list(manifest.label_names)
     grid = _latest_grid(generator_run, uri)
     samples = list(zip(names, grid_rows(grid, len(names)))) if grid and names else []
 

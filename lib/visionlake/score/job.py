@@ -34,7 +34,7 @@ from pyspark.sql import types as T
 from visionlake import tracking
 from visionlake.config import Config, ConfigError
 from visionlake.lake.store import Lake, LakeError, new_run_id, table_writer
-from visionlake.lake.manifest import next_version
+from visionlake.lake.manifest import Manifest
 from visionlake.progress import phase
 from visionlake.lake.schema import PREDICTION_FIELDS, QUARANTINE_FIELDS
 
@@ -103,26 +103,26 @@ def slice_id(table: str, classifier: tracking.ModelRef, detector: tracking.Model
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def input_fingerprint(manifest: dict[str, Any], table: str) -> str:
+def input_fingerprint(manifest: Manifest, table: str) -> str:
     """What the table's content is, independent of the manifest version (scoring itself adds versions)."""
     if table == "synthetic":
-        return "synthetic:" + ",".join(sorted(manifest.get("synthetic", {}).get("live_runs", [])))
-    ingest_runs = sorted(run["run_id"] for run in manifest["runs"] if run.get("kind", "ingest") == "ingest"
-                         and run["run_id"] in manifest["live_runs"])
+        return "synthetic:" + ",".join(sorted((manifest.synthetic or {}).get("live_runs", [])))
+    ingest_runs = sorted(run["run_id"] for run in manifest.runs if run.get("kind", "ingest") == "ingest"
+                         and run["run_id"] in manifest.live_runs)
     return "images:" + ",".join(ingest_runs)
 
 
-def with_predictions_run(manifest: dict[str, Any], run_id: str, slice_key: str, record: dict[str, Any],
-                         created_at: dt.datetime, table_path: str) -> tuple[dict[str, Any], str]:
+def with_predictions_run(manifest: Manifest, run_id: str, slice_key: str, record: dict[str, Any],
+                         created_at: dt.datetime, table_path: str) -> tuple[Manifest, str]:
     """The next manifest: this run live for its slice, and the slice's previous run (returned) no longer live."""
-    predictions = manifest.get("predictions", {"slices": {}})
+    predictions = manifest.predictions or {"slices": {}}
     replaced = predictions["slices"].get(slice_key, {}).get("run_id", "")
-    live = [r for r in manifest["live_runs"] if r != replaced] + [run_id]
+    live = [r for r in manifest.live_runs if r != replaced] + [run_id]
     run = {"run_id": run_id, "kind": "predictions", "created_at": created_at.isoformat(), "slice": slice_key,
            "replaces": replaced or None}
     slices = {**predictions["slices"], slice_key: {"run_id": run_id, **record}}
-    return next_version(manifest, run=run, created_at=created_at, live_runs=live, tables={"predictions": table_path},
-                        predictions={"slices": slices}), replaced
+    return manifest.next_version(run=run, created_at=created_at, live_runs=live, tables={"predictions": table_path},
+                                 predictions={"slices": slices}), replaced
 
 
 # ---- the worker side ----------------------------------------------------------------------------------------------
@@ -223,22 +223,22 @@ def score_dataset(spark: SparkSession, config: Config) -> ScoreSummary:
         raise LakeError(f"dataset {settings.dataset!r} has no committed version under {lake.root}; ingest it first "
                         "or set score.raw_uri")
     latest = lake.require_manifest(settings.dataset)
-    image = manifest["image"]
-    image_shape = (image["height"], image["width"], image["channels"])
-    _check_classifier(classifier, image_shape, len(manifest["label_names"]))
+    image = manifest.image
+    image_shape = image.shape
+    _check_classifier(classifier, image_shape, len(manifest.label_names))
     key = slice_id(settings.table, classifier, detector)
     run_id, now = new_run_id(), dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
     with tracking.tracked_run(experiment_id, f"score-{settings.dataset}") as run:
         models = ScoringModels(classifier, detector, threshold, config.tracking.tracking_uri,
-                               tuple(manifest["label_names"]), image_shape, settings.batch_size, settings.top_k,
+                               tuple(manifest.label_names), image_shape, settings.batch_size, settings.top_k,
                                run.info.run_id, now)
         mlflow.log_params({"score.dataset": settings.dataset, "score.table": settings.table,
-                           "score.dataset_version": manifest["version"], "score.batch_size": settings.batch_size})
+                           "score.dataset_version": manifest.version, "score.batch_size": settings.batch_size})
         mlflow.set_tags({"job": "score", "classifier.uri": classifier.uri, "anomaly.uri": detector.uri,
                          "anomaly.threshold": repr(threshold), "lake.run_id": run_id, "slice": key})
         table = lake.read_table(settings.dataset, settings.table, manifest)
         log.info("scoring %s of %r v%d with %s and %s (threshold %.6g); slice %s, run %s", settings.table,
-                 settings.dataset, manifest["version"], classifier.uri, detector.uri, threshold, key, run_id)
+                 settings.dataset, manifest.version, classifier.uri, detector.uri, threshold, key, run_id)
         scored = (table.select("id", "source_path", "split", "label", "image")
                   .mapInPandas(partial(score_partition, models=models), SCORED_SCHEMA)
                   .persist(StorageLevel.MEMORY_AND_DISK))
@@ -248,7 +248,7 @@ def score_dataset(spark: SparkSession, config: Config) -> ScoreSummary:
                 counts = _write_staging(lake, settings.dataset, run_id, scored, now, config)
         finally:
             scored.unpersist()
-        record = {"table": settings.table, "dataset_version": manifest["version"],
+        record = {"table": settings.table, "dataset_version": manifest.version,
                   "input": input_fingerprint(manifest, settings.table), "classifier": classifier.uri,
                   "detector": detector.uri, "threshold": threshold, "mlflow_run_id": run.info.run_id,
                   "scored_at": now.isoformat()}

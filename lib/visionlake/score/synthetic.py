@@ -94,19 +94,19 @@ def plan_tasks(num_classes: int, per_class: int, batch_size: int, seed: int) -> 
             for label in range(num_classes) for first in range(0, per_class, batch_size)]
 
 
-def find_existing(manifest: dict[str, Any], request: GenerationRequest):
+def find_existing(manifest: M.Manifest, request: GenerationRequest):
     """The live synthetic run that holds exactly this request, or None."""
-    synthetic = manifest.get("synthetic", {})
+    synthetic = (manifest.synthetic or {})
     for run in synthetic.get("runs", []):
         if run["request"] == request.key() and run["run_id"] in synthetic.get("live_runs", []):
             return run
     return None
 
 
-def with_synthetic_run(manifest: dict[str, Any], run_id: str, request: GenerationRequest, mlflow_run_id: str,
-                       counts: dict[str, int], created_at: dt.datetime, table_path: str) -> dict[str, Any]:
+def with_synthetic_run(manifest: M.Manifest, run_id: str, request: GenerationRequest, mlflow_run_id: str,
+                       counts: dict[str, int], created_at: dt.datetime, table_path: str) -> M.Manifest:
     """The next manifest version: ``manifest`` plus one live synthetic run."""
-    synthetic = manifest.get("synthetic", {"live_runs": [], "runs": [], "counts": {}})
+    synthetic = manifest.synthetic or {"live_runs": [], "runs": [], "counts": {}}
     totals = dict(synthetic["counts"])
     for name, count in counts.items():
         totals[name] = totals.get(name, 0) + count
@@ -116,8 +116,8 @@ def with_synthetic_run(manifest: dict[str, Any], run_id: str, request: Generatio
            "added": {SYNTHETIC_SPLIT: counts}}
     section = {"live_runs": synthetic["live_runs"] + [run_id], "runs": synthetic["runs"] + [record],
                "counts": dict(sorted(totals.items()))}
-    return M.next_version(manifest, run=run, created_at=created_at, live_runs=manifest["live_runs"] + [run_id],
-                          tables={"synthetic": table_path}, synthetic=section)
+    return manifest.next_version(run=run, created_at=created_at, live_runs=[*manifest.live_runs, run_id],
+                                 tables={"synthetic": table_path}, synthetic=section)
 
 
 # ---- the worker side ----------------------------------------------------------------------------------------------
@@ -167,13 +167,13 @@ def generate_synthetic(spark: SparkSession, config: Config) -> SyntheticSummary:
     manifest = lake.require_manifest(dataset)
     experiment_id = tracking.connect(config.tracking)
     model = tracking.resolve_model(settings.model, "synthetic.model (--model)")
-    label_names = tuple(manifest["label_names"])
+    label_names = tuple(manifest.label_names)
     _check_generator(model, manifest)
     request = GenerationRequest(model.name, model.version, settings.per_class, settings.seed, settings.batch_size)
     existing = find_existing(manifest, request)
     paths = lake.paths(dataset)
     if existing is not None:
-        summary = SyntheticSummary(dataset, manifest["version"], existing["run_id"], existing["mlflow_run_id"],
+        summary = SyntheticSummary(dataset, manifest.version, existing["run_id"], existing["mlflow_run_id"],
                                    model.name, model.version, existing["added"], paths.table("synthetic"), 0.0, True)
         log.info("%s", summary.report())
         return summary
@@ -190,7 +190,7 @@ def generate_synthetic(spark: SparkSession, config: Config) -> SyntheticSummary:
         generated = frame.repartition(partitions).mapInPandas(partial(
             generate_partition, model_uri=model.uri, tracking_uri=config.tracking.tracking_uri,
             model_name=model.name, model_version=model.version, generation_run_id=run.info.run_id,
-            label_names=label_names, codec=M.stored_codec(manifest), created_at=now),
+            label_names=label_names, codec=manifest.image.stored_codec(), created_at=now),
             GENERATED_SCHEMA)
         generated = grouped_by_split(in_shuffled_order(generated, partitions))  # tasks are per label: mix them
         staging = lake.begin_run(dataset, run_id)
@@ -207,19 +207,19 @@ def generate_synthetic(spark: SparkSession, config: Config) -> SyntheticSummary:
     return summary
 
 
-def _check_generator(model: tracking.ModelRef, manifest: dict[str, Any]) -> None:
+def _check_generator(model: tracking.ModelRef, manifest: M.Manifest) -> None:
     """A conditional generator whose output is this dataset's image shape and whose classes are its classes."""
     from mlflow.tracking import MlflowClient
 
     inputs, outputs = tracking.signature_shapes(model)
-    image = manifest["image"]
-    expected = [image["height"], image["width"], image["channels"]]
+    image = manifest.image
+    expected = list(image.shape)
     produced = outputs[0][1:] if outputs else None
     if len(inputs) != 2 or produced != expected:
         raise ConfigError(f"{model.uri} is not a conditional generator of {expected} images ({len(inputs)} input(s), "
-                          f"output shape {produced}); use a cDCGAN trained on dataset {manifest['dataset']!r}, e.g. "
+                          f"output shape {produced}); use a cDCGAN trained on dataset {manifest.dataset!r}, e.g. "
                           "--model visionlake-cdcgan@champion")
     classes = MlflowClient().get_run(model.run_id).data.tags.get("model.num_classes")
-    if classes is not None and int(classes) != len(manifest["label_names"]):
-        raise ConfigError(f"{model.uri} was trained on {classes} classes but dataset {manifest['dataset']!r} has "
-                          f"{len(manifest['label_names'])}")
+    if classes is not None and int(classes) != len(manifest.label_names):
+        raise ConfigError(f"{model.uri} was trained on {classes} classes but dataset {manifest.dataset!r} has "
+                          f"{len(manifest.label_names)}")

@@ -20,13 +20,12 @@ from pyspark.sql import SparkSession
 
 from visionlake import tracking
 from visionlake.config import Config, TrainConfig
-from visionlake.lake.reader import InputSpec, open_images, plan_inputs
+from visionlake.lake.reader import InputSpec, open_images
 from visionlake.evaluate.classification import confusion_matrix, per_class_report, plot_confusion_matrix, plot_curves
-from visionlake.lake.store import Lake
-from visionlake.train.launcher import default_num_proc, init_rank, rank_settings, run_on_ranks
+from visionlake.train.driver import plan_training, train_on_ranks
+from visionlake.train.launcher import init_rank
 from visionlake.train.checkpoints import NetworkWeights, load_weights
 from visionlake.train.loop import LoopJob, RankTask, run_loop, step_averaged
-from visionlake.lake.manifest import stored_image_spec
 from visionlake.lake.shards import RankShard, whole
 
 log = logging.getLogger(__name__)
@@ -187,42 +186,26 @@ def train_classifier(spark: SparkSession, config: Config) -> TrainSummary:
 
     started = time.perf_counter()
     settings = config.train
-    lake = Lake(spark, config.lake.root)
-    manifest = lake.require_manifest(settings.dataset)
-    experiment_id = tracking.connect(config.tracking)
-    num_proc = default_num_proc(spark, settings.num_proc)
-    image = manifest["image"]
-    spec = InputSpec(image_shape=(image["height"], image["width"], image["channels"]),
-                     batch_size=settings.batch_size, reader=settings.reader, shuffle_buffer=settings.shuffle_buffer,
-                     seed=settings.seed, augment=settings.augment,
-                     tfrecord_compression=manifest.get("tfrecord_compression", "none"),
-                     codec=stored_image_spec(manifest)["codec"])
-    inputs = plan_inputs(spark, lake, manifest, num_proc=num_proc, batch_size=settings.batch_size,
-                         max_steps=settings.max_steps_per_epoch, reader=settings.reader,
-                         synthetic_fraction=settings.synthetic_fraction, section="train")
-    label_names = manifest["label_names"]
-    with tracking.tracked_run(experiment_id, f"{settings.model}-{settings.dataset}", settings.resume_run_id) as run:
+    plan = plan_training(spark, config, batch_size=settings.batch_size, max_steps=settings.max_steps_per_epoch,
+                         section="train", reader=settings.reader, augment=settings.augment,
+                         synthetic_fraction=settings.synthetic_fraction)
+    label_names = plan.label_names
+    with tracking.tracked_run(plan.experiment_id, f"{settings.model}-{settings.dataset}",
+                              settings.resume_run_id) as run:
         run_id = run.info.run_id
         if not settings.resume_run_id:
             mlflow.log_params(tracking.flatten({"train": config.to_dict()["train"], "lake": config.to_dict()["lake"]}))
-            mlflow.set_tags({"job": "train_classifier", "dataset": settings.dataset,
-                             "dataset.version": manifest["version"], "dataset.digest": manifest["source"]["digest"],
-                             "dataset.run_id": manifest["run_id"],
-                             "horovod.num_proc": num_proc, "model.architecture": settings.model})
-            mlflow.set_tags({**inputs.mix_tags(settings.synthetic_fraction), **inputs.sharding_tags()})
-        loop = LoopJob(rank_settings=rank_settings(spark, settings, num_proc), spec=spec, epochs=settings.epochs,
-                       steps_per_epoch=inputs.steps, train=inputs.train, val=inputs.val,
-                       tracking_uri=config.tracking.tracking_uri, run_id=run_id,
-                       checkpoint_uri=f"{settings.checkpoint_root}/{run_id}", selection=("val_accuracy", "max"),
-                       synthetic=inputs.synthetic, synthetic_fraction=settings.synthetic_fraction)
+            mlflow.set_tags({"job": "train_classifier", "model.architecture": settings.model, **plan.dataset_tags(),
+                             **plan.inputs.mix_tags(settings.synthetic_fraction)})
+        loop = plan.loop(run_id, settings.epochs, selection=("val_accuracy", "max"), synthetic=plan.inputs.synthetic,
+                         synthetic_fraction=settings.synthetic_fraction)
         job = RankJob(loop=loop, train=settings, num_classes=len(label_names))
         log.info("training %s on %s v%d: %d rank(s), %d step(s)/epoch of %d, up to %d epoch(s); run %s",
-                 settings.model, settings.dataset, manifest["version"], num_proc, inputs.steps, settings.batch_size,
-                 settings.epochs, run_id)
-        results = sorted(run_on_ranks(spark, train_rank, (job,), num_proc), key=lambda r: r["rank"])
-        history = tracking.metric_history(run_id, results[0]["history"])
-        model = _load_model(settings, spec, len(label_names), results[0]["best_weights"])
-        test_accuracy = _evaluate_and_log(model, inputs.test_files, spec, history, label_names)
+                 settings.model, settings.dataset, plan.manifest.version, plan.num_proc, plan.inputs.steps,
+                 settings.batch_size, settings.epochs, run_id)
+        results, history = train_on_ranks(spark, plan, train_rank, job, run_id)
+        model = _load_model(settings, plan.spec, len(label_names), results[0]["best_weights"])
+        test_accuracy = _evaluate_and_log(model, plan.inputs.test_files, plan.spec, history, label_names)
         best_val = max(h["val_accuracy"] for h in history)
         mlflow.log_metric(GATE_METRIC, best_val)
         version = tracking.log_keras_model(_serving(model), settings.registered_model)

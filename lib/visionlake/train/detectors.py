@@ -31,7 +31,7 @@ from visionlake.console import library_prints_to_log
 from visionlake.lake.reader import InputSpec
 from visionlake.train.generative import GenerativePlan, fit_generative, prepare_generative
 from visionlake.lake.store import Lake
-from visionlake.lake.manifest import stored_image_spec
+from visionlake.lake.manifest import Manifest
 from visionlake.train.launcher import init_rank, run_on_ranks
 from visionlake.train.checkpoints import NetworkWeights, load_weights
 from visionlake.train.loop import LoopJob, RankTask, run_loop, step_averaged
@@ -64,16 +64,16 @@ class DetectorSummary:
                 f"{self.model_name} version {self.model_version}: {self.gate['gate.decision']}")
 
 
-def normal_label_ids(manifest: dict[str, Any], names: list[str]) -> tuple[int, ...]:
+def normal_label_ids(manifest: Manifest, names: list[str]) -> tuple[int, ...]:
     """Label ids of the configured normal names (all labels when none are configured).
 
     Raises:
         ConfigError: a name the dataset does not have.
     """
-    label_map = manifest["label_map"]
+    label_map = manifest.label_map
     unknown = sorted(set(names) - set(label_map))
     if unknown:
-        raise ConfigError(f"anomaly.normal_labels: {unknown} not in dataset {manifest['dataset']!r}; its labels are "
+        raise ConfigError(f"anomaly.normal_labels: {unknown} not in dataset {manifest.dataset!r}; its labels are "
                           f"{sorted(label_map)}")
     return tuple(sorted(label_map[name] for name in names)) if names else tuple(sorted(label_map.values()))
 
@@ -145,8 +145,8 @@ def train_detector(spark: SparkSession, config: Config) -> DetectorSummary:
     manifest = lake.require_manifest(config.train.dataset)
     experiment_id = tracking.connect(config.tracking)
     normal = normal_label_ids(manifest, settings.normal_labels)
-    image = manifest["image"]
-    image_shape = (image["height"], image["width"], image["channels"])
+    image = manifest.image
+    image_shape = image.shape
     plan = None
     if settings.method != "classifier":
         model = "dcgan" if settings.method == "gan" else settings.method
@@ -160,7 +160,7 @@ def train_detector(spark: SparkSession, config: Config) -> DetectorSummary:
         run_id = run.info.run_id
         mlflow.log_params(tracking.flatten({"anomaly": config.to_dict()["anomaly"]}))
         mlflow.set_tags({"job": "train_anomaly", "dataset": config.train.dataset,
-                         "dataset.version": manifest["version"], "anomaly.method": settings.method,
+                         "dataset.version": manifest.version, "anomaly.method": settings.method,
                          "anomaly.normal_labels": ",".join(settings.normal_labels) or "all"})
         with tempfile.TemporaryDirectory() as folder:
             artifacts = _train_networks(spark, config, plan, classifier, run_id, Path(folder))
@@ -197,7 +197,7 @@ def _train_networks(spark, config: Config, plan: Optional[GenerativePlan], class
     if settings.method in ("autoencoder", "vae"):
         return _save(folder, autoencoder=fit.model)
     networks = fit.networks
-    loop = replace(plan.loop(run_id), epochs=settings.encoder_epochs,
+    loop = replace(plan.loop(run_id, settings.encoder_epochs),
                    checkpoint_uri=f"{config.train.checkpoint_root}/{run_id}/encoder")
     job = EncoderJob(loop=loop, gan_settings=config.generative.gan, gan_weights=fit.weights,
                      feature_weight=settings.feature_weight)
@@ -221,11 +221,11 @@ def _save(folder: Path, **networks) -> dict[str, str]:
 def _calibrate(spark, lake: Lake, manifest, scorer: AnomalyScorer, normal: tuple[int, ...], rate: float,
                image_shape) -> tuple[Calibration, Optional[float]]:
     """Threshold on the normal validation images; AUROC when the validation split also has other labels."""
-    files = tuple(lake.table_files(manifest["dataset"], "images", "val", manifest))
-    images, labels = read_images(InputSpec(image_shape, batch_size=256, codec=stored_image_spec(manifest)["codec"]),
+    files = tuple(lake.table_files(manifest.dataset, "images", "val", manifest))
+    images, labels = read_images(InputSpec(image_shape, batch_size=256, codec=manifest.image.codec),
                                  files, limit=10 ** 9)
     if not len(images):
-        raise ConfigError(f"dataset {manifest['dataset']!r} has no validation images to calibrate the threshold on")
+        raise ConfigError(f"dataset {manifest.dataset!r} has no validation images to calibrate the threshold on")
     scores = scorer.score(to_unit(images))
     is_normal = np.isin(labels, normal)
     calibration = calibrate(scores[is_normal], rate)

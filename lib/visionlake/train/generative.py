@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
 
@@ -20,13 +20,11 @@ from pyspark.sql import SparkSession
 
 from visionlake import tracking
 from visionlake.config import Config, ConfigError, GenerativeConfig
-from visionlake.lake.reader import InputSpec, plan_inputs
 from visionlake.evaluate.classification import plot_curves
-from visionlake.lake.store import Lake
-from visionlake.train.launcher import default_num_proc, init_rank, rank_settings, run_on_ranks
+from visionlake.train.driver import TrainingPlan, plan_training, train_on_ranks
+from visionlake.train.launcher import init_rank
 from visionlake.train.checkpoints import NetworkWeights, load_weights
 from visionlake.train.loop import LoopJob, RankTask, run_loop, step_averaged, weights_digest
-from visionlake.lake.manifest import stored_image_spec
 
 log = logging.getLogger(__name__)
 
@@ -317,27 +315,10 @@ def generative_rank(job: GenerativeJob) -> dict[str, Any]:
 
 # ---- the driver side ----------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class GenerativePlan:
-    """What a generative fit needs, decided before the MLflow run opens (so bad input fails first)."""
+class GenerativePlan(TrainingPlan):
+    """A generative fit's training plan, with its config and the FCD judge (resolved before the run opens)."""
     config: Config
-    manifest: dict[str, Any]
-    spec: InputSpec
-    inputs: Any  # data.TrainingInputs
     judge: Optional[tracking.ModelRef]
-    num_proc: int
-    rank_settings: Any
-    experiment_id: str
-
-    @property
-    def label_names(self) -> list[str]:
-        return self.manifest["label_names"]
-
-    def loop(self, run_id: str) -> LoopJob:
-        settings, shared = self.config.generative, self.config.train
-        return LoopJob(rank_settings=self.rank_settings, spec=self.spec, epochs=settings.epochs,
-                       steps_per_epoch=self.inputs.steps, train=self.inputs.train, val=self.inputs.val,
-                       tracking_uri=self.config.tracking.tracking_uri, run_id=run_id,
-                       checkpoint_uri=f"{shared.checkpoint_root}/{run_id}")
 
 
 @dataclass
@@ -354,22 +335,13 @@ class GenerativeFit:
 def prepare_generative(spark: SparkSession, config: Config, labels: tuple[int, ...] = ()) -> GenerativePlan:
     """Checks the dataset, the tracking store and the FCD classifier, and shards the inputs (``labels``: only
     these labels, e.g. an anomaly detector's normal class)."""
-    settings, shared = config.generative, config.train
-    lake = Lake(spark, config.lake.root)
-    manifest = lake.require_manifest(shared.dataset)
-    experiment_id = tracking.connect(config.tracking)
-    image = manifest["image"]
-    image_shape = (image["height"], image["width"], image["channels"])
-    _check_geometry(image_shape)
-    judge = _resolve_judge(settings, image_shape) if settings.is_gan else None
-    num_proc = default_num_proc(spark, shared.num_proc)
-    spec = InputSpec(image_shape=image_shape, batch_size=settings.batch_size, reader="petastorm", scale="tanh",
-                     shuffle_buffer=shared.shuffle_buffer, seed=shared.seed, labels=tuple(labels),
-                     codec=stored_image_spec(manifest)["codec"])
-    inputs = plan_inputs(spark, lake, manifest, num_proc=num_proc, batch_size=settings.batch_size,
-                         max_steps=settings.max_steps_per_epoch, section="generative", labels=tuple(labels))
-    return GenerativePlan(config, manifest, spec, inputs, judge, num_proc, rank_settings(spark, shared, num_proc),
-                          experiment_id)
+    settings = config.generative
+    training = plan_training(spark, config, batch_size=settings.batch_size, max_steps=settings.max_steps_per_epoch,
+                             section="generative", scale="tanh", labels=labels)
+    _check_geometry(training.spec.image_shape)
+    judge = _resolve_judge(settings, training.spec.image_shape) if settings.is_gan else None
+    return GenerativePlan(**{f.name: getattr(training, f.name) for f in fields(TrainingPlan)}, config=config,
+                          judge=judge)
 
 
 def fit_generative(spark: SparkSession, plan: GenerativePlan, run_id: str) -> GenerativeFit:
@@ -381,22 +353,17 @@ def fit_generative(spark: SparkSession, plan: GenerativePlan, run_id: str) -> Ge
         tree = config.to_dict()
         mlflow.log_params(tracking.flatten({"generative": tree["generative"], "train.seed": shared.seed,
                                             "train.num_proc": plan.num_proc, "lake": tree["lake"]}))
-        mlflow.set_tags({"job": "train_generative", "dataset": shared.dataset,
-                         "dataset.version": plan.manifest["version"],
-                         "dataset.digest": plan.manifest["source"]["digest"], "horovod.num_proc": plan.num_proc,
-                         "model.kind": settings.model, "model.num_classes": len(plan.label_names),
+        mlflow.set_tags({"job": "train_generative", **plan.dataset_tags(), "model.kind": settings.model, "model.num_classes": len(plan.label_names),
                          "model.trained_labels": ",".join(map(str, plan.spec.labels)) or "all",
-                         "quality.classifier": plan.judge.uri if plan.judge else "none",
-                         **plan.inputs.sharding_tags()})
-    job = GenerativeJob(loop=plan.loop(run_id), settings=settings, num_classes=len(plan.label_names),
+                         "quality.classifier": plan.judge.uri if plan.judge else "none"})
+    job = GenerativeJob(loop=plan.loop(run_id, settings.epochs), settings=settings, num_classes=len(plan.label_names),
                         test_files=plan.inputs.test_files,
                         quality_train_files=plan.inputs.train_files,
                         judge_uri=plan.judge.uri if plan.judge else None)
     log.info("training %s on %s v%d: %d rank(s), %d step(s)/epoch of %d, %d epoch(s); run %s", settings.model,
-             shared.dataset, plan.manifest["version"], plan.num_proc, plan.inputs.steps, settings.batch_size,
+             shared.dataset, plan.manifest.version, plan.num_proc, plan.inputs.steps, settings.batch_size,
              settings.epochs, run_id)
-    results = sorted(run_on_ranks(spark, generative_rank, (job,), plan.num_proc), key=lambda r: r["rank"])
-    history = tracking.metric_history(run_id, results[0]["history"])
+    results, history = train_on_ranks(spark, plan, generative_rank, job, run_id)
     networks = _load_networks(job, results[0]["best_weights"])
     _log_curves(history, settings)
     return GenerativeFit(registered_network(settings, networks), networks, results[0]["best_weights"],

@@ -101,7 +101,7 @@ def run_loop(job: LoopJob, task: RankTask, hvd) -> dict[str, Any]:
     node's disk."""
     import tensorflow as tf
 
-    rank, size = hvd.rank(), hvd.size()
+    rank = hvd.rank()
     for name, optimizer in task.optimizers.items():
         optimizer.build(task.networks[name].trainable_variables)  # so its slots exist to restore and broadcast
     epoch = tf.Variable(0, dtype=tf.int64)
