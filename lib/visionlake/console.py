@@ -117,27 +117,52 @@ def child_output_to(log_file: Optional[str]) -> Iterator[None]:
             os.close(descriptor)
 
 
-class _LineLogger:
-    """A text stream that logs each complete line to a logger. A handler that itself writes to the redirected
-    stream (MLflow's resolves ``sys.stderr`` at each record; so does logging's last resort) would feed the lines
-    back in: while a line is being logged, writes go to ``fallback``, the stream the redirect replaced."""
+class _LineStream:
+    """A text stream that hands each complete line to ``_line``; a partial line waits for its end or ``flush``."""
+    _line_ends = "\n"
+
+    def __init__(self):
+        self._buffer = ""
+
+    def write(self, text: str) -> int:
+        self._buffer += text
+        *lines, self._buffer = re.split(f"[{self._line_ends}]", self._buffer)
+        for line in lines:
+            self._line(line)
+        return len(text)
+
+    def flush(self) -> None:
+        line, self._buffer = self._buffer, ""
+        if line:
+            self._line(line)
+
+    def _line(self, line: str) -> None:
+        raise NotImplementedError
+
+
+class _LineLogger(_LineStream):
+    """Logs each complete line (a progress bar's carriage returns end lines too) to a logger. A handler that itself
+    writes to the redirected stream (MLflow's resolves ``sys.stderr`` at each record; so does logging's last
+    resort) would feed the lines back in: while a line is being logged, writes go to ``fallback``, the stream the
+    redirect replaced."""
+    _line_ends = "\r\n"
 
     def __init__(self, logger: logging.Logger, fallback: TextIO):
+        super().__init__()
         self._logger = logger
         self._fallback = fallback
-        self._buffer = ""
         self._logging = False
 
     def write(self, text: str) -> int:
-        if self._logging:
-            return self._fallback.write(text)
-        self._buffer += text
-        *lines, self._buffer = re.split(r"[\r\n]", self._buffer)
-        for line in lines:
-            self._log(line)
-        return len(text)
+        return self._fallback.write(text) if self._logging else super().write(text)
 
-    def _log(self, line: str) -> None:
+    def flush(self) -> None:
+        if self._logging:
+            self._fallback.flush()
+        else:
+            super().flush()
+
+    def _line(self, line: str) -> None:
         if not line.strip():
             return
         self._logging = True
@@ -145,13 +170,6 @@ class _LineLogger:
             self._logger.info("%s", line)
         finally:
             self._logging = False
-
-    def flush(self) -> None:
-        if self._logging:
-            self._fallback.flush()
-            return
-        self._log(self._buffer)
-        self._buffer = ""
 
 
 @contextlib.contextmanager
@@ -166,25 +184,18 @@ def library_prints_to_log(library: str) -> Iterator[None]:
         stream.flush()
 
 
-class RankOutput:
+class RankOutput(_LineStream):
     """A stream for ``horovod.spark.run(stdout=..., stderr=...)``: relays the lines ranks mark with ``RANK_LINE``
     to ``relay`` once, every other line to the log file (the ``horovod.ranks`` logger), and lets ``on_line`` see
     each line (e.g. for a failing rank's traceback)."""
 
     def __init__(self, relay: Callable[[int, str], None], on_line: Optional[Callable[[int, str], None]] = None):
+        super().__init__()
         self._relay = relay
         self._on_line = on_line
-        self._buffer = ""
         self._raw = logging.getLogger("horovod.ranks")
 
-    def write(self, text: str) -> int:
-        self._buffer += text
-        *lines, self._buffer = self._buffer.split("\n")
-        for line in lines:
-            self._route(line)
-        return len(text)
-
-    def _route(self, line: str) -> None:
+    def _line(self, line: str) -> None:
         match = _FORWARDED.match(line)
         if not match:
             if line.strip():
@@ -197,11 +208,6 @@ class RankOutput:
             self._relay(rank, content[len(RANK_LINE):])
         elif content.strip():
             self._raw.info("[%d] %s", rank, content)
-
-    def flush(self) -> None:
-        if self._buffer:
-            self._route(self._buffer)
-            self._buffer = ""
 
 
 def rank_line(text: str, stream: Optional[TextIO] = None) -> None:

@@ -150,10 +150,11 @@ def train_detector(spark: SparkSession, config: Config) -> DetectorSummary:
     plan = None
     if settings.method != "classifier":
         model = "dcgan" if settings.method == "gan" else settings.method
-        # The judge classifier is not needed for a detector: FCD is reported only for generative-model runs.
+        # The judge classifier is not needed for a detector: FCD is reported only for generative-model runs. The
+        # f-AnoGAN encoder inverts the generator its discriminator was trained against, so no averaged copy either.
         plan = prepare_generative(spark, replace(config, generative=replace(
-            config.generative, model=model, quality=replace(config.generative.quality, classifier=""))),
-            labels=normal)
+            config.generative, model=model, quality=replace(config.generative.quality, classifier=""),
+            gan=replace(config.generative.gan, average_decay=0.0))), labels=normal)
     classifier = tracking.resolve_model(config.score.classifier, "score.classifier") \
         if settings.method == "classifier" else None
     with tracking.tracked_run(experiment_id, f"anomaly-{settings.method}-{config.train.dataset}") as run:
