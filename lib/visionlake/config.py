@@ -3,19 +3,24 @@ order, then ``key.path=value`` overrides -> ``Config``.
 
 The embedded defaults are ``visionlake/conf/local.yaml`` (``conf/local.yaml`` in the repository points at it); a file
 needs to hold only what it changes. ``resolve_config`` also says which layer set each value (``show-config``).
-Unknown keys and wrong types are rejected with an error naming the dotted key, before any Spark or MLflow work starts.
+The sections are pydantic dataclasses: pydantic checks the merged layers' types, ranges and cross-field rules, and
+every failure becomes one ``ConfigError`` naming the dotted key, before any Spark or MLflow work starts.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
 import typing
-from dataclasses import dataclass, field
+from dataclasses import field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterator, Literal, Optional, Sequence, Union
+from typing import Annotated, Any, Iterator, Literal, Optional, Sequence, Union
 
 import yaml
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic.dataclasses import dataclass
+from pydantic.fields import FieldInfo
+from pydantic_core import ErrorDetails
 
 from visionlake.uris import has_scheme, is_local, local_path
 
@@ -24,17 +29,51 @@ class ConfigError(ValueError):
     """The configuration file or an override is invalid; the message names the key and what to do."""
 
 
-@dataclass(frozen=True)
+# Strict: YAML already types its scalars, so "3", 3.0 or true where an integer belongs is a mistake to report, not a
+# value to coerce (an integer is still a number). Strict pydantic takes only instances for a nested dataclass, so
+# ``_bind`` builds each section from its keywords. Unknown keywords fail instead of being dropped. Deferred build:
+# executors only unpickle configs, never validate them, so they skip building the validators (~35 ms a worker).
+_SECTION = ConfigDict(strict=True, extra="forbid", defer_build=True)
+
+
+def _scalar_as_text(value: Any) -> Any:
+    """A text setting takes a YAML scalar as written: ``false`` and ``8`` are the strings "false" and "8" (Spark
+    properties, dataset names). Mappings, lists and null go on to the string check, which rejects them."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    return value if isinstance(value, (dict, list)) or value is None else str(value)
+
+
+Text = Annotated[str, BeforeValidator(_scalar_as_text)]
+
+
+def _folder_name(name: str) -> str:
+    if not name.replace("-", "").replace("_", "").isalnum():
+        raise ValueError(f"{name!r}: use letters, digits, '-' and '_' only")
+    return name
+
+
+# Every section that names a dataset: the name is its folder in the lake.
+DatasetName = Annotated[Text, AfterValidator(_folder_name)]
+# Ranges. An error states the range, after the field's title and before its description (``_expectation``).
+AtLeastOne = Annotated[int, Field(ge=1)]        # counts, sizes, epochs
+Share = Annotated[float, Field(ge=0, lt=1)]     # [0, 1): a part of a whole, never all of it
+Fraction = Annotated[float, Field(gt=0, le=1)]  # (0, 1]: some of a whole, up to all of it
+GreyLevel = Annotated[int, Field(ge=0, le=255, title="a grey level")]
+ImageSide = Annotated[int, Field(ge=1, le=4096)]  # pixels
+
+
+@dataclass(frozen=True, config=_SECTION)
 class SparkConfig:
-    master: str = "local[*]"
-    app_name: str = "visionlake"
+    master: Text = "local[*]"
+    app_name: Text = "visionlake"
     # Extra Spark properties applied only when the session is created here (not under spark-submit).
-    conf: dict[str, str] = field(default_factory=dict)
+    conf: dict[Text, Text] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_SECTION)
 class LakeConfig:
-    root: str = "lake"
+    root: Text = "lake"
     # Petastorm shards and shuffles by row group: ~4 MiB gives many row groups per table for even sharding and
     # shuffling across Horovod ranks while keeping Parquet's per-row-group overhead negligible.
     row_group_bytes: int = 4 * 1024 * 1024
@@ -46,80 +85,108 @@ class LakeConfig:
     write_partitions: int = 0
     # `visionlake vacuum` removes files a newer version superseded this many hours ago (Delta Lake's default, 7
     # days): readers and training runs still on an older version read it whole until then.
-    retention_hours: float = 168.0
+    retention_hours: Annotated[float, Field(
+        ge=0, description="hours a superseded file is kept for readers of older versions, e.g. 168")] = 168.0
     # "" or a folder on a file system with exclusive create (a local/NFS path, hdfs://) where each commit holds
     # <folder>/<dataset>.lock: makes commits exclusive on object stores (s3a://, gs://, abfs://), which lack one.
-    commit_lock: str = ""
+    commit_lock: Text = ""
+
+    @model_validator(mode="after")
+    def _lock_has_exclusive_create(self) -> LakeConfig:
+        lock = self.commit_lock
+        if lock and "://" in lock and not lock.startswith(("file:", "hdfs://")):
+            raise ValueError(f"commit_lock={lock} must be on a file system with exclusive create: a local or NFS "
+                             "path, or an hdfs:// folder (object stores have none; that is what the lock is for)")
+        return self
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_SECTION)
 class TrackingConfig:
-    tracking_uri: str = "sqlite:///mlflow.db"
-    artifact_root: str = "mlartifacts"
-    experiment: str = "visionlake"
+    tracking_uri: Text = "sqlite:///mlflow.db"
+    artifact_root: Text = "mlartifacts"
+    experiment: Text = "visionlake"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_SECTION)
 class SourceConfig:
     # A directory tree, a single archive, or a tree holding archives, on any Hadoop file system URI.
-    uri: str = "data/demo-raw"
+    uri: Text = "data/demo-raw"
     # Optional CSV manifest (columns: path,label[,split]); relative paths resolve against the manifest's folder.
-    manifest: Optional[str] = None
+    manifest: Optional[Text] = None
     expand_archives: bool = True
-    extensions: list[str] = field(
+    extensions: list[Text] = field(
         default_factory=lambda: [".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp"])
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_SECTION)
 class LabelConfig:
     # folder: the first folder below the source root (below a split folder when split.mode=source), as
     # torchvision's ImageFolder and Keras' image_dataset_from_directory; files nested deeper keep it.
     # parent_folder: the folder that directly holds the file. regex: ``pattern`` on the file name.
     source: Literal["folder", "parent_folder", "regex", "manifest"] = "folder"
     # Regex with a named group ``label``, matched against the file name.
-    pattern: Optional[str] = None
+    pattern: Optional[Text] = None
     # Ordered class names: index in this list = integer label. Empty: discovered from the data (kept stable across runs).
-    names: list[str] = field(default_factory=list)
+    names: list[Text] = field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _regex_names_the_label(self) -> LabelConfig:
+        if self.source == "regex" and "(?P<label>" not in (self.pattern or ""):
+            raise ValueError("pattern needs a named group, e.g. '(?P<label>[a-z]+)_\\d+\\.png'")
+        return self
 
 
-@dataclass(frozen=True)
+SPLITS = ("train", "val", "test")
+_RATIO_SUM_TOLERANCE = 1e-6  # float sums of decimals, e.g. 0.7 + 0.15 + 0.15
+
+
+@dataclass(frozen=True, config=_SECTION)
 class SplitConfig:
     mode: Literal["hash", "source"] = "hash"
-    ratios: dict[str, float] = field(default_factory=lambda: {"train": 0.8, "val": 0.1, "test": 0.1})
+    ratios: dict[Text, float] = field(default_factory=lambda: {"train": 0.8, "val": 0.1, "test": 0.1})
     # mode=source: folder name -> split, and the share of the source's train split moved to val (by hash).
-    source_names: dict[str, str] = field(
+    source_names: dict[Text, Text] = field(
         default_factory=lambda: {"train": "train", "training": "train", "val": "val", "validation": "val",
                                  "test": "test", "testing": "test"})
-    val_from_train: float = 0.1
+    val_from_train: Share = 0.1
+
+    @model_validator(mode="after")
+    def _ratios_share_out_the_splits(self) -> SplitConfig:
+        ratios = self.ratios
+        if set(ratios) - set(SPLITS):
+            raise ValueError(f"ratios: only {'/'.join(SPLITS)} are allowed, got {sorted(ratios)}")
+        if any(ratio < 0 for ratio in ratios.values()) or abs(sum(ratios.values()) - 1.0) > _RATIO_SUM_TOLERANCE:
+            raise ValueError(f"ratios must be non-negative and sum to 1, got {ratios}")
+        return self
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_SECTION)
 class ImageConfig:
     mode: Literal["L", "RGB"] = "L"
-    height: int = 28
-    width: int = 28
+    height: ImageSide = 28
+    width: ImageSide = 28
     resize: Literal["pad", "crop", "stretch"] = "pad"
     invert: bool = False
-    pad_value: int = 0
+    pad_value: GreyLevel = 0
     # Transparent pixels are composited over this grey level before the alpha channel is dropped.
-    alpha_background: int = 255
+    alpha_background: GreyLevel = 255
     # How the lake stores the normalised pixels: png is lossless (small and grayscale images), jpeg is ~5x smaller
     # on photos (bench/photo_bench.py). Fixed per dataset: changing it needs ingest.full_rebuild.
     codec: Literal["png", "jpeg"] = "png"
-    quality: int = 95             # jpeg only
-    png_compress_level: int = 1   # png only
+    quality: Annotated[int, Field(ge=1, le=100, title="a JPEG quality", description="95 is near-lossless")] = 95
+    png_compress_level: Annotated[int, Field(ge=0, le=9)] = 1   # png only: zlib's levels
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_SECTION)
 class LimitsConfig:
     # Decompression-bomb guard: checked from the header, before any pixel is decoded.
-    max_pixels: int = 40_000_000
-    max_file_bytes: int = 64 * 1024 * 1024
+    max_pixels: AtLeastOne = 40_000_000
+    max_file_bytes: AtLeastOne = 64 * 1024 * 1024
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_SECTION)
 class IngestConfig:
-    dataset: str = "demo"
+    dataset: DatasetName = "demo"
     source: SourceConfig = field(default_factory=SourceConfig)
     label: LabelConfig = field(default_factory=LabelConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
@@ -130,28 +197,28 @@ class IngestConfig:
     tfrecord: bool = True
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_SECTION)
 class AugmentConfig:
     flip: bool = False
-    crop_fraction: float = 1.0  # < 1: random crop of this side fraction, resized back
-    brightness: float = 0.0     # max delta on [0, 1] pixels
-    contrast: float = 0.0       # factor range 1 +- contrast
+    crop_fraction: Fraction = 1.0  # < 1: random crop of this side fraction, resized back
+    brightness: float = 0.0        # max delta on [0, 1] pixels
+    contrast: float = 0.0          # factor range 1 +- contrast
 
     @property
     def enabled(self) -> bool:
         return self.flip or self.crop_fraction < 1.0 or self.brightness > 0 or self.contrast > 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_SECTION)
 class TrainConfig:
-    dataset: str = "demo"
+    dataset: DatasetName = "demo"
     model: Literal["lenet", "resnet_small"] = "lenet"
     reader: Literal["petastorm", "tfrecord"] = "petastorm"
     num_proc: int = 0            # Horovod ranks; 0 = Spark's default parallelism (the local core count)
     threads_per_rank: int = 0    # 0 = cores / ranks
-    epochs: int = 5
-    batch_size: int = 32         # per rank
-    learning_rate: float = 0.001  # per rank: scaled by the number of ranks
+    epochs: AtLeastOne = 5
+    batch_size: AtLeastOne = 32  # per rank
+    learning_rate: Annotated[float, Field(gt=0)] = 0.001  # per rank: scaled by the number of ranks
     scale_lr_by_ranks: bool = True
     warmup_epochs: float = 1.0
     lr_schedule: Literal["plateau", "cosine"] = "plateau"  # after the warm-up
@@ -165,55 +232,55 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     # Where rank 0 keeps each run's checkpoints (any Hadoop FS URI pyarrow reaches); "" = <lake.root>/_checkpoints,
     # which every node can reach because the lake is shared.
-    checkpoint_root: str = ""
-    resume_run_id: Optional[str] = None
-    registered_model: str = "visionlake-classifier"
+    checkpoint_root: Text = ""
+    resume_run_id: Optional[Text] = None
+    registered_model: Text = "visionlake-classifier"
     # Share of each training batch drawn from the dataset's `synthetic` table (0 = real images only).
-    synthetic_fraction: float = 0.0
+    synthetic_fraction: Annotated[Share, Field(description="the share of each batch that is synthetic")] = 0.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_SECTION)
 class GanConfig:
-    latent_dim: int = 100
+    latent_dim: AtLeastOne = 100
     filters: int = 64             # the discriminator's first conv; the generator mirrors it
     embedding_dim: int = 50       # cDCGAN label embedding concatenated with the latent vector
     learning_rate: float = 0.0002
     beta1: float = 0.5
     loss: Literal["non_saturating", "minimax"] = "non_saturating"
-    real_label: float = 0.9       # one-sided label smoothing: the target for real images (1.0 = off)
-    discriminator_steps: int = 1  # k discriminator steps per generator step
+    real_label: Fraction = 0.9        # one-sided label smoothing: the target for real images (1.0 = off)
+    discriminator_steps: AtLeastOne = 1  # k discriminator steps per generator step
     dropout: float = 0.3
     # cDCGAN only, AC-GAN style: the discriminator also names the class of real images, and the generator is
     # rewarded when its images get their conditioning label; 0 = the label is an input only (learned far slower).
-    class_loss_weight: float = 1.0
+    class_loss_weight: Annotated[float, Field(ge=0, description="0 turns the auxiliary class loss off")] = 1.0
     # The generator that is sampled, evaluated and registered is an exponential moving average of the trained one's
     # weights (decay per generator step); it smooths the step-to-step wobble of GAN training. 0 = the raw weights.
-    average_decay: float = 0.0
+    average_decay: Annotated[Share, Field(description="e.g. 0.99; 0 registers the raw weights")] = 0.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_SECTION)
 class AutoencoderConfig:
-    latent_dim: int = 32
+    latent_dim: AtLeastOne = 32
     filters: int = 32
     learning_rate: float = 0.001
     kl_weight: float = 1.0        # VAE only: weight of the KL term against the summed squared error
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_SECTION)
 class QualityConfig:
     # The classifier whose penultimate ("features") layer defines the FCD feature space; "" disables FCD.
-    classifier: str = "models:/visionlake-classifier@champion"
-    samples: int = 10000          # real and generated images per FCD estimate
-    every_epochs: int = 2         # quality metrics and a sample grid every N epochs, and after the last
+    classifier: Text = "models:/visionlake-classifier@champion"
+    samples: AtLeastOne = 10000    # real and generated images per FCD estimate
+    every_epochs: AtLeastOne = 2   # quality metrics and a sample grid every N epochs, and after the last
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_SECTION)
 class GenerativeConfig:
     model: Literal["dcgan", "cdcgan", "vae", "autoencoder"] = "cdcgan"
-    epochs: int = 5
-    batch_size: int = 64          # per rank
-    max_steps_per_epoch: int = 0  # 0 = the whole shard
-    registered_prefix: str = "visionlake"  # registered as <prefix>-<model>
+    epochs: AtLeastOne = 5
+    batch_size: AtLeastOne = 64    # per rank
+    max_steps_per_epoch: int = 0   # 0 = the whole shard
+    registered_prefix: Text = "visionlake"  # registered as <prefix>-<model>
     gan: GanConfig = field(default_factory=GanConfig)
     autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
@@ -226,66 +293,66 @@ class GenerativeConfig:
         return self.model in ("dcgan", "cdcgan")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_SECTION)
 class SyntheticConfig:
-    model: str = "visionlake-cdcgan@champion"  # registered name, name@alias, name/version or a models:/ URI
-    per_class: int = 1000
-    batch_size: int = 256         # images generated per model call on a worker
+    model: Text = "visionlake-cdcgan@champion"  # registered name, name@alias, name/version or a models:/ URI
+    per_class: AtLeastOne = 1000
+    batch_size: AtLeastOne = 256  # images generated per model call on a worker
     seed: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_SECTION)
 class AnomalyConfig:
     # The default is the best mean AUROC of bench/anomaly_bench.py (one-class MNIST): VAE 0.956 vs autoencoder 0.934.
     method: Literal["autoencoder", "vae", "gan", "classifier"] = "vae"
     # Labels (names) that are normal; empty = the whole training split is normal.
-    normal_labels: list[str] = field(default_factory=list)
-    false_positive_rate: float = 0.05   # on held-out normal validation images
+    normal_labels: list[Text] = field(default_factory=list)
+    false_positive_rate: Annotated[Share, Field(description="on held-out normal validation images, e.g. 0.05")] = 0.05
     # GAN scorer (f-AnoGAN style): weight of the discriminator-feature residual against the pixel residual.
     feature_weight: float = 1.0
     encoder_epochs: int = 5             # GAN scorer: epochs of the encoder trained to invert the frozen generator
-    registered_model: str = "visionlake-anomaly"
+    registered_model: Text = "visionlake-anomaly"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_SECTION)
 class ScoreConfig:
-    dataset: str = "demo"
+    dataset: DatasetName = "demo"
     table: Literal["images", "synthetic"] = "images"
     dataset_version: int = 0            # 0 = the latest committed version
-    raw_uri: str = ""                   # a raw drop to ingest (ingest.* settings, into `dataset`) before scoring
-    classifier: str = "models:/visionlake-classifier@champion"
-    anomaly_model: str = "models:/visionlake-anomaly@champion"
-    batch_size: int = 256
-    top_k: int = 3
+    raw_uri: Text = ""                  # a raw drop to ingest (ingest.* settings, into `dataset`) before scoring
+    classifier: Text = "models:/visionlake-classifier@champion"
+    anomaly_model: Text = "models:/visionlake-anomaly@champion"
+    batch_size: AtLeastOne = 256
+    top_k: AtLeastOne = 3
     anomaly_maps: bool = True           # per-pixel reconstruction-difference PNGs for flagged images
     max_anomaly_maps: int = 50
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_SECTION)
 class DemoConfig:
-    images_per_class: int = 200
+    images_per_class: AtLeastOne = 200
     seed: int = 7
     image_size: int = 40
-    anomaly_epochs: int = 16            # the demo's short schedule for the anomaly VAE
-    gan_epochs: int = 50                # ... and for the conditional GAN, which needs more steps to draw its classes
-    quality_every_epochs: int = 4       # FCD and sample grid every N GAN epochs (generative.quality.every_epochs)
-    generative_batch_size: int = 16     # per rank: ~700 training images give 22 steps per epoch instead of 5 at 64
-    quality_samples: int = 1000         # images per FCD estimate in the demo (generative.quality.samples)
+    anomaly_epochs: AtLeastOne = 16         # the demo's short schedule for the anomaly VAE
+    gan_epochs: AtLeastOne = 50             # ... and for the cDCGAN, which needs more steps to draw its classes
+    quality_every_epochs: AtLeastOne = 4    # FCD and sample grid every N GAN epochs (generative.quality.every_epochs)
+    generative_batch_size: AtLeastOne = 16  # per rank: ~700 training images give 22 steps per epoch instead of 5 at 64
+    quality_samples: AtLeastOne = 1000      # images per FCD estimate in the demo (generative.quality.samples)
     # `visionlake demo` trains the anomaly model on these shapes only, so rings show up as the anomalies.
-    normal_labels: list[str] = field(default_factory=lambda: ["circle", "cross", "square", "triangle"])
+    normal_labels: list[Text] = field(default_factory=lambda: ["circle", "cross", "square", "triangle"])
     # The HTML report of a demo run (pictures inline; open it without a server), relative to the working directory.
-    report: str = "demo-report.html"
+    report: Text = "demo-report.html"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_SECTION)
 class LogConfig:
     # Everything other libraries log (Spark's JVM, MLflow, petastorm, TensorFlow, Horovod's rank output) goes here,
     # appended; the console shows visionlake's own lines. Relative to the working directory, the job's workspace.
-    file: str = "visionlake.log"
+    file: Text = "visionlake.log"
     verbose: bool = False         # the other libraries' lines on the console too (`--verbose`)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_SECTION)
 class Config:
     spark: SparkConfig = field(default_factory=SparkConfig)
     lake: LakeConfig = field(default_factory=LakeConfig)
@@ -302,6 +369,12 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @model_validator(mode="after")
+    def _manifest_labels_have_a_manifest(self) -> Config:
+        if self.ingest.label.source == "manifest" and not self.ingest.source.manifest:
+            raise ValueError("ingest.label.source=manifest needs ingest.source.manifest (a CSV with path,label)")
+        return self
+
 
 # Keys holding local paths or URIs; relative local paths are made absolute against the working directory at load.
 _PATH_KEYS = ("lake.root", "lake.commit_lock", "log.file", "demo.report", "tracking.artifact_root", "ingest.source.uri",
@@ -316,7 +389,7 @@ BUILT_IN_LAYER = "built-in"  # a key no layer sets: the dataclass default
 _MERGED_MAPPINGS = ("spark.conf",)
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class ResolvedConfig:
     """A config and where each of its values came from: dotted key -> ``defaults``, a file path, ``override``, or
     ``derived from <key>``. Keys no layer set are absent (``source_of`` says ``built-in``)."""
@@ -332,7 +405,6 @@ class ResolvedConfig:
             if layer:
                 return layer
         return BUILT_IN_LAYER
-
 
     def describe(self) -> str:
         """Every setting as a ``key=value`` line (pasteable as an override) with the layer that set it."""
@@ -399,13 +471,11 @@ def resolve_config(paths: Union[None, str, Sequence[str]] = None, overrides: Opt
         parsed = yaml.safe_load(value) if value.strip() else ""
         _merge_layer(raw, _nested(parts, parsed), Config, "", OVERRIDE_LAYER, sources,
                      entries_merge=_names_a_mapping_entry(parts))
-    config = _build(Config, raw, "")
-    config = _absolutise_paths(config, Path(base_dir or os.getcwd()))
+    config = _absolutise_paths(_bind(Config, raw), Path(base_dir or os.getcwd()))
     if not config.train.checkpoint_root:
         config = dataclasses.replace(config, train=dataclasses.replace(
             config.train, checkpoint_root=f"{config.lake.root.rstrip('/')}/_checkpoints"))
         sources["train.checkpoint_root"] = "derived from lake.root"
-    validate(config)
     return ResolvedConfig(config, sources, (DEFAULTS_LAYER, *files, OVERRIDE_LAYER))
 
 
@@ -492,74 +562,6 @@ def check_reachable_from_executors(config: Config, master: str) -> None:
                           "artifacts (--serve-artifacts), or set an object-store URI")
 
 
-def validate(config: Config) -> None:
-    """Checks cross-field rules that types alone cannot express."""
-    ratios = config.ingest.split.ratios
-    if set(ratios) - {"train", "val", "test"}:
-        raise ConfigError(f"ingest.split.ratios: only train/val/test are allowed, got {sorted(ratios)}")
-    if any(r < 0 for r in ratios.values()) or abs(sum(ratios.values()) - 1.0) > 1e-6:
-        raise ConfigError(f"ingest.split.ratios must be non-negative and sum to 1, got {ratios}")
-    if not 0 <= config.ingest.split.val_from_train < 1:
-        raise ConfigError("ingest.split.val_from_train must be in [0, 1)")
-    if config.ingest.label.source == "regex":
-        pattern = config.ingest.label.pattern or ""
-        if "(?P<label>" not in pattern:
-            raise ConfigError("ingest.label.pattern needs a named group, e.g. '(?P<label>[a-z]+)_\\d+\\.png'")
-    if config.ingest.label.source == "manifest" and not config.ingest.source.manifest:
-        raise ConfigError("ingest.label.source=manifest needs ingest.source.manifest (a CSV with path,label)")
-    image = config.ingest.image
-    if not (1 <= image.height <= 4096 and 1 <= image.width <= 4096):
-        raise ConfigError("ingest.image.height/width must be between 1 and 4096")
-    for key, value in (("pad_value", image.pad_value), ("alpha_background", image.alpha_background)):
-        if not 0 <= value <= 255:
-            raise ConfigError(f"ingest.image.{key} must be a grey level in 0..255, got {value}")
-    if not 0 <= image.png_compress_level <= 9:
-        raise ConfigError("ingest.image.png_compress_level must be in 0..9")
-    if not 1 <= image.quality <= 100:
-        raise ConfigError(f"ingest.image.quality must be a JPEG quality in 1..100 (95 is near-lossless), "
-                          f"got {image.quality}")
-    if config.ingest.limits.max_pixels <= 0 or config.ingest.limits.max_file_bytes <= 0:
-        raise ConfigError("ingest.limits.max_pixels and max_file_bytes must be positive")
-    train = config.train
-    if train.epochs < 1 or train.batch_size < 1 or train.learning_rate <= 0:
-        raise ConfigError("train.epochs and train.batch_size must be >= 1 and train.learning_rate > 0")
-    if not 0 < train.augment.crop_fraction <= 1:
-        raise ConfigError("train.augment.crop_fraction must be in (0, 1]")
-    if not 0 <= train.synthetic_fraction < 1:
-        raise ConfigError("train.synthetic_fraction must be in [0, 1): the share of each batch that is synthetic")
-    generative = config.generative
-    if generative.epochs < 1 or generative.batch_size < 1 or generative.quality.every_epochs < 1:
-        raise ConfigError("generative.epochs, generative.batch_size and generative.quality.every_epochs must be >= 1")
-    if generative.gan.discriminator_steps < 1 or not 0 < generative.gan.real_label <= 1:
-        raise ConfigError("generative.gan.discriminator_steps must be >= 1 and generative.gan.real_label in (0, 1]")
-    if generative.gan.class_loss_weight < 0:
-        raise ConfigError("generative.gan.class_loss_weight must be >= 0 (0 turns the auxiliary class loss off)")
-    if not 0 <= generative.gan.average_decay < 1:
-        raise ConfigError("generative.gan.average_decay must be in [0, 1), e.g. 0.99 (0 registers the raw weights)")
-    if min(generative.gan.latent_dim, generative.autoencoder.latent_dim, generative.quality.samples) < 1:
-        raise ConfigError("generative latent sizes and generative.quality.samples must be >= 1")
-    demo = config.demo
-    for key in ("images_per_class", "anomaly_epochs", "gan_epochs", "quality_every_epochs", "generative_batch_size",
-                "quality_samples"):
-        if getattr(demo, key) < 1:
-            raise ConfigError(f"demo.{key} must be >= 1, got {getattr(demo, key)}")
-    if config.synthetic.per_class < 1 or config.synthetic.batch_size < 1:
-        raise ConfigError("synthetic.per_class and synthetic.batch_size must be >= 1")
-    if not 0 <= config.anomaly.false_positive_rate < 1:
-        raise ConfigError("anomaly.false_positive_rate must be in [0, 1), e.g. 0.05")
-    if config.score.batch_size < 1 or config.score.top_k < 1:
-        raise ConfigError("score.batch_size and score.top_k must be >= 1")
-    if not config.ingest.dataset.replace("-", "").replace("_", "").isalnum():
-        raise ConfigError(f"ingest.dataset {config.ingest.dataset!r}: use letters, digits, '-' and '_' only")
-    if config.lake.retention_hours < 0:
-        raise ConfigError(f"lake.retention_hours must be >= 0 (hours a superseded file is kept for readers of older "
-                          f"versions, e.g. 168), got {config.lake.retention_hours}")
-    lock = config.lake.commit_lock
-    if lock and "://" in lock and not lock.startswith(("file:", "hdfs://")):
-        raise ConfigError(f"lake.commit_lock={lock} must be on a file system with exclusive create: a local or NFS "
-                          "path, or an hdfs:// folder (object stores have none; that is what the lock is for)")
-
-
 def _read_yaml(path: Optional[str]) -> dict[str, Any]:
     if path is None:
         text = resources.files("visionlake").joinpath("conf/local.yaml").read_text()
@@ -604,56 +606,52 @@ def _names_a_mapping_entry(parts: list[str]) -> bool:
     return typing.get_origin(cls) is dict
 
 
-def _build(cls: type, data: Any, prefix: str) -> Any:
-    if not isinstance(data, dict):
-        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {type(data).__name__}")
+def _bind(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    """Builds the section ``cls`` from the merged layers' mapping, sections below it first; pydantic checks each."""
     hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ConfigError(f"unknown config key {prefix}{unknown[0]}; known keys under "
-                          f"{prefix.rstrip('.') or 'the top level'}: {', '.join(sorted(known))}")
-    values = {name: _coerce(hints[name], value, f"{prefix}{name}") for name, value in data.items()}
-    return cls(**values)
+    values = {key: _bind(hints[key], value, f"{prefix}{key}.")
+              if dataclasses.is_dataclass(hints.get(key)) and isinstance(value, dict) else value
+              for key, value in data.items()}
+    try:
+        return cls(**values)
+    except ValidationError as error:
+        raise _config_error(cls, error.errors()[0], prefix) from None
 
 
-def _coerce(hint: Any, value: Any, key: str) -> Any:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if dataclasses.is_dataclass(hint):
-        return _build(hint, value, key + ".")
-    if origin is Union:  # Optional[X]
-        if value is None:
-            return None
-        return _coerce(next(a for a in args if a is not type(None)), value, key)
-    if origin is Literal:
-        if value not in args:
-            raise ConfigError(f"{key} must be one of {', '.join(map(str, args))}; got {value!r}")
-        return value
-    if origin is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"{key} must be a list, got {value!r}")
-        return [_coerce(args[0], item, f"{key}[{i}]") for i, item in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key} must be a mapping, got {value!r}")
-        return {str(k): _coerce(args[1], v, f"{key}.{k}") for k, v in value.items()}
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key} must be true or false, got {value!r}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key} must be an integer, got {value!r}")
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key} must be a number, got {value!r}")
-        return float(value)
-    if hint is str:
-        if isinstance(value, (dict, list)) or value is None:
-            raise ConfigError(f"{key} must be a string, got {value!r}")
-        return str(value).lower() if isinstance(value, bool) else str(value)
-    raise ConfigError(f"{key}: unsupported type {hint}")  # pragma: no cover - a programming error
+_EXPECTED_TYPES = {"int_type": "an integer", "float_type": "a number", "bool_type": "true or false",
+                   "string_type": "a string", "list_type": "a list", "dict_type": "a mapping",
+                   "dataclass_exact_type": "a mapping (a section of settings)"}
+_RANGE_ERRORS = ("greater_than", "greater_than_equal", "less_than", "less_than_equal")
+
+
+def _config_error(cls: type, error: ErrorDetails, prefix: str) -> ConfigError:
+    """Pydantic's error on the section ``cls`` at ``prefix`` as one line naming the dotted key."""
+    kind, location, value = error["type"], error["loc"], error["input"]
+    key = prefix + "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in location).lstrip(".")
+    if kind == "value_error":  # a field's own rule, or a section's, which names its keys relative to the section
+        return ConfigError(f"{key} {error['ctx']['error']}" if location else f"{prefix}{error['ctx']['error']}")
+    if kind == "literal_error":
+        choices = ", ".join(map(str, typing.get_args(typing.get_type_hints(cls)[location[0]])))
+        return ConfigError(f"{key} must be one of {choices}; got {value!r}")
+    if kind in _RANGE_ERRORS:
+        return ConfigError(f"{key} must be {_expectation(cls.__pydantic_fields__[location[0]])}, got {value!r}")
+    return ConfigError(f"{key} must be {_EXPECTED_TYPES[kind]}, got {value!r}" if kind in _EXPECTED_TYPES
+                       else f"{key}: {error['msg']}, got {value!r}")
+
+
+def _expectation(setting: FieldInfo) -> str:
+    """``>= 1``, ``a grey level in 0..255`` or ``in [0, 1) (e.g. 0.05)``: a field's title, range and description."""
+    bounds = {name: getattr(rule, name) for rule in setting.metadata for name in ("ge", "gt", "le", "lt")
+              if hasattr(rule, name)}
+    low, high = ("ge" if "ge" in bounds else "gt"), ("le" if "le" in bounds else "lt")
+    if high not in bounds:
+        span = f"{'>=' if low == 'ge' else '>'} {bounds[low]}"
+    elif (low, high) == ("ge", "le"):
+        span = f"in {bounds[low]}..{bounds[high]}"
+    else:
+        span = f"in {'[' if low == 'ge' else '('}{bounds[low]}, {bounds[high]}{']' if high == 'le' else ')'}"
+    described = f" ({setting.description})" if setting.description else ""
+    return " ".join(filter(None, (setting.title, span))) + described
 
 
 def _absolutise_paths(config: Config, base: Path) -> Config:
@@ -667,7 +665,7 @@ def _absolutise_paths(config: Config, base: Path) -> Config:
     tracking = tree["tracking"]
     if tracking["tracking_uri"].startswith("sqlite:///") and not tracking["tracking_uri"].startswith("sqlite:////"):
         tracking["tracking_uri"] = "sqlite:///" + str(base / tracking["tracking_uri"][len("sqlite:///"):])
-    return _build(Config, tree, "")
+    return _bind(Config, tree)
 
 
 def absolute_uri(location: str, base: Path) -> str:

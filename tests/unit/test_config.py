@@ -1,4 +1,10 @@
+import dataclasses
+import functools
+import pickle
+import re
+
 import pytest
+from pydantic import ValidationError
 
 from visionlake.config import ConfigError, load_config, resolve_config
 
@@ -171,3 +177,69 @@ def test_a_layer_s_unknown_key_or_wrong_type_is_rejected_naming_the_key_and_the_
     section = _write(tmp_path, "section.yaml", "train: 3\n")
     with pytest.raises(ConfigError, match=rf"train in {section} must be a mapping \(a section of settings\), got 3"):
         load_config(section, base_dir=str(tmp_path))
+
+
+@pytest.mark.parametrize("override, message", [
+    ("ingest.image.height=3.0", r"ingest\.image\.height must be an integer, got 3\.0$"),
+    ("ingest.image.height=true", r"ingest\.image\.height must be an integer, got True$"),
+    ("ingest.tfrecord=1", r"ingest\.tfrecord must be true or false, got 1$"),
+    ("lake.retention_hours=true", r"lake\.retention_hours must be a number, got True$"),
+    ("ingest.dataset=null", r"ingest\.dataset must be a string, got None$"),
+    ("ingest.label.names=a", r"ingest\.label\.names must be a list, got 'a'$"),
+    ("ingest.label.names=[[a]]", r"ingest\.label\.names\[0\] must be a string, got \['a'\]$"),
+    ("spark.conf={ui: {enabled: false}}", r"spark\.conf\.ui must be a string, got \{'enabled': False\}$"),
+    ("ingest.split.ratios={train: 0.5, holdout: 0.5}", r"ingest\.split\.ratios: only train/val/test are allowed"),
+    ("ingest.label.source=manifest", r"ingest\.label\.source=manifest needs ingest\.source\.manifest"),
+    ("ingest.dataset=my photos", r"ingest\.dataset 'my photos': use letters, digits"),
+])
+def test_yaml_types_are_taken_strictly_and_every_rule_names_its_key(tmp_path, override, message):
+    with pytest.raises(ConfigError, match=rf"^{message}") as raised:
+        load_config(None, [override], base_dir=str(tmp_path))
+    assert "\n" not in str(raised.value), "one line, not pydantic's report"
+
+
+def test_yaml_scalars_are_text_where_text_belongs_and_integers_are_numbers(tmp_path):
+    config = load_config(None, ["spark.conf.spark.executor.cores=2", "ingest.label.names=[a, 1, true]",
+                                "ingest.dataset=2024", "lake.retention_hours=12"], base_dir=str(tmp_path))
+    assert config.spark.conf["spark.executor.cores"] == "2" and config.ingest.label.names == ["a", "1", "true"]
+    assert config.ingest.dataset == "2024"
+    assert config.lake.retention_hours == 12.0 and isinstance(config.lake.retention_hours, float)
+
+
+@pytest.mark.parametrize("key, outside, edge, expected", [
+    ("ingest.image.height", 4097, 4096, r"in 1\.\.4096"),
+    ("ingest.image.width", 0, 1, r"in 1\.\.4096"),
+    ("ingest.image.alpha_background", -1, 0, r"a grey level in 0\.\.255"),
+    ("ingest.image.png_compress_level", 10, 9, r"in 0\.\.9"),
+    ("ingest.image.quality", 101, 100, r"a JPEG quality in 1\.\.100 \(95 is near-lossless\)"),
+    ("ingest.limits.max_file_bytes", 0, 1, ">= 1"),
+    ("ingest.split.val_from_train", 1, 0, r"in \[0, 1\)"),
+    ("train.epochs", 0, 1, ">= 1"),
+    ("train.learning_rate", 0, 0.0001, "> 0"),
+    ("train.augment.crop_fraction", 0, 1, r"in \(0, 1\]"),
+    ("train.synthetic_fraction", 1, 0.5, r"in \[0, 1\) \(the share of each batch that is synthetic\)"),
+    ("generative.gan.real_label", 1.01, 1, r"in \(0, 1\]"),
+    ("generative.gan.class_loss_weight", -0.1, 0, r">= 0 \(0 turns the auxiliary class loss off\)"),
+    ("generative.gan.discriminator_steps", 0, 1, ">= 1"),
+    ("generative.autoencoder.latent_dim", 0, 1, ">= 1"),
+    ("generative.quality.every_epochs", 0, 1, ">= 1"),
+    ("synthetic.batch_size", 0, 1, ">= 1"),
+    ("anomaly.false_positive_rate", 1, 0, r"in \[0, 1\)"),
+    ("score.top_k", 0, 1, ">= 1"),
+    ("lake.retention_hours", -0.5, 0, ">= 0"),
+])
+def test_each_range_rejects_a_value_just_outside_and_takes_its_edge(tmp_path, key, outside, edge, expected):
+    with pytest.raises(ConfigError, match=rf"^{re.escape(key)} must be {expected}.*, got {re.escape(repr(outside))}$"):
+        load_config(None, [f"{key}={outside}"], base_dir=str(tmp_path))
+    config = load_config(None, [f"{key}={edge}"], base_dir=str(tmp_path))
+    assert functools.reduce(getattr, key.split("."), config) == edge
+
+
+def test_sections_stay_frozen_picklable_dataclasses_and_replace_checks_what_it_changes(tmp_path):
+    config = load_config(base_dir=str(tmp_path))
+    assert pickle.loads(pickle.dumps(config)) == config and dataclasses.asdict(config) == config.to_dict()
+    assert dataclasses.replace(config.train, epochs=2).epochs == 2  # as the demo and the detectors derive configs
+    with pytest.raises(ValidationError, match="epochs"):
+        dataclasses.replace(config.train, epochs=0)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.train.epochs = 2  # type: ignore[misc]
