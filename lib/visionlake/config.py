@@ -213,7 +213,9 @@ class AugmentConfig:
 class TrainConfig:
     dataset: DatasetName = "demo"
     model: Literal["lenet", "resnet_small"] = "lenet"
-    reader: Literal["petastorm", "tfrecord"] = "petastorm"
+    # petastorm (the default), tfrecord (the TFRecord copy, tf.data only) or arrow (pyarrow into tf.data, no petastorm:
+    # also what the generative trainers and evaluation read Parquet with)
+    reader: Literal["petastorm", "tfrecord", "arrow"] = "petastorm"
     num_proc: int = 0            # Horovod ranks; 0 = Spark's default parallelism (the local core count)
     threads_per_rank: int = 0    # 0 = cores / ranks
     epochs: AtLeastOne = 5

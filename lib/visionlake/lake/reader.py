@@ -3,8 +3,8 @@
 Sharding is planned on the driver (``visionlake.lake.shards``): by row group, or by row when a split or label subset has
 too few row groups for that, and every rank takes the same number of steps per epoch (the smallest share's), so no
 rank waits at epoch end for a collective the others never reach. Each rank then reads its share through petastorm
-(or its ``shard`` of the TFRecord records), decodes the stored images (PNG or JPEG), scales, augments, batches and
-prefetches.
+(``train.reader=petastorm``), pyarrow (``arrow``, ``lake.arrow_reader``) or its ``shard`` of the TFRecord records
+(``tfrecord``), decodes the stored images (PNG or JPEG), scales, augments, batches and prefetches.
 """
 from __future__ import annotations
 
@@ -110,7 +110,7 @@ def _tfrecord_plan(manifest: Manifest, split: str, num_proc: int, labels: tuple[
 class InputSpec:
     image_shape: tuple[int, int, int]
     batch_size: int
-    reader: Literal["petastorm", "tfrecord"] = "petastorm"
+    reader: Literal["petastorm", "tfrecord", "arrow"] = "petastorm"
     scale: Literal["unit", "tanh"] = "unit"  # [0, 1] for classifiers, [-1, 1] for GANs
     shuffle_buffer: int = 2048
     seed: int = 0
@@ -118,6 +118,16 @@ class InputSpec:
     tfrecord_compression: str = "none"
     labels: tuple[int, ...] = ()  # only these labels (e.g. the normal class of an anomaly detector); () = all
     codec: Optional[str] = None   # the dataset's stored codec (png|jpeg); None = told apart per image
+
+    @property
+    def parquet_reader(self) -> str:
+        return parquet_reader(self.reader)
+
+
+def parquet_reader(reader: str) -> str:
+    """What reads Parquet tables (test splits, synthetic images, generative training) for ``train.reader``: arrow
+    when it is arrow, so a stack without petastorm never needs it, else petastorm."""
+    return "arrow" if reader == "arrow" else "petastorm"
 
 
 def _petastorm_url(uri: str) -> str:
@@ -140,7 +150,7 @@ def open_images(spec: InputSpec, source: RankShard, training: bool, synthetic: O
     with contextlib.ExitStack() as readers:
         encoded = _encoded_examples(spec, source, training, readers)
         if training and synthetic is not None and synthetic.files and synthetic_fraction > 0:
-            mixed = _encoded_examples(replace(spec, reader="petastorm", labels=()), synthetic, True, readers)
+            mixed = _encoded_examples(replace(spec, reader=spec.parquet_reader, labels=()), synthetic, True, readers)
             encoded = tf.data.Dataset.sample_from_datasets(
                 [encoded, mixed], weights=[1.0 - synthetic_fraction, synthetic_fraction], seed=spec.seed)
         yield _batches(encoded, spec, training)
@@ -152,6 +162,10 @@ def _encoded_examples(spec: InputSpec, source: RankShard, training: bool, reader
 
     if not source.files:
         return tf.data.Dataset.from_tensor_slices((tf.constant([], tf.string), tf.constant([], tf.int32)))
+    if spec.reader == "arrow":
+        from visionlake.lake.arrow_reader import arrow_dataset
+
+        return arrow_dataset(source, spec.labels, training, spec.seed)
     if spec.reader == "petastorm":
         from petastorm.tf_utils import make_petastorm_dataset
 

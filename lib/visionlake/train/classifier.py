@@ -229,8 +229,8 @@ def _load_model(settings: TrainConfig, spec: InputSpec, num_classes: int, weight
 def predict_split(model, test_files: tuple[str, ...], spec: InputSpec):
     """(labels, predicted labels) of a split's Parquet files, read through the same input path as training."""
     labels, predicted = [], []
-    # These are the Parquet files, so they are read through petastorm whatever train.reader is.
-    with open_images(replace(spec, reader="petastorm"), whole(test_files), training=False) as batches:
+    # These are the Parquet files: a TFRecord-trained spec reads them through petastorm.
+    with open_images(replace(spec, reader=spec.parquet_reader), whole(test_files), training=False) as batches:
         for batch_images, batch_labels in batches:
             labels.append(batch_labels.numpy())
             predicted.append(np.argmax(model(batch_images, training=False).numpy(), axis=-1))

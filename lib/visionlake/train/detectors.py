@@ -28,7 +28,7 @@ from visionlake import tracking
 from visionlake.evaluate.anomaly import Calibration, calibrate, roc_auc
 from visionlake.config import Config, ConfigError
 from visionlake.console import library_prints_to_log
-from visionlake.lake.reader import InputSpec
+from visionlake.lake.reader import InputSpec, parquet_reader
 from visionlake.train.generative import GenerativePlan, fit_generative, prepare_generative
 from visionlake.lake.store import Lake
 from visionlake.lake.manifest import Manifest
@@ -167,7 +167,7 @@ def train_detector(spark: SparkSession, config: Config) -> DetectorSummary:
             artifacts = _train_networks(spark, config, plan, classifier, run_id, Path(folder))
             scorer = AnomalyScorer(settings.method, image_shape, settings.feature_weight).load_networks(artifacts)
             calibration, val_auroc = _calibrate(spark, lake, manifest, scorer, normal, settings.false_positive_rate,
-                                                image_shape)
+                                                image_shape, config.train.reader)
             calibration_path = Path(folder) / "calibration.json"
             calibration_path.write_text(json.dumps({**calibration.to_dict(), "normal_labels": list(normal),
                                                     "method": settings.method}, indent=2))
@@ -220,11 +220,11 @@ def _save(folder: Path, **networks) -> dict[str, str]:
 
 
 def _calibrate(spark, lake: Lake, manifest, scorer: AnomalyScorer, normal: tuple[int, ...], rate: float,
-               image_shape) -> tuple[Calibration, Optional[float]]:
+               image_shape, reader: str) -> tuple[Calibration, Optional[float]]:
     """Threshold on the normal validation images; AUROC when the validation split also has other labels."""
     files = tuple(lake.table_files(manifest.dataset, "images", "val", manifest))
-    images, labels = read_images(InputSpec(image_shape, batch_size=256, codec=manifest.image.codec),
-                                 files, limit=10 ** 9)
+    spec = InputSpec(image_shape, batch_size=256, codec=manifest.image.codec, reader=parquet_reader(reader))
+    images, labels = read_images(spec, files, limit=10 ** 9)
     if not len(images):
         raise ConfigError(f"dataset {manifest.dataset!r} has no validation images to calibrate the threshold on")
     scores = scorer.score(to_unit(images))

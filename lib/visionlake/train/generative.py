@@ -21,6 +21,7 @@ from pyspark.sql import SparkSession
 from visionlake import tracking
 from visionlake.config import Config, ConfigError, GenerativeConfig
 from visionlake.evaluate.classification import plot_curves
+from visionlake.lake.reader import parquet_reader
 from visionlake.train.driver import TrainingPlan, plan_training, train_on_ranks
 from visionlake.train.launcher import init_rank
 from visionlake.train.checkpoints import NetworkWeights, load_weights
@@ -337,7 +338,8 @@ def prepare_generative(spark: SparkSession, config: Config, labels: tuple[int, .
     these labels, e.g. an anomaly detector's normal class)."""
     settings = config.generative
     training = plan_training(spark, config, batch_size=settings.batch_size, max_steps=settings.max_steps_per_epoch,
-                             section="generative", scale="tanh", labels=labels)
+                             section="generative", scale="tanh", labels=labels,
+                             reader=parquet_reader(config.train.reader))
     _check_geometry(training.spec.image_shape)
     judge = _resolve_judge(settings, training.spec.image_shape) if settings.is_gan else None
     return GenerativePlan(**{f.name: getattr(training, f.name) for f in fields(TrainingPlan)}, config=config,
