@@ -30,7 +30,9 @@ def _say_everything() -> None:
     logging.getLogger("petastorm.reader").warning("Failed loading Unischema from metadata")
     logging.getLogger("mlflow.models").warning("\x1b[33mcloudpickle version mismatch\x1b[0m")
     logging.getLogger("tensorflow").warning("No training configuration found in save file")
-    warnings.warn("a library's deprecation warning", UserWarning)
+    with warnings.catch_warnings():  # shown on every call, not once per process: each test sees its own
+        warnings.simplefilter("always")
+        warnings.warn("a library's deprecation warning", UserWarning)
     logging.getLogger("visionlake.lake.store").warning("commits to s3a://b/lake are not exclusive")
 
 

@@ -20,8 +20,12 @@ def raw_frame(rows):
 
 
 def test_each_record_yields_one_accepted_or_rejected_row(tmp_path):
+    from visionlake.lake.images import content_hash
+
+    # Every hash lands in val, so the split shows the configured ratios were used; a split hint wins over them.
     config = load_config(None, ["ingest.source.uri=/raw", "ingest.image.mode=L", "ingest.image.height=4",
-                                "ingest.image.width=4"], base_dir=str(tmp_path))
+                                "ingest.image.width=4", "ingest.split.ratios={train: 0.0, val: 1.0, test: 0.0}"],
+                         base_dir=str(tmp_path))
     plan = DecodePlan(config.ingest, ("cat", "dog"))
     image = png_bytes(np.full((4, 4), 7, np.uint8))
     frame = raw_frame([
@@ -29,12 +33,19 @@ def test_each_record_yields_one_accepted_or_rejected_row(tmp_path):
         ("file:/raw/bird/b.png", image, None),        # label not in the map
         ("file:/raw/dog/c.png", b"junk", None),
         ("file:/raw/dog/d.png", None, "file_too_large: 9 bytes > limit 1"),
+        ("file:/raw/dog/e.png", image, None),
     ])
+    frame.loc[4, "split_hint"] = "Testing"  # a source split name, any case
     result = decode_records(frame, plan).set_index("source_path")
-    assert result.loc["file:/raw/cat/a.png", "reason"] is None
-    assert result.loc["file:/raw/cat/a.png", "label"] == 0
-    assert result.loc["file:/raw/cat/a.png", "split"] in ("train", "val", "test")
+    assert len(result) == len(frame)
+    accepted = result.loc["file:/raw/cat/a.png"]
+    assert accepted["reason"] is None and accepted["label"] == 0 and accepted["label_name"] == "cat"
+    assert accepted["split"] == "val"
+    assert accepted["id"] == content_hash(np.full((4, 4, 1), 7, np.uint8))  # the pixels', not the file's
+    assert (accepted["height"], accepted["width"], accepted["channels"]) == (4, 4, 1)
+    assert result.loc["file:/raw/dog/e.png", "split"] == "test" and result.loc["file:/raw/dog/e.png", "label"] == 1
     assert result.loc["file:/raw/bird/b.png", "reason"] == "no_label"
+    assert result.loc["file:/raw/bird/b.png", "detail"] == "label 'bird' is not in ingest.label.names"
     assert result.loc["file:/raw/dog/c.png", "reason"] == "not_an_image"
     assert result.loc["file:/raw/dog/d.png", "reason"] == "file_too_large"
     assert result.loc["file:/raw/dog/d.png", "detail"] == "9 bytes > limit 1"
@@ -138,3 +149,22 @@ def test_every_job_numbers_versions_one_way_and_keeps_the_rest_of_the_manifest()
         tables={"images": "/i", "synthetic": "/s"}, runs=({"run_id": "r1"}, {"run_id": "g1"}),
         synthetic={"live_runs": ["g1"]}, committed_at=None)
     assert previous.version == 4 and previous.runs == ({"run_id": "r1"},)  # the earlier version is untouched
+
+
+def test_counts_combine_per_split_and_label_and_total_per_split():
+    earlier = {"train": {"b": 2, "a": 1}, "val": {"a": 3}}
+    combined = M.combine_counts(earlier, {"train": {"a": 4, "c": 1}, "test": {"b": 5}})
+    assert combined == {"test": {"b": 5}, "train": {"a": 5, "b": 2, "c": 1}, "val": {"a": 3}}
+    assert list(combined) == ["test", "train", "val"] and list(combined["train"]) == ["a", "b", "c"]  # sorted
+    assert earlier == {"train": {"b": 2, "a": 1}, "val": {"a": 3}}  # the earlier counts are untouched
+    assert a_manifest(counts=combined).split_totals() == {"test": 5, "train": 8, "val": 3}
+
+
+def test_labels_are_numbered_in_the_order_of_their_names():
+    assert a_manifest(label_names=("ring", "circle", "10")).label_map == {"ring": 0, "circle": 1, "10": 2}
+
+
+def test_committed_runs_are_the_run_history_and_the_live_runs():
+    manifest = a_manifest(runs=({"run_id": "r1"}, {"run_id": "r2", "kind": "synthetic"}), live_runs=("r2", "p1"))
+    assert manifest.committed_runs() == {"r1", "r2", "p1"}
+    assert a_manifest().committed_runs() == set()

@@ -42,3 +42,41 @@ def test_model_requirements_pin_the_first_installed_distribution_of_each_group()
 
     assert model_requirements((("no-such-build-of-numpy", "numpy"), ("no-such-package",))) == \
         [f"numpy=={np.__version__}"]
+
+
+def test_a_new_experiment_stores_artifacts_at_a_uri_or_leaves_them_to_the_server(tmp_path):
+    from visionlake.tracking import artifact_location
+
+    assert artifact_location("") is None  # a tracking server stores and serves them
+    assert artifact_location("s3a://bucket/mlflow") == "s3a://bucket/mlflow"
+    assert artifact_location("file:/srv/mlflow") == "file:/srv/mlflow"
+    assert artifact_location(str(tmp_path / "art")) == f"file://{tmp_path}/art"  # a local folder as a file URI
+
+
+def test_a_worker_loads_each_model_once_per_loader_and_points_mlflow_at_its_store(tmp_path, monkeypatch):
+    import mlflow
+
+    from visionlake import tracking
+
+    monkeypatch.setattr(tracking, "_WORKER_MODELS", {})  # this test's own cache: no model of another test is reused
+    previous = mlflow.get_tracking_uri()
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    loads = []
+
+    def load(uri):
+        loads.append(uri)
+        return object()
+
+    def other_loader(uri):
+        loads.append(("other", uri))
+        return object()
+
+    try:
+        first = tracking.worker_model("models:/m/1", store, load)
+        assert mlflow.get_tracking_uri() == store
+        assert tracking.worker_model("models:/m/1", store, load) is first
+        assert tracking.worker_model("models:/m/2", store, load) is not first
+        assert tracking.worker_model("models:/m/1", store, other_loader) is not first
+        assert loads == ["models:/m/1", "models:/m/2", ("other", "models:/m/1")]
+    finally:
+        mlflow.set_tracking_uri(previous)

@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 
 import numpy as np
 import pytest
 
 from visionlake.config import AutoencoderConfig, GanConfig
-from visionlake.evaluate.measures import (fit_gaussian, frechet_distance, frechet_features_distance, image_grid,
-                                per_image_mse, to_uint8)
-from visionlake.score.synthetic import GenerationRequest, find_existing, plan_tasks, with_synthetic_run
+from visionlake.evaluate.measures import (Gaussian, fit_gaussian, frechet_distance, frechet_features_distance,
+                                          image_grid, per_image_mse, to_uint8)
+from visionlake.score.synthetic import GenerationRequest, find_existing, plan_tasks, task_seed, with_synthetic_run
 from visionlake.tracking import parse_model_reference
 
 from tests.unit.lake_records import a_manifest
@@ -133,16 +134,28 @@ def test_a_run_resumed_with_averaging_starts_the_average_from_the_restored_gener
 
     weights = {"generator": [np.ones(2)], "discriminator": [np.zeros(2)]}
     assert with_average(weights)[AVERAGE_GENERATOR] is weights["generator"]
-    assert with_average({**weights, AVERAGE_GENERATOR: [np.zeros(2)]})[AVERAGE_GENERATOR][0].sum() == 0
+    averaged = [np.zeros(2)]
+    assert with_average({**weights, AVERAGE_GENERATOR: averaged})[AVERAGE_GENERATOR] is averaged  # kept as it is
+
+
+def _judge_that_always_answers(label: int, shape=(32, 32, 3), classes=5):
+    """A judge whose classifier predicts ``label`` for every image (zero logit weights, one large bias)."""
+    from visionlake.models.classifier import build_classifier
+    from visionlake.evaluate.generative import Judge
+
+    classifier = build_classifier("lenet", shape, classes)
+    logits = classifier.get_layer("logits")
+    kernel, bias = logits.get_weights()
+    logits.set_weights([np.zeros_like(kernel), np.eye(classes, dtype=bias.dtype)[label] * 10.0])
+    return Judge(classifier)
 
 
 def test_conditional_accuracy_uses_every_requested_sample_and_fcd_as_many_as_the_real_images():
     from visionlake.models.generative import build_generator
-    from visionlake.models.classifier import build_classifier
-    from visionlake.evaluate.generative import GanQuality, Judge
+    from visionlake.evaluate.generative import GanQuality, generate
 
     shape, classes = (32, 32, 3), 5
-    judge = Judge(build_classifier("lenet", shape, classes))
+    judge = _judge_that_always_answers(2)
     real = np.random.default_rng(0).uniform(-1, 1, (12, *shape)).astype(np.float32)
     quality = GanQuality(judge, judge.features(real), floor_fcd=1.0, samples=len(real), num_classes=classes,
                          seed=3, accuracy_samples=60)
@@ -151,7 +164,31 @@ def test_conditional_accuracy_uses_every_requested_sample_and_fcd_as_many_as_the
     figures = quality.evaluate(generator)
 
     assert figures["fcd_samples"] == 12 and figures["conditional_accuracy_samples"] == 60
-    assert figures["fcd"] > 0 and 0 <= figures["conditional_accuracy"] <= 1
+    # The requested labels cycle over the 5 classes: 12 of the 60 ask for class 2, which the judge always answers
+    # (of the first 12 alone, 2 would).
+    assert figures["conditional_accuracy"] == pytest.approx(12 / 60)
+    assert figures["fcd_train_test"] == 1.0
+    # The FCD compares the first 12 generated images (as many as the real ones) with the real features.
+    generated, _ = generate(generator, 60, classes, seed=3)
+    first = judge.features(generated[:12])
+    assert figures["fcd"] == pytest.approx(frechet_distance(fit_gaussian(first), fit_gaussian(judge.features(real))))
+    assert figures["fcd"] != pytest.approx(frechet_distance(fit_gaussian(judge.features(generated)),
+                                                            fit_gaussian(judge.features(real))))
+
+
+def test_the_judge_sees_images_in_0_1_and_labels_each_image_across_prediction_batches():
+    import tensorflow as tf
+
+    from visionlake.evaluate.generative import PREDICT_BATCH
+
+    judge = _judge_that_always_answers(3, shape=(8, 8, 1), classes=4)
+    images = np.linspace(-1, 1, (PREDICT_BATCH + 3) * 64, dtype=np.float32).reshape(-1, 8, 8, 1)
+    features, predicted = judge.features_and_labels(images)
+    assert features.shape == (PREDICT_BATCH + 3, 128) and predicted.tolist() == [3] * (PREDICT_BATCH + 3)
+    # Images come in [-1, 1] and reach the classifier in [0, 1]: all -1 is what the classifier sees as all 0.
+    classifier_features = tf.keras.Model(judge.classifier.inputs, judge.classifier.get_layer("features").output)
+    np.testing.assert_allclose(judge.features(np.full((1, 8, 8, 1), -1.0, np.float32)),
+                               classifier_features(np.zeros((1, 8, 8, 1), np.float32)).numpy(), atol=1e-6)
 
 
 def test_odd_image_sides_are_refused_with_advice():
@@ -163,20 +200,40 @@ def test_odd_image_sides_are_refused_with_advice():
 
 
 def test_frechet_distance_matches_the_closed_form_for_known_gaussians():
-    rng = np.random.default_rng(0)
-    a = rng.normal(0.0, 1.0, size=(20000, 3))
-    b = rng.normal(2.0, 2.0, size=(20000, 3))
-    # Per dimension: (mu_a - mu_b)^2 + s_a^2 + s_b^2 - 2 s_a s_b = 4 + 1 + 4 - 4 = 5
-    assert frechet_features_distance(a, b) == pytest.approx(15.0, rel=0.03)
-    assert frechet_features_distance(a, a) == pytest.approx(0.0, abs=1e-6)
-    assert frechet_features_distance(a, b) == pytest.approx(frechet_features_distance(b, a), rel=1e-9)
+    # For 2 x 2 covariances, Tr((S_a S_b)^1/2) is the sum of the square roots of the two eigenvalues of S_a S_b:
+    # sqrt(Tr(S_a S_b) + 2 sqrt(det S_a det S_b)). Here S_a S_b = [[2, 4], [1, 8]] (trace 10), det 3 and det 4.
+    a = Gaussian(np.array([0.0, 0.0]), np.array([[2.0, 1.0], [1.0, 2.0]]), 10)
+    b = Gaussian(np.array([1.0, -2.0]), np.array([[1.0, 0.0], [0.0, 4.0]]), 10)
+    expected = (1 + 4) + 4.0 + 5.0 - 2 * math.sqrt(10.0 + 2 * math.sqrt(3.0 * 4.0))
+    assert frechet_distance(a, b) == pytest.approx(expected, abs=1e-9)
+    assert frechet_distance(b, a) == pytest.approx(expected, abs=1e-9)
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_frechet_features_distance_fits_the_mean_and_unbiased_covariance_of_each_set():
+    square = np.array([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]])  # mean 0, covariance (n - 1 = 3): 2/3 I
+    gaussian = fit_gaussian(square)
+    assert gaussian.count == 4 and gaussian.mean.tolist() == [0.0, 0.0]
+    np.testing.assert_allclose(gaussian.covariance, np.eye(2) * 2 / 3)
+    # 2 x square + (3, 0): mean (3, 0), covariance 8/3 I; per axis 2/3 + 8/3 - 2 sqrt(16/9) = 2/3
+    assert frechet_features_distance(square, 2 * square + [3.0, 0.0]) == pytest.approx(9 + 2 * 2 / 3, abs=1e-9)
 
 
 def test_frechet_distance_survives_singular_covariances():
     features = np.zeros((50, 4))
     features[:, 0] = np.arange(50)  # rank-one covariance
     gaussian = fit_gaussian(features)
+    variance = np.var(np.arange(50), ddof=1)  # 212.5
     assert frechet_distance(gaussian, gaussian) == pytest.approx(0.0, abs=1e-6)
+    shifted = fit_gaussian(features + [0.0, 3.0, 0.0, 4.0])  # same covariance, mean moved by 5
+    assert frechet_distance(gaussian, shifted) == pytest.approx(25.0, abs=1e-6)
+    across = fit_gaussian(features[:, [1, 0, 2, 3]])  # rank one along another axis: S_a S_b = 0
+    assert frechet_distance(gaussian, across) == pytest.approx(2 * variance + 2 * 24.5 ** 2, abs=1e-6)
+    # Fewer feature vectors than dimensions (a small FCD sample): rank 5 of 16, eigenvalues at rounding noise.
+    few = fit_gaussian(np.random.default_rng(0).normal(size=(6, 16)))
+    moved = Gaussian(few.mean + np.eye(16)[0] * 3.0, few.covariance, few.count)
+    assert frechet_distance(few, few) == pytest.approx(0.0, abs=1e-6)
+    assert frechet_distance(few, moved) == pytest.approx(9.0, abs=1e-6)
     with pytest.raises(ValueError, match="at least two"):
         fit_gaussian(features[:1])
 
@@ -192,9 +249,17 @@ def test_generation_tasks_cover_every_class_once_with_distinct_seeds():
     tasks = plan_tasks(num_classes=3, per_class=250, batch_size=100, seed=1)
     for label in range(3):
         mine = [t for t in tasks if t.label == label]
-        assert [t.first_index for t in mine] == [0, 100, 200] and sum(t.count for t in mine) == 250
+        assert [(t.first_index, t.count) for t in mine] == [(0, 100), (100, 100), (200, 50)]
     assert len({t.seed for t in tasks}) == len(tasks)
-    assert plan_tasks(3, 250, 100, seed=1) == tasks and plan_tasks(3, 250, 100, seed=2) != tasks
+    assert all(0 <= t.seed < 2 ** 56 for t in tasks)  # a Spark LongType, never negative
+    # A task's noise seed depends on (seed, label, first index) only, the same in every process and release: the
+    # same request draws the same images, which is what find_existing relies on. Recorded values, so a change shows.
+    assert [t.seed for t in tasks if t.label < 2] == [23211332731351019, 60648902160444422, 2996161528549537,
+                                                      40867409821747104, 63052110129585680, 19686801686017423]
+    assert task_seed(1, 1, 100) == 63052110129585680
+    larger = plan_tasks(num_classes=5, per_class=400, batch_size=100, seed=1)
+    assert {(t.label, t.first_index, t.seed) for t in tasks} <= {(t.label, t.first_index, t.seed) for t in larger}
+    assert {t.seed for t in plan_tasks(3, 250, 100, seed=2)}.isdisjoint(t.seed for t in tasks)
 
 
 def test_a_synthetic_run_is_a_new_version_and_the_same_request_is_found_again():
@@ -225,3 +290,138 @@ def test_model_references(reference, parsed):
 def test_malformed_model_references_are_refused(reference):
     with pytest.raises(ValueError, match="name@alias"):
         parse_model_reference(reference)
+
+
+def test_tanh_images_map_to_unit_pixels():
+    from visionlake.evaluate.measures import to_unit
+
+    assert to_unit(np.array([-1.0, -0.5, 0.0, 1.0])).tolist() == [0.0, 0.25, 0.5, 1.0]
+    assert to_unit(np.zeros(2, np.float64)).dtype == np.float32
+
+
+def _label_painter(num_classes: int, latent_dim: int = 8, conditional: bool = True):
+    """A generator that draws every image of label k as the grey level k / (num_classes - 1) in [-1, 1] (and an
+    unconditional one that draws mid-grey), whatever the noise."""
+    import tensorflow as tf
+
+    latent = tf.keras.Input((latent_dim,), name="latent")
+    if not conditional:
+        image = tf.keras.layers.Lambda(lambda z: tf.zeros((tf.shape(z)[0], 4, 4, 1)))(latent)
+        return tf.keras.Model(latent, image)
+    label = tf.keras.Input((1,), dtype=tf.int32, name="label")
+    grey = tf.keras.layers.Lambda(lambda l: tf.cast(l, tf.float32) / (num_classes - 1) * 2.0 - 1.0)(label)
+    image = tf.keras.layers.Lambda(lambda g: tf.tile(tf.reshape(g, (-1, 1, 1, 1)), (1, 4, 4, 1)))(grey)
+    return tf.keras.Model([latent, label], image)
+
+
+def test_latent_size_and_conditioning_are_read_from_the_network_inputs():
+    from visionlake.models.generative import build_autoencoder, build_generator, is_conditional, latent_size
+
+    gan = GanConfig(latent_dim=12, filters=8, embedding_dim=4)
+    assert latent_size(build_generator((8, 8, 1), gan)) == 12 and not is_conditional(build_generator((8, 8, 1), gan))
+    assert latent_size(build_generator((8, 8, 1), gan, num_classes=3)) == 12
+    assert is_conditional(build_generator((8, 8, 1), gan, num_classes=3))
+    assert latent_size(build_autoencoder((8, 8, 1), AutoencoderConfig(latent_dim=5, filters=8), False).decoder) == 5
+
+
+def test_a_conditional_sample_grid_has_one_row_per_class():
+    from visionlake.evaluate.generative import GRID_COLUMNS, gan_grid
+
+    expected = np.full((3 * 5 + 1, GRID_COLUMNS * 5 + 1, 1), 128, np.uint8)  # 4 x 4 tiles, 1-pixel grey borders
+    for row, grey in enumerate((0, 128, 255)):  # labels 0, 1, 2 are drawn at -1, 0, 1
+        for column in range(GRID_COLUMNS):
+            expected[1 + row * 5:5 + row * 5, 1 + column * 5:5 + column * 5] = grey
+    np.testing.assert_array_equal(gan_grid(_label_painter(3), num_classes=3, seed=1), expected)
+    unconditional = gan_grid(_label_painter(3, conditional=False), num_classes=3, seed=1)
+    np.testing.assert_array_equal(unconditional, np.full((8 * 5 + 1, 8 * 5 + 1, 1), 128, np.uint8))  # 8 x 8
+
+
+def test_kl_divergence_of_a_diagonal_gaussian_from_the_standard_normal():
+    from visionlake.evaluate.generative import kl_divergence
+
+    mean = np.array([[0.0, 0.0], [1.0, 2.0]], np.float32)
+    log_var = np.array([[0.0, 0.0], [0.0, math.log(4.0)]], np.float32)
+    # KL(N(m, s^2) || N(0, 1)) = (s^2 + m^2 - 1 - log s^2) / 2 per dimension: 0; (0 + 1) / 2 + (4 + 4 - 1 - log 4) / 2
+    np.testing.assert_allclose(kl_divergence(mean, log_var).numpy(), [0.0, 4.0 - math.log(2.0)], rtol=1e-6)
+
+
+def test_prior_samples_decode_seeded_standard_normal_latents():
+    import tensorflow as tf
+
+    from visionlake.evaluate.generative import sample_prior
+
+    latent = tf.keras.Input((4,))
+    identity = tf.keras.Model(latent, tf.keras.layers.Reshape((2, 2, 1))(latent))  # the image is the latent
+    samples = sample_prior(identity, 3000, seed=5)
+    assert samples.shape == (3000, 2, 2, 1)
+    np.testing.assert_array_equal(sample_prior(identity, 3000, seed=5), samples)
+    assert not np.array_equal(sample_prior(identity, 3000, seed=6), samples)
+    assert abs(samples.mean()) < 0.05 and abs(samples.std() - 1.0) < 0.05
+
+
+def test_a_grid_is_written_as_a_png_of_its_pixels(tmp_path):
+    from visionlake.evaluate.generative import write_png
+    from visionlake.lake.images import decode_stored_image
+
+    grid = np.arange(5 * 7 * 3, dtype=np.uint8).reshape(5, 7, 3)
+    write_png(grid, tmp_path / "grid.png")
+    np.testing.assert_array_equal(decode_stored_image((tmp_path / "grid.png").read_bytes()), grid)
+
+
+def test_the_gan_scorer_encoder_maps_images_to_latents_without_batch_norm():
+    import tensorflow as tf
+
+    from visionlake.models.generative import build_encoder
+
+    encoder = build_encoder((8, 8, 1), filters=8, latent_dim=6)
+    assert encoder(np.zeros((3, 8, 8, 1), np.float32)).shape == (3, 6)
+    assert not [layer for layer in encoder.layers if isinstance(layer, tf.keras.layers.BatchNormalization)]
+
+
+def test_critic_features_are_the_discriminator_s_flattened_features():
+    from visionlake.models.generative import build_discriminator, critic_features
+
+    discriminator = build_discriminator((8, 8, 1), GanConfig(latent_dim=8, filters=8))
+    flatten = [layer for layer in discriminator.layers if layer.name.startswith("flatten")][-1]
+    critic = critic_features(discriminator)
+    assert critic.inputs[0] is discriminator.inputs[0] and critic.outputs[0] is flatten.output
+    assert critic(np.zeros((2, 8, 8, 1), np.float32)).shape == (2, flatten.output.shape[-1])
+
+
+def _image_file(path, greys, labels=None) -> str:
+    """A lake-like Parquet file of 4 x 4 grey images (one grey level each), returned as a file: URI."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from visionlake.lake.images import encode_png
+
+    images = [encode_png(np.full((4, 4, 1), grey, np.uint8), 1) for grey in greys]
+    labels = labels or [0] * len(greys)
+    pq.write_table(pa.table({"id": [f"{i:04d}" for i in range(len(greys))], "label": pa.array(labels, pa.int32()),
+                             "image": images}), path)
+    return f"file:{path}"
+
+
+def test_reconstruction_quality_reads_up_to_the_requested_test_images_in_file_order_as_tanh(tmp_path):
+    from visionlake.evaluate.generative import ReconstructionQuality
+    from visionlake.lake.reader import InputSpec
+
+    test = _image_file(tmp_path / "test.parquet", [0, 51, 102, 153, 204, 255])
+    quality = ReconstructionQuality.prepare(InputSpec((4, 4, 1), batch_size=2), (test,), samples=4, seed=9)
+    assert quality.seed == 9 and quality.test_images.shape == (4, 4, 4, 1)
+    np.testing.assert_allclose(quality.test_images[:, 0, 0, 0], [-1.0, -0.6, -0.2, 0.2], atol=1e-6)
+
+
+def test_gan_quality_measures_fcd_on_as_many_images_as_the_test_split_gives(tmp_path):
+    from visionlake.evaluate.generative import GanQuality
+    from visionlake.lake.reader import InputSpec
+
+    judge = _judge_that_always_answers(1, shape=(4, 4, 1), classes=2)
+    spec = InputSpec((4, 4, 1), batch_size=2)
+    test = _image_file(tmp_path / "test.parquet", [0, 60, 120, 250])
+    quality = GanQuality.prepare(judge, spec, (test,), (test,), samples=50, num_classes=2, seed=4)
+    assert (quality.samples, quality.accuracy_samples, quality.num_classes, quality.seed) == (4, 50, 2, 4)
+    assert quality.test_features.shape == (4, 128)
+    assert quality.floor_fcd == pytest.approx(0.0, abs=1e-6)  # train = test: no distance between real sets
+    with pytest.raises(ValueError, match="at least two test images"):
+        GanQuality.prepare(judge, spec, (_image_file(tmp_path / "one.parquet", [9]),), (test,), 50, 2, 4)

@@ -1,4 +1,5 @@
 import io
+import re
 
 import numpy as np
 import pytest
@@ -40,7 +41,14 @@ def test_odd_modes_convert_to_the_target(mode, maker):
     data = encoded(image, "TIFF" if mode in ("CMYK", "I;16") else "PNG")
     result = normalise_image(data, gray(), LIMITS)
     assert result.pixels.shape == (8, 8, 1)
-    assert result.pixels.min() >= 250  # all of these are white
+    assert np.all(result.pixels == 255)  # all of these are white
+
+
+def test_sixteen_bit_grey_is_scaled_to_eight_bits_with_rounding():
+    levels = np.array([[0, 257, 448, 32767, 32768, 65535]], np.uint16)
+    result = normalise_image(encoded(Image.fromarray(levels), "TIFF"), gray(height=1, width=6), LIMITS)
+    # round(v * 255 / 65535): 448 -> 1.74 -> 2, 32767 -> 127.498 -> 127, 32768 -> 127.502 -> 128
+    assert result.pixels[0, :, 0].tolist() == [0, 1, 2, 127, 128, 255]
 
 
 def test_float_pixels_are_an_unsupported_mode():
@@ -103,20 +111,23 @@ def _bomb_png():
     return png_bytes(np.zeros((2000, 2000), np.uint8), optimize=True)  # ~4 Mpx in a few KiB
 
 
-@pytest.mark.parametrize("data, limits, reason", [
-    (b"", LIMITS, "empty_file"),
-    (b"hello, I am text\n" * 4, LIMITS, "not_an_image"),
-    (_truncated_png(), LIMITS, "truncated"),
-    (b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, LIMITS, "not_an_image"),
-    (_bomb_png(), LimitsConfig(max_pixels=1_000_000), "too_many_pixels"),
-    (png_bytes(np.zeros((8, 8), np.uint8)), LimitsConfig(max_file_bytes=10), "file_too_large"),
-    (encoded(Image.new("RGB", (16, 16)), "ICO"), LIMITS, "unsupported_format"),
+@pytest.mark.parametrize("data, limits, reason, detail", [
+    (b"", LIMITS, "empty_file", "0 bytes"),
+    (b"hello, I am text\n" * 4, LIMITS, "not_an_image", "no image codec recognises these 68 bytes"),
+    (_truncated_png(), LIMITS, "truncated", "PNG: .*truncated.*"),
+    (b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, LIMITS, "not_an_image", "no image codec recognises these 48 bytes"),
+    (_bomb_png(), LimitsConfig(max_pixels=1_000_000), "too_many_pixels", "2000x2000 = 4000000 px > limit 1000000"),
+    (png_bytes(np.zeros((8, 8), np.uint8)), LimitsConfig(max_file_bytes=10), "file_too_large",
+     "{size} bytes > limit 10"),
+    (encoded(Image.new("RGB", (16, 16)), "ICO"), LIMITS, "unsupported_format",
+     re.escape("ICO is not one of ['BMP', 'GIF', 'JPEG', 'PNG', 'TIFF', 'WEBP']")),
 ])
-def test_bad_input_is_rejected_with_its_reason(data, limits, reason):
+def test_bad_input_is_rejected_with_its_reason(data, limits, reason, detail):
     with pytest.raises(RejectedImage) as rejection:
         normalise_image(data, gray(), limits)
     assert rejection.value.reason == reason
-    assert rejection.value.detail
+    assert re.fullmatch(detail.replace("{size}", str(len(data))), rejection.value.detail), rejection.value.detail
+    assert str(rejection.value) == f"{reason}: {rejection.value.detail}"
 
 
 def test_corrupt_pixel_data_is_reported_as_corrupt():
@@ -125,7 +136,8 @@ def test_corrupt_pixel_data_is_reported_as_corrupt():
     data[start:start + 40] = b"\xff" * 40  # same length, garbage deflate stream
     with pytest.raises(RejectedImage) as rejection:
         normalise_image(bytes(data), gray(), LIMITS)
-    assert rejection.value.reason in ("corrupt", "truncated")
+    assert rejection.value.reason == "corrupt"  # not "truncated": every byte is there
+    assert rejection.value.detail.startswith("PNG: ")
 
 
 def photo(height: int, width: int, seed: int = 0) -> np.ndarray:
@@ -204,3 +216,46 @@ def test_a_20_megapixel_jpeg_normalises_in_bounded_memory(tmp_path):
     output = subprocess.run([sys.executable, "-c", script, str(big)], capture_output=True, text=True, check=True)
     shape, megabytes = output.stdout.strip().rsplit(" ", 1)
     assert shape == "(224, 224, 3)" and int(megabytes) < 40, output.stdout
+
+
+def test_allowed_formats_are_the_pillow_formats_of_the_configured_extensions():
+    from visionlake.lake.images import allowed_formats
+
+    assert allowed_formats([".PNG", ".jpg", ".jpeg", ".txt"]) == frozenset({"PNG", "JPEG"})
+    assert allowed_formats([]) == frozenset()
+    with pytest.raises(RejectedImage) as rejection:  # a format outside the configured extensions is refused
+        normalise_image(png_bytes(np.zeros((8, 8), np.uint8)), gray(), LIMITS, allowed_formats([".jpg"]))
+    assert rejection.value.reason == "unsupported_format"
+
+
+def test_mode_conversion_uses_luma_and_composites_transparency_over_the_background():
+    from visionlake.lake.images import convert_mode
+
+    same = Image.new("L", (2, 2), 9)
+    assert convert_mode(same, "L", 0) is same
+    # ITU-R 601 luma: 0.299 * 10 + 0.587 * 200 + 0.114 * 30 = 123.81
+    assert np.asarray(convert_mode(Image.new("RGB", (2, 2), (10, 200, 30)), "L", 0)).tolist() == [[124, 124]] * 2
+    half = np.zeros((2, 2, 2), np.uint8)
+    half[..., 0], half[..., 1] = 100, 128  # grey 100 at alpha 128/255 over 200: 100 * 128/255 + 200 * 127/255
+    assert np.asarray(convert_mode(Image.fromarray(half, "LA"), "L", 200)).tolist() == [[150, 150]] * 2
+    palette = Image.new("P", (2, 2), 0)
+    palette.putpalette([255, 0, 0] * 256)
+    palette.info["transparency"] = 0  # a transparent palette entry: the background shows
+    assert np.asarray(convert_mode(palette, "RGB", 40)).tolist() == [[[40, 40, 40]] * 2] * 2
+    with pytest.raises(RejectedImage, match="pixel mode F has no defined conversion to L"):
+        convert_mode(Image.new("F", (2, 2)), "L", 0)
+
+
+def test_jpeg_storage_is_a_baseline_jpeg_of_the_pixels_at_the_quality_asked():
+    from visionlake.lake.images import encode_jpeg
+
+    pixels = photo(64, 80)
+    high, low = encode_jpeg(pixels, 95), encode_jpeg(pixels, 30)
+    assert high[:3] == b"\xff\xd8\xff" and len(low) < len(high)
+    error = {quality: np.abs(decode_stored_image(data).astype(int) - pixels).mean() for quality, data in
+             ((95, high), (30, low))}
+    assert error[95] < error[30] and error[95] < 6  # the photo's own noise has a standard deviation of 6
+    grey = pixels[:, :, :1]
+    assert decode_stored_image(encode_jpeg(grey, 95)).shape == (64, 80, 1)
+    with Image.open(io.BytesIO(high)) as image:
+        assert image.format == "JPEG" and not image.info.get("progressive")

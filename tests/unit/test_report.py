@@ -6,6 +6,7 @@ import io
 import re
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from visionlake.operate.report import Anomaly, ReportInputs, as_png, grid_rows, histogram_png, render_html
@@ -43,6 +44,27 @@ def test_a_grid_is_cut_into_one_strip_per_class_scaled_three_times():
     assert [int(strip.mean()) for strip in strips] == [0, 100, 200]
 
 
-def test_the_histogram_is_a_png():
-    png = histogram_png(np.random.default_rng(0).normal(size=500), threshold=1.5)
-    assert Image.open(io.BytesIO(png)).format == "PNG"
+_BARS, _THRESHOLD = (76, 120, 168), (228, 87, 86)  # #4c78a8 and #e45756
+
+
+def _histogram(threshold) -> np.ndarray:
+    png = histogram_png(np.random.default_rng(0).normal(size=500), threshold=threshold)
+    image = Image.open(io.BytesIO(png))
+    assert image.format == "PNG" and image.size == (700, 320)  # 7 x 3.2 inches at 100 dpi
+    return np.asarray(image)[..., :3]
+
+
+def _line_column(pixels: np.ndarray) -> float:
+    """The mean column of the threshold colour's vertical line (columns where it runs over 50 rows)."""
+    columns = (pixels == _THRESHOLD).all(axis=-1).sum(axis=0)
+    assert (columns > 50).any(), "no vertical threshold line"
+    return float(np.flatnonzero(columns > 50).mean())
+
+
+def test_the_histogram_is_a_png_of_the_scores_with_the_threshold_as_a_vertical_line():
+    plain = _histogram(None)
+    assert (plain == _BARS).all(axis=-1).sum() > 10000  # the bars
+    assert not (plain == _THRESHOLD).all(axis=-1).any()  # no threshold, no line
+    low, middle, high = (_line_column(_histogram(t)) for t in (-1.0, 0.0, 1.5))
+    assert low < middle < high  # the line stands at its score on the axis
+    assert (high - middle) / (middle - low) == pytest.approx(1.5, rel=0.1)  # the axis is linear in the score

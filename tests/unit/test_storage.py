@@ -96,3 +96,24 @@ def test_an_unwritable_folder_is_a_storage_error_naming_the_file(tmp_path):
     blocker.write_text("")
     with pytest.raises(filesystem.StorageError, match="cannot write .*not-a-folder/v000001.json"):
         create_local_file_exclusively(str(blocker / "v000001.json"), "text")
+
+
+def test_the_commit_s_temporary_files_are_told_from_data(tmp_path, monkeypatch):
+    assert filesystem.is_temporary(".tmp-0123abcd") and filesystem.is_temporary("..tmp-0123abcd.crc")  # Hadoop's
+    assert not filesystem.is_temporary("v000001.json") and not filesystem.is_temporary("tmp-x")
+    # What create_local_file_exclusively writes before it names the file is such a temporary file.
+    written = []
+    link = os.link
+    monkeypatch.setattr(filesystem.os, "link", lambda source, target: written.append(source) or link(source, target))
+    create_local_file_exclusively(str(tmp_path / "v000001.json"), "{}")
+    assert len(written) == 1 and filesystem.is_temporary(os.path.basename(written[0]))
+
+
+def test_lake_uris_open_on_the_matching_pyarrow_file_system(tmp_path):
+    from pyarrow import fs as pafs
+
+    for uri in (f"file:{tmp_path}/x.parquet", f"file://{tmp_path}/x.parquet", f"{tmp_path}/x.parquet"):
+        system, path = filesystem.pyarrow_filesystem(uri)
+        assert isinstance(system, pafs.LocalFileSystem) and path == f"{tmp_path}/x.parquet"
+    system, path = filesystem.pyarrow_filesystem("mock:///bucket/lake/x.parquet")  # pyarrow's in-memory store
+    assert isinstance(system, pafs._MockFileSystem) and path == "bucket/lake/x.parquet"  # other schemes: pyarrow

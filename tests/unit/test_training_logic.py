@@ -18,9 +18,14 @@ def test_learning_rate_warms_up_to_the_scaled_rate_then_decays():
 
 def test_cosine_schedule_falls_to_zero_after_the_warm_up():
     settings = TrainConfig(learning_rate=0.001, warmup_epochs=1, epochs=5, lr_schedule="cosine")
-    rates = [learning_rate_at(step, 10, settings, ranks=2, decay=0.5) for step in range(50)]
-    assert rates[9] == pytest.approx(0.002) and rates[10] == pytest.approx(0.002)
-    assert rates[30] == pytest.approx(0.001) and rates[-1] < 0.00002
+    rates = [learning_rate_at(step, 10, settings, ranks=2, decay=0.5) for step in range(70)]
+    assert rates[9] == pytest.approx(0.002) and rates[10] == pytest.approx(0.002)  # the plateau decay plays no part
+    # 0.002 (1 + cos(pi p)) / 2 over the 40 steps after the warm-up: p = 1/4, 1/2, 3/4, then 0 from the end on
+    half_root_two = 2 ** 0.5 / 2
+    assert rates[20] == pytest.approx(0.001 * (1 + half_root_two), rel=1e-9)
+    assert rates[30] == pytest.approx(0.001, rel=1e-9)
+    assert rates[40] == pytest.approx(0.001 * (1 - half_root_two), rel=1e-9)
+    assert rates[50:] == [0.0] * 20  # steps past the last epoch (a resumed run's rounding) stay at zero
     assert all(a >= b for a, b in zip(rates[10:], rates[11:]))
 
 
@@ -75,3 +80,75 @@ def test_checkpoint_store_resumes_the_latest_epoch_and_keeps_the_best_weights(tm
     other = tf.keras.Sequential([tf.keras.Input((2,)), tf.keras.layers.Dense(1)])
     load_weights({"model": other}, store.load_best())
     np.testing.assert_array_equal(other.get_weights()[0], best["model"][0])
+
+
+def test_training_curves_are_one_panel_per_figure_group(tmp_path):
+    from PIL import Image
+
+    from visionlake.evaluate.classification import plot_curves
+
+    history = [{"epoch": 1, "loss": 1.0, "val_loss": 1.2, "accuracy": 0.5}, {"epoch": 2, "loss": 0.5, "accuracy": 0.8}]
+    assert plot_curves(history, tmp_path / "curves.png") == tmp_path / "curves.png"  # a missing figure is a gap
+    with Image.open(tmp_path / "curves.png") as image:
+        assert image.format == "PNG" and image.size == (1000, 400)  # two 5 x 4 inch panels at 100 dpi
+    three = {"a": ("loss",), "b": ("accuracy",), "c": ("val_loss",)}
+    with Image.open(plot_curves(history, tmp_path / "three.png", three)) as image:
+        assert image.size == (1500, 400)
+
+
+def test_the_confusion_matrix_figure_grows_with_the_classes(tmp_path):
+    from PIL import Image
+
+    from visionlake.evaluate.classification import plot_confusion_matrix
+
+    for names, side in ((["a", "b", "c"], 280), (["a"] * 10, 700)):  # 1 + 0.6 inches per class, 100 dpi
+        path = plot_confusion_matrix(np.eye(len(names), dtype=int), names, tmp_path / f"{len(names)}.png")
+        with Image.open(path) as image:
+            assert image.format == "PNG" and image.size == (side, side)
+
+
+def test_the_weights_digest_is_the_sha256_of_every_weight_of_every_model_in_order():
+    import hashlib
+    from types import SimpleNamespace
+
+    from visionlake.train.loop import weights_digest
+
+    def model(*weights):
+        return SimpleNamespace(get_weights=lambda: [np.asarray(w, np.float32) for w in weights])
+
+    a, b = model([1.0, 2.0], [[3.0]]), model([4.0])
+    expected = hashlib.sha256(np.array([1, 2, 3, 4], np.float32).tobytes()).hexdigest()
+    assert weights_digest(a, b) == expected
+    assert weights_digest(b, a) != expected and weights_digest(model([1.0, 2.0], [[3.5]]), b) != expected
+    assert weights_digest() == hashlib.sha256().hexdigest()
+
+
+def test_a_rank_task_adds_nothing_it_does_not_override():
+    from visionlake.train.loop import RankTask
+
+    task = RankTask()
+    assert task.before_step(3) is None and task.after_restore() is None
+    assert task.validate(None) == {} and task.epoch_figures() == {}
+    assert task.should_stop({"val_loss": 1.0}) is False
+    assert task.on_epoch_end_rank_zero(1, True, None, "run") == {}
+    with pytest.raises(NotImplementedError):
+        task.train_step(None, None)
+
+
+@pytest.mark.parametrize("master, loopback", [
+    ("local", True), ("local[4]", True), ("local[*]", True),
+    ("spark://127.0.0.1:7077", True), ("spark://localhost:7077", True),
+    ("spark://127.0.0.10:7077", False), ("spark://master:7077", False), ("yarn", False),
+    ("k8s://https://127.0.0.1:6443", False),
+])
+def test_ranks_talk_over_loopback_only_when_every_node_is_this_machine(master, loopback):
+    from visionlake.train.launcher import on_loopback
+
+    assert on_loopback(master) is loopback
+
+
+def test_ranks_share_the_cores_unless_told_how_many_threads_each_takes():
+    from visionlake.train.launcher import threads_per_rank
+
+    assert [threads_per_rank(8, 2, 0), threads_per_rank(8, 3, 0), threads_per_rank(2, 4, 0)] == [4, 2, 1]
+    assert threads_per_rank(8, 0, 0) == 8 and threads_per_rank(8, 2, 3) == 3

@@ -93,7 +93,8 @@ def open_output_stream(uri: str):
     filesystem, path = pyarrow_filesystem(uri)
     if uri.startswith(("file:", "/")):  # object stores and HDFS create parents themselves
         filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
-    return filesystem.open_output_stream(path)
+    # The bytes are written as given: pyarrow would otherwise gzip again what a .tfrecord.gz name already holds.
+    return filesystem.open_output_stream(path, compression=None)
 
 
 def write_shards(batches: Iterator[pd.DataFrame], staging_uri: str, compression: str) -> Iterator[pd.DataFrame]:
