@@ -146,6 +146,7 @@ lock: setup
 	$(PY) .ci/lock.py
 
 dist: setup
+	rm -rf build  # setuptools packs whatever an earlier build left there, moved modules included
 	$(PIP) wheel --no-deps --no-build-isolation -w dist .
 
 # The packed job environment that cluster runs ship with `spark-submit --archives dist/visionlake-env.tar.gz#environment`

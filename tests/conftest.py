@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -32,6 +33,7 @@ def spark():
 def visionlake_wheel(tmp_path_factory) -> Path:
     """A wheel of the checkout, as `make dist` builds it (fresh for every test session)."""
     folder = tmp_path_factory.mktemp("dist")
+    shutil.rmtree(REPO / "build", ignore_errors=True)  # setuptools packs what an earlier build left there
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
                     "--disable-pip-version-check", "-w", str(folder), str(REPO)], check=True)
     return next(folder.glob("visionlake-*.whl"))

@@ -168,3 +168,15 @@ def test_committed_runs_are_the_run_history_and_the_live_runs():
     manifest = a_manifest(runs=({"run_id": "r1"}, {"run_id": "r2", "kind": "synthetic"}), live_runs=("r2", "p1"))
     assert manifest.committed_runs() == {"r1", "r2", "p1"}
     assert a_manifest().committed_runs() == set()
+
+
+def test_keys_a_newer_writer_added_survive_every_later_commit():
+    document = a_manifest(version=3, live_runs=("r1",)).to_json()
+    document["lineage"] = {"upstream": "s3a://raw/v7"}  # a section this version does not know
+    read = M.Manifest.from_json(json.loads(json.dumps(document)))
+    following = read.next_version(run={"run_id": "p1"}, created_at=dt.datetime(2026, 1, 2), live_runs=["r1", "p1"],
+                                  tables={})
+    assert following.to_json()["lineage"] == {"upstream": "s3a://raw/v7"}
+    assert "label_map" not in read.extra and read.to_json()["label_map"] == {"a": 0, "b": 1}
+    with pytest.raises(TypeError, match="new_setting"):  # an image setting this version cannot honour: refused
+        M.Manifest.from_json({**document, "image": {**document["image"], "new_setting": 1}})

@@ -63,3 +63,12 @@ def test_the_wheel_requires_tensorflow_only_through_an_extra(visionlake_wheel):
     assert tensorflow and all("extra ==" in r for r in tensorflow), tensorflow
     assert {r.split("extra ==")[1].strip().strip("'\"") for r in tensorflow} == {"cpu", "gpu"}
     assert "Provides-Extra: gpu" in metadata and "Provides-Extra: cpu" in metadata
+
+
+def test_the_wheel_holds_exactly_the_package_in_the_tree(visionlake_wheel):
+    """No module an earlier build left in build/ (the flat modules before the subpackages) rides along."""
+    package = REPO / "lib" / "visionlake"
+    in_tree = {str(p.relative_to(package.parent)) for p in package.rglob("*.py") if "__pycache__" not in p.parts}
+    with zipfile.ZipFile(visionlake_wheel) as wheel:
+        in_wheel = {name for name in wheel.namelist() if name.startswith("visionlake/") and name.endswith(".py")}
+    assert in_wheel == in_tree

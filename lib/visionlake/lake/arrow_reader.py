@@ -8,7 +8,7 @@ fresh row-group order each pass (the tf.data shuffle buffer mixes rows across gr
 """
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Iterator, Optional
 
 import numpy as np
 
@@ -23,34 +23,40 @@ def rank_row_groups(row_groups_per_file: list[tuple[str, int]], shard: RankShard
     return numbered
 
 
-def _row_group_counts(files: tuple[str, ...]) -> list[tuple[str, int]]:
-    import pyarrow.parquet as pq
-
+def _file_systems(files: tuple[str, ...]) -> dict[str, tuple]:
+    """(file system, path) of each file, one connection per file system (an S3 client, an HDFS connection)."""
     from visionlake.lake.filesystem import pyarrow_filesystem
 
+    return {uri: pyarrow_filesystem(uri) for uri in files}
+
+
+def _row_group_counts(located: dict[str, tuple]) -> list[tuple[str, int]]:
+    import pyarrow.parquet as pq
+
     counts = []
-    for uri in files:
-        filesystem, path = pyarrow_filesystem(uri)
+    for uri, (filesystem, path) in located.items():
         with filesystem.open_input_file(path) as handle:
             counts.append((uri, pq.ParquetFile(handle).metadata.num_row_groups))
     return counts
 
 
-def examples(shard: RankShard, labels: tuple[int, ...], training: bool, seed: int) -> Iterator[tuple[bytes, int]]:
+def examples(shard: RankShard, labels: tuple[int, ...], training: bool, seed: int,
+             located: Optional[dict[str, tuple]] = None,
+             groups: Optional[list[tuple[str, int]]] = None) -> Iterator[tuple[bytes, int]]:
     """(stored image bytes, label) of the rank's share; forever in a new row-group order each pass when
-    ``training``, else once in file order."""
+    ``training``, else once in file order. ``located`` and ``groups`` (the files' file systems and the rank's row
+    groups) are looked up when not given."""
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from visionlake.lake.filesystem import pyarrow_filesystem
-
-    groups = rank_row_groups(_row_group_counts(shard.files), shard)
+    located = located if located is not None else _file_systems(shard.files)
+    groups = groups if groups is not None else rank_row_groups(_row_group_counts(located), shard)
     columns = ["image", "label", "id"] if shard.shared_by_row else ["image", "label"]
     order = np.random.default_rng(seed + shard.rank)
     while True:
         for position in (order.permutation(len(groups)) if training else range(len(groups))):
             uri, index = groups[position]
-            filesystem, path = pyarrow_filesystem(uri)
+            filesystem, path = located[uri]
             with filesystem.open_input_file(path) as handle:
                 table = pq.ParquetFile(handle).read_row_group(index, columns=columns)
             if labels:
@@ -69,9 +75,12 @@ def _int_array(values: tuple[int, ...], arrow_type):
 
 
 def arrow_dataset(shard: RankShard, labels: tuple[int, ...], training: bool, seed: int):
-    """The rank's share as a ``tf.data.Dataset`` of (stored image bytes, int32 label)."""
+    """The rank's share as a ``tf.data.Dataset`` of (stored image bytes, int32 label). The file systems and the
+    row groups are looked up once, not on each pass (validation iterates the dataset every epoch)."""
     import tensorflow as tf
 
+    located = _file_systems(shard.files)
+    groups = rank_row_groups(_row_group_counts(located), shard)
     return tf.data.Dataset.from_generator(
-        lambda: examples(shard, labels, training, seed),
+        lambda: examples(shard, labels, training, seed, located, groups),
         output_signature=(tf.TensorSpec((), tf.string), tf.TensorSpec((), tf.int32)))

@@ -89,6 +89,8 @@ class Manifest:
     committed_at: Optional[str] = None
     superseded: dict[str, dict[str, Any]] = field(default_factory=dict)
     format: int = MANIFEST_FORMAT
+    # Top-level keys this version does not know (a newer writer's): kept, and written back by every later commit.
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def label_map(self) -> dict[str, int]:
@@ -114,13 +116,15 @@ class Manifest:
         """The JSON document (``label_map`` included for readers outside Python; absent sections left out)."""
         document = dataclasses.asdict(self)
         document["label_map"] = self.label_map
-        return {key: value for key, value in document.items() if value is not None}
+        extra = document.pop("extra")
+        return {**extra, **{key: value for key, value in document.items() if value is not None}}
 
     @classmethod
     def from_json(cls, document: dict[str, Any]) -> "Manifest":
         """The typed record of a stored document; fields added since it was written take their defaults."""
-        names = {f.name for f in dataclasses.fields(cls)}
+        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         values = {key: value for key, value in document.items() if key in names}
+        values["extra"] = {key: value for key, value in document.items() if key not in names | {"label_map"}}
         values["image"] = ImageSpec(**document["image"])
         values["source"] = SourceRecord(**document["source"]) if document.get("source") else None
         values["label_names"] = tuple(document["label_names"])

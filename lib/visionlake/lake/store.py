@@ -277,7 +277,12 @@ class Lake:
                                     f"{dataset!r}, the file is damaged: restore it from a backup") from None
                 time.sleep(0.1)
                 continue
-            return Manifest.from_json(document)
+            try:
+                return Manifest.from_json(document)
+            except (KeyError, TypeError) as error:
+                raise LakeError(f"{location} is not a manifest this visionlake can read (at {error}); it was "
+                                "damaged, or written by a newer visionlake: upgrade, or restore it from a backup") \
+                    from None
 
     def require_manifest(self, dataset: str) -> Manifest:
         manifest = self.read_manifest(dataset)

@@ -22,7 +22,7 @@ from visionlake import tracking
 from visionlake.config import Config, TrainConfig
 from visionlake.lake.reader import InputSpec, open_images
 from visionlake.evaluate.classification import confusion_matrix, per_class_report, plot_confusion_matrix, plot_curves
-from visionlake.train.driver import plan_training, train_on_ranks
+from visionlake.train.driver import open_dataset, plan_training, train_on_ranks
 from visionlake.train.launcher import init_rank
 from visionlake.train.checkpoints import NetworkWeights, load_weights
 from visionlake.train.loop import LoopJob, RankTask, run_loop, step_averaged
@@ -186,9 +186,9 @@ def train_classifier(spark: SparkSession, config: Config) -> TrainSummary:
 
     started = time.perf_counter()
     settings = config.train
-    plan = plan_training(spark, config, batch_size=settings.batch_size, max_steps=settings.max_steps_per_epoch,
-                         section="train", reader=settings.reader, augment=settings.augment,
-                         synthetic_fraction=settings.synthetic_fraction)
+    plan = plan_training(spark, config, open_dataset(spark, config), batch_size=settings.batch_size,
+                         max_steps=settings.max_steps_per_epoch, section="train", reader=settings.reader,
+                         augment=settings.augment, synthetic_fraction=settings.synthetic_fraction)
     label_names = plan.label_names
     with tracking.tracked_run(plan.experiment_id, f"{settings.model}-{settings.dataset}",
                               settings.resume_run_id) as run:

@@ -1,8 +1,9 @@
 """The driver side every trainer shares: dataset -> image shape -> input plan -> ranks -> history.
 
-``plan_training`` does everything that can fail on bad input (no dataset, unusable tracking store, too few images
-for the ranks) before a trainer opens its MLflow run; ``TrainingPlan.loop`` is the rank loop's job and
-``train_on_ranks`` runs it and collects what the ranks return. The trainers add only their model.
+Bad input fails before a trainer opens its MLflow run: ``open_dataset`` (no dataset, unusable tracking store; no
+Spark work yet), then the trainer's own checks, then ``plan_training`` (too few images for the ranks).
+``TrainingPlan.loop`` is the rank loop's job, and ``train_on_ranks`` runs it and collects what the ranks return.
+The trainers add only their model.
 """
 from __future__ import annotations
 
@@ -51,29 +52,46 @@ class TrainingPlan:
                        checkpoint_uri=f"{self.checkpoint_root}/{run_id}", **options)
 
 
-def plan_training(spark: SparkSession, config: Config, *, batch_size: int, max_steps: int, section: str,
-                  reader: str = "petastorm", scale: str = "unit", augment: AugmentConfig = AugmentConfig(),
-                  labels: tuple[int, ...] = (), synthetic_fraction: float = 0.0) -> TrainingPlan:
-    """Reads the dataset's manifest, connects to the tracking store and shards ``config.train.dataset`` over the
-    ranks. ``section`` names the trainer's config section in error messages.
+@dataclass(frozen=True)
+class OpenDataset:
+    """A dataset's latest version and the tracking store, both checked: the first step of every trainer."""
+    lake: Lake
+    manifest: Manifest
+    experiment_id: str
+
+
+def open_dataset(spark: SparkSession, config: Config) -> OpenDataset:
+    """Reads ``config.train.dataset``'s manifest and connects to the tracking store (no Spark job).
 
     Raises:
         LakeError: the dataset has no committed version.
         TrackingError: the MLflow store is unusable.
+    """
+    lake = Lake(spark, config.lake.root)
+    manifest = lake.require_manifest(config.train.dataset)
+    return OpenDataset(lake, manifest, tracking.connect(config.tracking))
+
+
+def plan_training(spark: SparkSession, config: Config, dataset: OpenDataset, *, batch_size: int, max_steps: int,
+                  section: str, reader: str = "petastorm", scale: str = "unit",
+                  augment: AugmentConfig = AugmentConfig(), labels: tuple[int, ...] = (),
+                  synthetic_fraction: float = 0.0) -> TrainingPlan:
+    """Shards the opened dataset over the ranks (one Spark job over the Parquet footers). ``section`` names the
+    trainer's config section in error messages.
+
+    Raises:
         ConfigError: too few images for the ranks and batch, or no data for the chosen reader or mix.
     """
-    shared = config.train
-    lake = Lake(spark, config.lake.root)
-    manifest = lake.require_manifest(shared.dataset)
-    experiment_id = tracking.connect(config.tracking)
+    shared, manifest = config.train, dataset.manifest
     num_proc = default_num_proc(spark, shared.num_proc)
     spec = InputSpec(image_shape=manifest.image.shape, batch_size=batch_size, reader=reader, scale=scale,
                      shuffle_buffer=shared.shuffle_buffer, seed=shared.seed, augment=augment, labels=tuple(labels),
                      tfrecord_compression=manifest.tfrecord_compression or "none", codec=manifest.image.codec)
-    inputs = plan_inputs(spark, lake, manifest, num_proc=num_proc, batch_size=batch_size, max_steps=max_steps,
-                         reader=reader, synthetic_fraction=synthetic_fraction, section=section, labels=tuple(labels))
-    return TrainingPlan(manifest, spec, inputs, num_proc, rank_settings(spark, shared, num_proc), experiment_id,
-                        config.tracking.tracking_uri, shared.checkpoint_root)
+    inputs = plan_inputs(spark, dataset.lake, manifest, num_proc=num_proc, batch_size=batch_size,
+                         max_steps=max_steps, reader=reader, synthetic_fraction=synthetic_fraction, section=section,
+                         labels=tuple(labels))
+    return TrainingPlan(manifest, spec, inputs, num_proc, rank_settings(spark, shared, num_proc),
+                        dataset.experiment_id, config.tracking.tracking_uri, shared.checkpoint_root)
 
 
 def train_on_ranks(spark: SparkSession, plan: TrainingPlan, rank_main: Callable, job: Any,

@@ -22,7 +22,7 @@ from visionlake import tracking
 from visionlake.config import Config, ConfigError, GenerativeConfig
 from visionlake.evaluate.classification import plot_curves
 from visionlake.lake.reader import parquet_reader
-from visionlake.train.driver import TrainingPlan, plan_training, train_on_ranks
+from visionlake.train.driver import TrainingPlan, open_dataset, plan_training, train_on_ranks
 from visionlake.train.launcher import init_rank
 from visionlake.train.checkpoints import NetworkWeights, load_weights
 from visionlake.train.loop import LoopJob, RankTask, run_loop, step_averaged, weights_digest
@@ -337,11 +337,12 @@ def prepare_generative(spark: SparkSession, config: Config, labels: tuple[int, .
     """Checks the dataset, the tracking store and the FCD classifier, and shards the inputs (``labels``: only
     these labels, e.g. an anomaly detector's normal class)."""
     settings = config.generative
-    training = plan_training(spark, config, batch_size=settings.batch_size, max_steps=settings.max_steps_per_epoch,
-                             section="generative", scale="tanh", labels=labels,
-                             reader=parquet_reader(config.train.reader))
-    _check_geometry(training.spec.image_shape)
-    judge = _resolve_judge(settings, training.spec.image_shape) if settings.is_gan else None
+    dataset = open_dataset(spark, config)
+    _check_geometry(dataset.manifest.image.shape)
+    judge = _resolve_judge(settings, dataset.manifest.image.shape) if settings.is_gan else None
+    training = plan_training(spark, config, dataset, batch_size=settings.batch_size,
+                             max_steps=settings.max_steps_per_epoch, section="generative", scale="tanh",
+                             labels=labels, reader=parquet_reader(config.train.reader))
     return GenerativePlan(**{f.name: getattr(training, f.name) for f in fields(TrainingPlan)}, config=config,
                           judge=judge)
 
