@@ -82,7 +82,8 @@ def generate(generator, count: int, num_classes: int, seed: int) -> tuple[np.nda
     for start in range(0, count, PREDICT_BATCH):
         batch_labels = labels[start:start + PREDICT_BATCH]
         latent = noise.normal([len(batch_labels), latent_size(generator)])
-        inputs = [latent, batch_labels[:, None]] if conditional else latent
+        # Keras 3 refuses a call whose inputs mix tensors and arrays: both are tensors, on either stack.
+        inputs = [latent, tf.constant(batch_labels[:, None])] if conditional else latent
         images.append(generator(inputs, training=False).numpy())
     return np.concatenate(images), labels
 

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Iterator
 
-import numpy as np
 import pandas as pd
 from pyspark.sql import SparkSession
 from pyspark.sql import types as T
@@ -134,7 +133,8 @@ def generate_partition(tasks: Iterator[pd.DataFrame], *, model_uri: str, trackin
     for frame in tasks:
         for task in frame.itertuples(index=False):
             latent = tf.random.Generator.from_seed(int(task.seed)).normal([int(task.count), latent_size(generator)])
-            labels = np.full((int(task.count), 1), int(task.label), np.int32)
+            # Keras 3 refuses a call whose inputs mix tensors and arrays: both are tensors, on either stack.
+            labels = tf.fill([int(task.count), 1], tf.constant(int(task.label), tf.int32))
             pixels = to_uint8(generator([latent, labels], training=False).numpy())
             rows = []
             for offset, image in enumerate(pixels):
