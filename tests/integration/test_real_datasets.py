@@ -115,9 +115,11 @@ def test_two_ranks_each_stream_every_label_in_well_mixed_batches(tree_lake, spar
     lake = Lake(spark, config.lake.root)
     manifest = lake.read_manifest("demo")
     inputs = plan_inputs(spark, lake, manifest, num_proc=2, batch_size=BATCH, max_steps=0)
-    assert [shard.by for shard in inputs.train] == ["row_group", "row_group"]
+    # Which plan is fair here depends on how the rows fell into row groups, and the lake's row order hashes the
+    # source paths, which hold this run's temporary folder: either plan must stream the same way.
+    assert len({shard.by for shard in inputs.train}) == 1 and inputs.train[0].by in ("row_group", "row")
     spec = InputSpec(image_shape=(16, 16, 3), batch_size=BATCH, shuffle_buffer=config.train.shuffle_buffer, seed=1)
-    # petastorm's cur_shard/shard_count hands each rank exactly the rows the planner counted for it.
+    # petastorm (cur_shard/shard_count, or the row predicate) hands each rank exactly the rows the planner counted.
     assert run_on_ranks(spark, read_once, (spec, inputs), 2) == [shard.rows for shard in inputs.train]
     assert sum(shard.rows for shard in inputs.train) == sum(manifest.counts["train"].values())
     per_rank = run_on_ranks(spark, stream_labels, (spec, inputs, 24), 2)
