@@ -216,7 +216,10 @@ class TrainConfig:
     # petastorm (the default), tfrecord (the TFRecord copy, tf.data only) or arrow (pyarrow into tf.data, no petastorm:
     # also what the generative trainers and evaluation read Parquet with)
     reader: Literal["petastorm", "tfrecord", "arrow"] = "petastorm"
-    num_proc: int = 0            # Horovod ranks; 0 = Spark's default parallelism (the local core count)
+    # horovod (the default) or tf_distribute (MultiWorkerMirroredStrategy on Spark barrier tasks: no Horovod, so it
+    # also runs on stacks Horovod cannot build on, e.g. Keras 3); the same rank loop, models and tracking
+    engine: Literal["horovod", "tf_distribute"] = "horovod"
+    num_proc: int = 0            # ranks; 0 = Spark's default parallelism (the local core count)
     threads_per_rank: int = 0    # 0 = cores / ranks
     epochs: AtLeastOne = 5
     batch_size: AtLeastOne = 32  # per rank
@@ -442,7 +445,7 @@ def config_summary(config: Config) -> list[str]:
     return [f"config: Spark {config.spark.master}, lake {config.lake.root}, MLflow {config.tracking.tracking_uri}",
             f"config: ingest {config.ingest.source.uri} -> dataset {config.ingest.dataset!r} ({image.width}x"
             f"{image.height} {image.mode} {image.codec}); train {train.model} on {train.dataset!r}, "
-            f"{train.epochs} epochs x batch {train.batch_size}/rank, {train.reader} reader",
+            f"{train.epochs} epochs x batch {train.batch_size}/rank, {train.reader} reader, {train.engine} engine",
             "config: `visionlake show-config` with the same --conf and overrides prints every setting and its layer"]
 
 

@@ -154,10 +154,11 @@ def test_a_missing_alias_fails_before_any_spark_work(scored, workspace, spark):
     assert Lake(spark, config.lake.root).read_manifest("demo").version == before
 
 
-@pytest.mark.parametrize("method", ["gan", "classifier"])
-def test_the_other_detectors_train_calibrate_and_score(method, workspace, spark, detector):
-    summary = train_detector(spark, workspace(f"anomaly.method={method}"))
-    assert summary.model_version in ("2", "3") and np.isfinite(summary.calibration.threshold)
+@pytest.mark.parametrize("method, engine", [("gan", "horovod"), ("classifier", "horovod"),
+                                            ("gan", "tf_distribute")])
+def test_the_other_detectors_train_calibrate_and_score(method, engine, workspace, spark, detector):
+    summary = train_detector(spark, workspace(f"anomaly.method={method}", f"train.engine={engine}"))
+    assert summary.model_version in ("2", "3", "4") and np.isfinite(summary.calibration.threshold)
     scorer = load_scorer(f"models:/visionlake-anomaly/{summary.model_version}")
     scores = scorer.score(np.random.default_rng(0).integers(0, 255, (4, 32, 32, 3), dtype=np.uint8))
     assert scores.shape == (4,) and np.isfinite(scores).all()

@@ -140,3 +140,14 @@ def test_synthetic_images_round_trip_through_the_readers_and_mix_into_training(r
 def test_an_unknown_generator_fails_before_any_spark_work(workspace, spark):
     with pytest.raises(TrackingError, match="not in the registry"):
         generate_synthetic(spark, workspace("synthetic.model=visionlake-nothing@champion"))
+
+
+@pytest.mark.parametrize("kind", ["dcgan", "cdcgan", "vae"])
+def test_every_generative_model_trains_on_the_tf_distribute_engine(spark, workspace, kind):
+    summary = train_generative(spark, workspace(f"generative.model={kind}", "train.engine=tf_distribute",
+                                                "train.reader=arrow", "generative.epochs=1"))
+    assert len(summary.rank_initial_digests) == 2 and len(set(summary.rank_initial_digests)) == 1
+    assert len(set(summary.rank_weight_digests)) == 1
+    assert summary.rank_weight_digests[0] != summary.rank_initial_digests[0]
+    assert all(math.isfinite(value) for value in summary.history[-1].values())
+    assert client_of(workspace()).get_run(summary.run_id).data.tags["train.engine"] == "tf_distribute"

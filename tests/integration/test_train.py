@@ -164,13 +164,13 @@ def test_an_unusable_tracking_store_fails_before_training(spark, workspace):
         train_classifier(spark, workspace("tracking.tracking_uri=http://127.0.0.1:9"))
 
 
-def one_step_weights(batch_per_rank: int, seed: int):
+def one_step_weights(batch_per_rank: int, seed: int, engine: str):
     """One optimiser step on this rank's slice of a fixed batch of 2 x batch_per_rank images."""
     import tensorflow as tf
 
     from visionlake.models.classifier import build_classifier
 
-    hvd = init_rank(RankSettings(seed=seed, threads=1))
+    hvd = init_rank(RankSettings(seed=seed, threads=1, engine=engine))
     model = build_classifier("lenet", (12, 12, 1), 3)
     for layer in model.layers:
         if isinstance(layer, tf.keras.layers.Dropout):
@@ -186,11 +186,57 @@ def one_step_weights(batch_per_rank: int, seed: int):
     return [w.copy() for w in model.get_weights()]
 
 
-def test_two_ranks_of_batch_b_step_like_one_rank_of_batch_2b(spark):
-    one_rank = run_on_ranks(spark, one_step_weights, (8, 3), num_proc=1)[0]
-    two_ranks = run_on_ranks(spark, one_step_weights, (8, 3), num_proc=2)
+@pytest.mark.parametrize("engine", ["horovod", "tf_distribute"])
+def test_two_ranks_of_batch_b_step_like_one_rank_of_batch_2b(spark, engine):
+    one_rank = run_on_ranks(spark, one_step_weights, (8, 3, engine), num_proc=1, engine=engine)[0]
+    two_ranks = run_on_ranks(spark, one_step_weights, (8, 3, engine), num_proc=2, engine=engine)
     for rank_weights in two_ranks:
         for expected, actual in zip(one_rank, rank_weights):
             np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-6)
     initial_changed = any(not np.allclose(w, 0) for w in one_rank)
     assert initial_changed
+
+
+def test_the_tf_distribute_engine_trains_like_horovod(spark, workspace):
+    """The same data plan, seeds and schedule on both engines (the arrow reader, which both stacks have)."""
+    runs = {engine: train_classifier(spark, workspace(f"train.engine={engine}", "train.reader=arrow", "train.epochs=4"))
+            for engine in ("horovod", "tf_distribute")}
+    client = mlflow_client(workspace())
+    for engine, summary in runs.items():
+        assert summary.history[-1]["loss"] < summary.history[0]["loss"]
+        assert len(summary.rank_weight_digests) == 2 and len(set(summary.rank_weight_digests)) == 1
+        assert client.get_run(summary.run_id).data.tags["train.engine"] == engine
+    horovod, tf_distribute = runs["horovod"].test_accuracy, runs["tf_distribute"].test_accuracy
+    assert horovod > 0.5, horovod
+    assert abs(tf_distribute - horovod) <= 0.1, (tf_distribute, horovod)
+
+
+def fail_on_rank_one(engine: str) -> int:
+    import tensorflow as tf
+
+    ranks = init_rank(RankSettings(seed=1, threads=1, engine=engine))
+    if ranks.rank() == 1:
+        raise ValueError("rank one cannot go on")
+    ranks.allreduce(tf.constant([1.0]), op=ranks.Sum)  # rank 0 waits here for a peer that is gone
+    return ranks.rank()
+
+
+def _rank_processes() -> list[str]:
+    import subprocess
+    found = subprocess.run(["pgrep", "-f", "visionlake.train.tf_worker"], capture_output=True, text=True)
+    return found.stdout.split()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+@pytest.mark.parametrize("engine", ["horovod", "tf_distribute"])
+def test_a_rank_failure_surfaces_the_same_on_both_engines(spark, engine):
+    import time
+
+    with pytest.raises(TrainingError, match="distributed training failed on rank 1") as failure:
+        run_on_ranks(spark, fail_on_rank_one, (engine,), num_proc=2, engine=engine)
+    assert failure.value.rank == 1
+    assert "ValueError: rank one cannot go on" in failure.value.rank_traceback
+    deadline = time.monotonic() + 30
+    while _rank_processes() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _rank_processes() == [], "the surviving rank must not wait forever for its failed peer"

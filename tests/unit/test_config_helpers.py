@@ -44,7 +44,8 @@ def test_a_job_logs_its_configuration_in_three_lines(tmp_path):
     summary = config_summary(config)
     assert summary[0] == f"config: Spark local[2], lake {tmp_path / 'lake'}, MLflow {config.tracking.tracking_uri}"
     assert summary[1] == (f"config: ingest /raw -> dataset 'parts' (48x32 RGB {config.ingest.image.codec}); train "
-                          f"{config.train.model} on 'parts', 3 epochs x batch 16/rank, {config.train.reader} reader")
+                          f"{config.train.model} on 'parts', 3 epochs x batch 16/rank, {config.train.reader} reader, "
+                          f"{config.train.engine} engine")
     assert summary[2].startswith("config: `visionlake show-config` with the same --conf and overrides")
 
 

@@ -203,7 +203,8 @@ def _train_networks(spark, config: Config, plan: Optional[GenerativePlan], class
     job = EncoderJob(loop=loop, gan_settings=config.generative.gan, gan_weights=fit.weights,
                      feature_weight=settings.feature_weight)
     log.info("training the GAN scorer's encoder for %d epoch(s) against the frozen generator", settings.encoder_epochs)
-    results = sorted(run_on_ranks(spark, encoder_rank, (job,), plan.num_proc), key=lambda r: r["rank"])
+    results = sorted(run_on_ranks(spark, encoder_rank, (job,), plan.num_proc, plan.rank_settings.engine),
+                     key=lambda r: r["rank"])
     from visionlake.models.generative import build_encoder
 
     encoder = build_encoder(plan.spec.image_shape, config.generative.gan.filters, config.generative.gan.latent_dim)

@@ -42,7 +42,8 @@ class TrainingPlan:
         manifest = self.manifest
         return {"dataset": manifest.dataset, "dataset.version": manifest.version,
                 "dataset.digest": manifest.source.digest if manifest.source else "", "dataset.run_id": manifest.run_id,
-                "horovod.num_proc": self.num_proc, **self.inputs.sharding_tags()}
+                "horovod.num_proc": self.num_proc, "train.engine": self.rank_settings.engine,
+                **self.inputs.sharding_tags()}
 
     def loop(self, run_id: str, epochs: int, **options: Any) -> LoopJob:
         """The rank loop's job for MLflow run ``run_id`` (``options``: selection, synthetic mix)."""
@@ -98,5 +99,6 @@ def train_on_ranks(spark: SparkSession, plan: TrainingPlan, rank_main: Callable,
                    run_id: str) -> tuple[list[dict[str, Any]], list[dict[str, float]]]:
     """Runs ``rank_main(job)`` on the plan's ranks; returns their results in rank order and the run's epoch
     history as MLflow recorded it (rank 0 logs)."""
-    results = sorted(run_on_ranks(spark, rank_main, (job,), plan.num_proc), key=lambda result: result["rank"])
+    results = sorted(run_on_ranks(spark, rank_main, (job,), plan.num_proc, plan.rank_settings.engine),
+                     key=lambda result: result["rank"])
     return results, tracking.metric_history(run_id, results[0]["history"])

@@ -1,8 +1,11 @@
-"""The shared Horovod-on-Spark launcher: every distributed trainer (classifier, GAN, VAE) runs through here.
+"""The shared launcher: every distributed trainer (classifier, GAN, VAE, detectors) runs through here, on either
+engine (``train.engine``).
 
-``run_on_ranks`` starts ``num_proc`` Horovod processes in Spark tasks (Gloo, loopback-only in local mode) and turns
-a failure in any rank into one ``TrainingError`` carrying that rank's traceback. ``init_rank`` is what every rank
-function calls first: Horovod init, seeds, thread budget, GPU pinning, optional mixed precision.
+``run_on_ranks`` starts ``num_proc`` ranks in Spark tasks, as Horovod processes (Gloo, loopback-only in local mode)
+or as ``tf.distribute`` workers in a barrier stage (``train/tf_distribute``), and turns a failure in any rank into
+one ``TrainingError`` carrying that rank's traceback. ``init_rank`` is what every rank function calls first: joining
+the ranks, seeds, thread budget, GPU pinning, optional mixed precision. It returns the ranks' collectives: Horovod's
+module, or the same calls on the strategy.
 """
 from __future__ import annotations
 
@@ -42,6 +45,7 @@ class RankSettings:
     seed: int
     threads: int
     mixed_precision: bool = False
+    engine: str = "horovod"
 
 
 class _RankFailures:
@@ -67,34 +71,45 @@ def _run_guarded(fn: Callable, args: tuple) -> Any:
         raise
 
 
-def run_on_ranks(spark: SparkSession, fn: Callable, args: tuple, num_proc: int) -> list[Any]:
-    """Runs ``fn(*args)`` on ``num_proc`` Horovod ranks, one Spark task each; returns the per-rank results.
+def run_on_ranks(spark: SparkSession, fn: Callable, args: tuple, num_proc: int,
+                 engine: str = "horovod") -> list[Any]:
+    """Runs ``fn(*args)`` on ``num_proc`` ranks of ``engine``, one Spark task each; returns the per-rank results.
 
     Raises:
         TrainingError: any rank raised or exited; the message holds the first failing rank's traceback.
     """
-    import horovod.spark
-
     master = spark.sparkContext.master
     loopback = on_loopback(master)
     env = {"TF_CPP_MIN_LOG_LEVEL": "2", **shipped_code_path(spark)}
-    if loopback:
-        env["HOROVOD_GLOO_IFACE"] = "lo"  # Horovod: Gloo rendezvous on loopback only when every node is this machine
     failures = _RankFailures()
     output = RankOutput(relay=lambda rank, text: log.info("rank %d: %s", rank, text), on_line=failures)
-    log.info("starting %d Horovod rank(s) on %s", num_proc, master)
+    log.info("starting %d %s rank(s) on %s", num_proc, "tf.distribute" if engine == "tf_distribute" else "Horovod",
+             master)
     try:
-        return horovod.spark.run(_run_guarded, args=(fn, args), num_proc=num_proc, env=env, stdout=output,
-                                 stderr=output, nics={"lo"} if loopback else None, verbose=0,
-                                 executable=rank_python(spark))
-    except Exception as error:  # noqa: BLE001 - Horovod raises plain RuntimeErrors; we add the rank's traceback
+        if engine == "tf_distribute":
+            from visionlake.train.tf_distribute import run_on_barrier
+
+            return run_on_barrier(spark, _run_guarded, (fn, args), num_proc, output, loopback, env)
+        return _run_horovod(spark, fn, args, num_proc, output, loopback, env)
+    except Exception as error:  # noqa: BLE001 - the engines raise plain RuntimeErrors; we add the rank's traceback
         output.flush()
         if failures.failures:
-            rank = min(failures.failures)
+            rank = next(iter(failures.failures))  # the first to report: the others often fail because it did
             raise TrainingError(rank, "\n".join(failures.failures[rank]), str(error).splitlines()[0]) from error
         raise TrainingError(None, "", str(error)) from error
     finally:
         output.flush()
+
+
+def _run_horovod(spark: SparkSession, fn: Callable, args: tuple, num_proc: int, output: RankOutput, loopback: bool,
+                 env: dict[str, str]) -> list[Any]:
+    import horovod.spark
+
+    if loopback:
+        env = {**env, "HOROVOD_GLOO_IFACE": "lo"}  # Gloo rendezvous on loopback only when every node is this machine
+    return horovod.spark.run(_run_guarded, args=(fn, args), num_proc=num_proc, env=env, stdout=output,
+                             stderr=output, nics={"lo"} if loopback else None, verbose=0,
+                             executable=rank_python(spark))
 
 
 def on_loopback(master: str) -> bool:
@@ -131,26 +146,41 @@ def default_num_proc(spark: SparkSession, configured: int) -> int:
 
 
 def init_rank(settings: RankSettings):
-    """Horovod init and per-rank environment; returns the ``horovod.tensorflow`` module."""
+    """Joins the ranks and sets up this rank's process; returns the collectives (``horovod.tensorflow`` under
+    Horovod, ``StrategyCollectives`` under tf.distribute: the same calls)."""
     import numpy as np
     import tensorflow as tf
-    import horovod.tensorflow as hvd
 
-    hvd.init()  # Horovod: join the ranks
-    # Threads: N ranks on a machine share its cores instead of each starting one thread per core.
+    # Threads: N ranks on a machine share its cores instead of each starting one thread per core. Set before the
+    # strategy starts TensorFlow's runtime.
     tf.config.threading.set_intra_op_parallelism_threads(settings.threads)
     tf.config.threading.set_inter_op_parallelism_threads(max(1, settings.threads // 2))
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpus:  # Horovod: one GPU per process, chosen by local rank
-        for gpu in gpus:
-            tf.config.experimental.set_memory_growth(gpu, True)
-        tf.config.set_visible_devices(gpus[hvd.local_rank() % len(gpus)], "GPU")
-        if settings.mixed_precision:
-            tf.keras.mixed_precision.set_global_policy("mixed_float16")
+    if settings.engine == "tf_distribute":
+        from visionlake.train import tf_distribute
+
+        _pin_gpu(tf, tf_distribute.worker_local_rank(), settings)
+        ranks = tf_distribute.join()
+    else:
+        import horovod.tensorflow as hvd
+
+        hvd.init()  # Horovod: join the ranks
+        _pin_gpu(tf, hvd.local_rank(), settings)
+        ranks = hvd
     # Same initial weights come from rank 0's broadcast; the seed makes runs repeatable, ranks differ by offset.
     tf.keras.utils.set_random_seed(settings.seed)
-    np.random.seed(settings.seed + hvd.rank())
-    return hvd
+    np.random.seed(settings.seed + ranks.rank())
+    return ranks
+
+
+def _pin_gpu(tf, local_rank: int, settings: RankSettings) -> None:
+    """One GPU per rank process, chosen by its rank on the node."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        for gpu in gpus:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        tf.config.set_visible_devices(gpus[local_rank % len(gpus)], "GPU")
+        if settings.mixed_precision:
+            tf.keras.mixed_precision.set_global_policy("mixed_float16")
 
 
 def threads_per_rank(total_cores: int, num_proc: int, configured: int) -> int:
@@ -159,6 +189,6 @@ def threads_per_rank(total_cores: int, num_proc: int, configured: int) -> int:
 
 def rank_settings(spark: SparkSession, train: "TrainConfig", num_proc: int) -> RankSettings:
     """The per-rank environment from the shared ``train`` settings (seed, thread budget, precision)."""
-    return RankSettings(seed=train.seed, mixed_precision=train.mixed_precision,
+    return RankSettings(seed=train.seed, mixed_precision=train.mixed_precision, engine=train.engine,
                         threads=threads_per_rank(spark.sparkContext.defaultParallelism, num_proc,
                                                  train.threads_per_rank))

@@ -1,0 +1,276 @@
+"""The ``tf_distribute`` engine: the same rank loop on TensorFlow's ``MultiWorkerMirroredStrategy``, one worker per
+Spark barrier task, for stacks Horovod cannot build on (Keras 3, TF >= 2.16).
+
+Driver side, ``run_on_barrier`` starts ``num_proc`` barrier tasks. Each task learns its peers from the barrier
+context (``allGather`` of a host:port it reserved), builds ``TF_CONFIG`` and starts the rank in a fresh Python
+process: TensorFlow's collective runtime can be set up once per process and Spark reuses its Python workers. The
+rank's output reaches the driver line by line over a socket (one relay, loopback in local mode) and its result as
+bytes through Spark; nothing on an executor's disk is handed over.
+
+Rank side, ``join`` creates the strategy and returns ``StrategyCollectives``: the handful of Horovod calls the rank
+loop makes (rank, size, allreduce, broadcast, a distributed gradient tape) done with the strategy's all-reduce, so
+the loop, the models and the trainers are one code path for both engines.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import secrets
+import socket
+import socketserver
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any, Callable, Iterator, TextIO
+
+log = logging.getLogger(__name__)
+
+_EXIT_REPORT = re.compile(r"visionlake rank (\d+) exited with status (-?\d+)")
+
+
+# ---- pure helpers ------------------------------------------------------------------------------------------------
+def tf_config(peers: list[str], rank: int) -> dict[str, Any]:
+    """``TF_CONFIG`` for worker ``rank`` of the cluster whose workers listen on ``peers`` (host:port, rank order)."""
+    if not 0 <= rank < len(peers):
+        raise ValueError(f"rank {rank} is not one of the {len(peers)} workers")
+    return {"cluster": {"worker": list(peers)}, "task": {"type": "worker", "index": rank}}
+
+
+def local_rank(config: dict[str, Any]) -> int:
+    """This worker's index among the workers on its own host (which GPU it takes), from its ``TF_CONFIG``."""
+    workers, index = config["cluster"]["worker"], config["task"]["index"]
+    host = workers[index].rsplit(":", 1)[0]
+    return sum(1 for peer in workers[:index] if peer.rsplit(":", 1)[0] == host)
+
+
+# ---- rank side -----------------------------------------------------------------------------------------------------
+class _AveragedTape:
+    """``hvd.DistributedGradientTape``'s contract: ``gradient`` returns the gradients averaged over the workers."""
+
+    def __init__(self, tape, collectives: "StrategyCollectives"):
+        self._tape, self._collectives = tape, collectives
+
+    def gradient(self, target, sources):
+        gradients = self._tape.gradient(target, sources)
+        present = [i for i, gradient in enumerate(gradients) if gradient is not None]
+        summed = self._collectives.sum([gradients[i] for i in present])
+        averaged = list(gradients)
+        for i, total in zip(present, summed):
+            averaged[i] = total / self._collectives.size()
+        return averaged
+
+
+class StrategyCollectives:
+    """The collective calls the rank loop makes, on a ``MultiWorkerMirroredStrategy`` with one replica per worker.
+
+    Variables stay ordinary per-worker variables, kept identical the way the strategy keeps mirrored ones: the same
+    start (a broadcast of rank 0's state) and the same averaged gradients on every worker.
+    """
+    Sum = "sum"
+    Average = "average"
+
+    def __init__(self, strategy):
+        self._strategy = strategy
+
+    def rank(self) -> int:
+        return int(self._strategy.cluster_resolver.task_id)
+
+    def size(self) -> int:
+        return int(self._strategy.num_replicas_in_sync)
+
+    def sum(self, values):
+        """The element-wise sum over the workers of a tensor or a list of tensors (eager or inside a
+        ``tf.function``); every worker must make the same calls in the same order."""
+        import tensorflow as tf
+
+        def all_reduce(local):
+            # The all-reduce places each value on this replica's device; a graph tensor from outside has none.
+            local = tf.nest.map_structure(tf.identity, local)
+            return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, local)
+
+        values = tf.nest.map_structure(tf.convert_to_tensor, values)
+        if isinstance(values, list) and not values:
+            return []
+        return self._strategy.experimental_local_results(self._strategy.run(all_reduce, args=(values,)))[0]
+
+    def allreduce(self, value, op=Average):
+        total = self.sum(value)
+        return total / self.size() if op == self.Average else total
+
+    def broadcast(self, value, root_rank: int):
+        import tensorflow as tf
+
+        value = tf.convert_to_tensor(value)
+        return self.sum(value if self.rank() == root_rank else tf.zeros_like(value))
+
+    def broadcast_variables(self, variables, root_rank: int) -> None:
+        import tensorflow as tf
+
+        variables = list(variables)
+        mine = [tf.convert_to_tensor(v) if self.rank() == root_rank else tf.zeros_like(v) for v in variables]
+        for variable, value in zip(variables, self.sum(mine)):
+            variable.assign(value)
+
+    def DistributedGradientTape(self, tape):  # noqa: N802 - Horovod's name, so the loop calls one API
+        return _AveragedTape(tape, self)
+
+
+def worker_local_rank() -> int:
+    """This rank process's local rank, from the ``TF_CONFIG`` its barrier task gave it."""
+    return local_rank(json.loads(os.environ["TF_CONFIG"]))
+
+
+def join() -> StrategyCollectives:
+    """Joins the workers named in ``TF_CONFIG``; call once per process, before any other TensorFlow work."""
+    import tensorflow as tf
+
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)  # "using the strategy eagerly has overhead": per epoch
+    gpus = tf.config.list_physical_devices("GPU")  # logical devices would start the runtime too early
+    implementation = (tf.distribute.experimental.CommunicationImplementation.NCCL if gpus
+                      else tf.distribute.experimental.CommunicationImplementation.RING)
+    strategy = tf.distribute.MultiWorkerMirroredStrategy(
+        communication_options=tf.distribute.experimental.CommunicationOptions(implementation=implementation))
+    return StrategyCollectives(strategy)
+
+
+# ---- driver side ---------------------------------------------------------------------------------------------------
+class _RelayHandler(socketserver.StreamRequestHandler):
+    """One barrier task's connection: ``token`` and its rank, then the rank's output lines."""
+
+    def handle(self) -> None:
+        relay: _LineRelay = self.server.relay  # type: ignore[attr-defined]
+        if self.rfile.readline().decode().strip() != relay.token:
+            return  # not one of this run's tasks
+        rank = int(self.rfile.readline().decode())
+        self.wfile.write(b"go\n" if relay.first_attempt(rank) else b"retry\n")
+        self.wfile.flush()
+        with relay.connection():
+            for raw in self.rfile:
+                relay.deliver(raw.decode(errors="replace"))
+
+
+class _LineRelay:
+    """A socket on the driver that writes the lines barrier tasks send into ``output`` (the launcher's
+    ``RankOutput``), one line at a time; tasks prove they belong to this run with ``token``."""
+
+    def __init__(self, bind_host: str, output: TextIO):
+        self.token = secrets.token_hex(16)
+        self._output, self._lock = output, threading.Lock()
+        self._open, self._all_closed = 0, threading.Condition()
+        self._started: set[int] = set()
+        self._server = socketserver.ThreadingTCPServer((bind_host, 0), _RelayHandler, bind_and_activate=True)
+        self._server.daemon_threads = True
+        self._server.relay = self  # type: ignore[attr-defined]
+        self._thread = threading.Thread(target=self._server.serve_forever, name="visionlake-rank-relay", daemon=True)
+        self._thread.start()
+
+    @property
+    def port(self) -> int:
+        return self._server.server_address[1]
+
+    def first_attempt(self, rank: int) -> bool:
+        """False for a rank Spark starts again after a failed attempt: alone it would train from scratch, and the
+        first attempt's failure is what to report."""
+        with self._lock:
+            first = rank not in self._started
+            self._started.add(rank)
+            return first
+
+    def deliver(self, line: str) -> None:
+        with self._lock:
+            self._output.write(line if line.endswith("\n") else line + "\n")
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[None]:
+        with self._all_closed:
+            self._open += 1
+        try:
+            yield
+        finally:
+            with self._all_closed:
+                self._open -= 1
+                self._all_closed.notify_all()
+
+    def close(self, drain_seconds: float = 10.0) -> None:
+        """Stops the relay once the tasks' connections have delivered their last lines (a failed rank's traceback
+        is among them), waiting at most ``drain_seconds`` for a connection a lost task left open."""
+        with self._all_closed:
+            self._all_closed.wait_for(lambda: self._open == 0, timeout=drain_seconds)
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=drain_seconds)
+
+
+def _reserve_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def _driver_relay(rank: int, relay_address: tuple[str, int], token: str) -> Iterator[TextIO]:
+    """This task's line to the driver's relay; refuses to run a rank Spark retries."""
+    with socket.create_connection(relay_address) as connection, connection.makefile("rw") as to_driver:
+        to_driver.write(f"{token}\n{rank}\n")
+        to_driver.flush()
+        if to_driver.readline().strip() != "go":
+            raise RuntimeError(f"visionlake rank {rank} exited with status -1 (Spark retried it after a failure; "
+                               "ranks are not retried)")
+        yield to_driver
+
+
+def _barrier_task(payload: bytes, relay_address: tuple[str, int], token: str, loopback: bool,
+                  env: dict[str, str]) -> Callable[[Iterator[Any]], Iterator[bytes]]:
+    def run(_partition: Iterator[Any]) -> Iterator[bytes]:
+        from pyspark import BarrierTaskContext
+
+        context = BarrierTaskContext.get()
+        rank = context.partitionId()
+        host = "127.0.0.1" if loopback else context.getTaskInfos()[rank].address.rsplit(":", 1)[0]
+        with _driver_relay(rank, relay_address, token) as to_driver:
+            peers = context.allGather(f"{host}:{_reserve_port(host)}")
+            with tempfile.TemporaryDirectory(prefix="visionlake-rank-") as work:  # this task's scratch, same node
+                (Path(work) / "payload").write_bytes(payload)
+                rank_env = {**os.environ, **env, "TF_CONFIG": json.dumps(tf_config(peers, rank)),
+                            "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+                process = subprocess.Popen([sys.executable, "-m", "visionlake.train.tf_worker", work], env=rank_env,
+                                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=work)
+                try:
+                    for line in process.stdout:  # tagged as Horovod tags the output it forwards
+                        to_driver.write(f"[{rank}]<stdout>:{line.rstrip(chr(10))}\n")
+                        to_driver.flush()
+                    status = process.wait()
+                finally:
+                    if process.poll() is None:
+                        process.kill()
+                if status != 0:
+                    raise RuntimeError(f"visionlake rank {rank} exited with status {status}")
+                result = (Path(work) / "result").read_bytes()
+        yield result
+    return run
+
+
+def run_on_barrier(spark, fn: Callable, args: tuple, num_proc: int, output: TextIO, loopback: bool,
+                   env: dict[str, str]) -> list[Any]:
+    """Runs ``fn(*args)`` as ``num_proc`` tf.distribute workers in one Spark barrier stage; returns their results
+    in rank order. A failed rank fails the stage (Spark stops the others) with ``RuntimeError("visionlake rank N
+    exited with status S")``; its printed traceback has reached ``output`` by then."""
+    import cloudpickle
+
+    conf = spark.sparkContext.getConf()
+    driver_host = "127.0.0.1" if loopback else conf.get("spark.driver.host")
+    relay = _LineRelay("127.0.0.1" if loopback else conf.get("spark.driver.bindAddress", driver_host), output)
+    task = _barrier_task(cloudpickle.dumps((fn, args)), (driver_host, relay.port), relay.token, loopback, env)
+    try:
+        tasks = spark.sparkContext.parallelize(range(num_proc), num_proc).barrier().mapPartitions(task)
+        return [cloudpickle.loads(result) for result in tasks.collect()]
+    except Exception as error:  # noqa: BLE001 - py4j's error holds the task's message among Spark's stack traces
+        report = _EXIT_REPORT.search(str(error))
+        raise RuntimeError(report.group(0) if report else str(error).splitlines()[0]) from error
+    finally:
+        relay.close()
