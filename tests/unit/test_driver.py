@@ -22,7 +22,8 @@ def a_plan() -> TrainingPlan:
 def test_every_trainer_tags_its_run_with_the_dataset_version_digest_and_sharding():
     assert a_plan().dataset_tags() == {
         "dataset": "d", "dataset.version": 7, "dataset.digest": "00ff", "dataset.run_id": "ingest-7",
-        "horovod.num_proc": 2, "data.sharding": "row_group", "data.rows_per_rank": "40,44",
+        "horovod.num_proc": 2, "train.engine": "horovod", "data.sharding": "row_group",
+        "data.rows_per_rank": "40,44",
         "data.steps_per_epoch": "5"}
 
 
