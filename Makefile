@@ -15,7 +15,7 @@ AIRFLOW_STAMP := $(AIRFLOW_VENV)/.setup-stamp
 NOTEBOOKS_STAMP := $(VENV)/.notebooks-stamp
 BENCH_STAMP := $(VENV)/.bench-stamp
 
-.PHONY: setup airflow-setup demo test test-unit cluster-up cluster-down cluster-test airflow-test bench-ingest \
+.PHONY: setup setup-current test-current demo-current lock-current airflow-setup demo test test-unit cluster-up cluster-down cluster-test airflow-test bench-ingest \
 	bench-train bench-gan bench-anomaly bench-score bench-photos bench-cluster dist cluster-env lock clean mlflow-ui \
 	notebooks notebooks-strip airflow-demo browser
 
@@ -30,6 +30,40 @@ $(STAMP): constraints.txt pyproject.toml setup.py
 	$(HOROVOD_BUILD) $(PIP) install --no-build-isolation -c constraints.txt horovod==0.28.1
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -c "import horovod.tensorflow as hvd; assert hvd.gloo_built(), 'Horovod was built without Gloo'"
 	touch $(STAMP)
+
+# The current stack beside the pinned one: Python 3.12, TensorFlow with Keras 3, numpy 2, current pyarrow, locked in
+# constraints-current.txt. No Horovod or petastorm there: it trains with train.engine=tf_distribute and reads with
+# train.reader=arrow (conf/current.yaml sets both).
+# python3.12 on PATH, else a pyenv-installed 3.12 (this workplace's machines have one but do not activate it).
+PYTHON_CURRENT ?= $(or $(shell python3.12 -c 'import sys; print(sys.executable)' 2>/dev/null),\
+	$(lastword $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3.12)),python3.12)
+CURRENT_VENV := .venv-current
+CURRENT_PY := $(CURRENT_VENV)/bin/python
+CURRENT_STAMP := $(CURRENT_VENV)/.setup-stamp
+
+setup-current: $(CURRENT_STAMP)
+
+$(CURRENT_STAMP): constraints-current.txt pyproject.toml setup.py
+	@command -v java >/dev/null || { echo "Java 17 is required for Spark: install openjdk-17-jre-headless"; exit 1; }
+	@command -v $(PYTHON_CURRENT) >/dev/null || { echo "$(PYTHON_CURRENT) is required for the current stack" \
+		"(make PYTHON_CURRENT=/path/to/python3.12 setup-current)"; exit 1; }
+	test -x $(CURRENT_PY) || $(PYTHON_CURRENT) -m venv $(CURRENT_VENV)
+	$(CURRENT_PY) -m pip --disable-pip-version-check -q install -c constraints-current.txt pip setuptools wheel
+	$(CURRENT_PY) -m pip --disable-pip-version-check -q install --no-build-isolation -c constraints-current.txt \
+		-e '.[current,test]'
+	touch $(CURRENT_STAMP)
+
+# The unit suite and the current stack's integration module (the whole pipeline on tf_distribute + arrow); the
+# tests that need Horovod or petastorm skip there and say so.
+test-current: setup-current
+	$(CURRENT_PY) -m pytest tests/unit tests/integration/test_current_stack.py
+
+demo-current: setup-current
+	$(CURRENT_VENV)/bin/visionlake demo --conf conf/current.yaml
+
+# Regenerates constraints-current.txt from the tested .venv-current.
+lock-current: setup-current
+	$(CURRENT_PY) .ci/lock.py --current
 
 airflow-setup: $(AIRFLOW_STAMP)
 
@@ -58,6 +92,7 @@ browser:
 # (tests/cluster) included; the README's cluster commands ship dist/'s wheel and packed environment.
 test: setup airflow-setup cluster-env dist browser
 	$(PY) -m pytest tests
+	$(MAKE) test-current
 
 # A two-node Spark standalone cluster on this machine (tests/cluster/harness.py): master and two 1-core workers on
 # 127.0.0.1, each worker in its own mount namespace (private /tmp, this checkout hidden), and an MLflow tracking
@@ -177,4 +212,4 @@ $(CLUSTER_ENV): constraints.txt pyproject.toml | $(STAMP)
 
 clean:
 	rm -rf lake data mlartifacts mlflow.db checkpoints spark-warehouse build dist lib/*.egg-info bench-results \
-		$(AIRFLOW_VENV)
+		$(AIRFLOW_VENV) $(CURRENT_VENV)

@@ -1,4 +1,5 @@
-"""Regenerates constraints.txt, the full lock of the job environment (`make lock`).
+"""Regenerates constraints.txt, the full lock of the job environment (`make lock`), or with ``--current``
+constraints-current.txt, the current stack's lock from .venv-current (`make lock-current`).
 
 Every package of the tested environment (.venv, as `make setup` and the extras' targets install it, Horovod
 included) is pinned at its installed version; packages of extras not installed there, and those only the `gpu` extra
@@ -51,7 +52,16 @@ def resolved(python: str, requirement: str, constraints: Path) -> dict[str, tupl
             if canonical(i["metadata"]["name"]) != "visionlake"}
 
 
+CURRENT_HEADER = """\
+# The full lock of visionlake's current stack (`make setup-current`, Python 3.12): TensorFlow with Keras 3, numpy 2,
+# current pyarrow, no Horovod or petastorm (train.engine=tf_distribute, train.reader=arrow). Regenerate with
+# `make lock-current` from the tested .venv-current (.ci/lock.py --current).
+"""
+
+
 def main() -> int:
+    if "--current" in sys.argv[1:]:
+        return lock_current()
     python = str(REPO / ".venv" / "bin" / "python")
     pins = installed(python)
     with tempfile.NamedTemporaryFile("w", suffix=".txt") as frozen:
@@ -64,6 +74,15 @@ def main() -> int:
     lines = [f"{name}=={version}\n" for _, (name, version) in sorted(pins.items())]
     (REPO / "constraints.txt").write_text(HEADER + "".join(lines))
     print(f"constraints.txt: {len(lines)} pinned packages")
+    return 0
+
+
+def lock_current() -> int:
+    python = str(REPO / ".venv-current" / "bin" / "python")
+    pins = installed(python)
+    lines = [f"{name}=={version}\n" for _, (name, version) in sorted(pins.items())]
+    (REPO / "constraints-current.txt").write_text(CURRENT_HEADER + "".join(lines))
+    print(f"constraints-current.txt: {len(lines)} pinned packages")
     return 0
 
 

@@ -253,8 +253,10 @@ def log_keras_model(model, registered_name: str, with_example: bool = True) -> s
     import numpy as np
     from mlflow.models import infer_signature
 
-    examples = {name: np.zeros((2, *tensor.shape[1:]), tensor.dtype.as_numpy_dtype)
-                for name, tensor in zip(model.input_names, model.inputs)}
+    # Input tensors by name and numpy dtype, in a form Keras 2 (tf.DType) and Keras 3 (dtype names) both give.
+    examples = {tensor.name.split(":")[0]: np.zeros((2, *tensor.shape[1:]),
+                                                    np.dtype(getattr(tensor.dtype, "as_numpy_dtype", tensor.dtype)))
+                for tensor in model.inputs}
     single = len(examples) == 1
     model_input = next(iter(examples.values())) if single else examples
     signature = infer_signature(model_input, model.predict(model_input if single else list(examples.values()),

@@ -12,27 +12,29 @@ import pytest
 from tests.conftest import REPO
 
 LOCK = REPO / "constraints.txt"
+CURRENT_LOCK = REPO / "constraints-current.txt"
+CURRENT = sys.version_info >= (3, 12)  # the current stack's interpreter; the pinned lock is for Python 3.11
 
 
 def canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def lock_pins() -> dict[str, str]:
+def lock_pins(lock=LOCK) -> dict[str, str]:
     pins = {}
-    for line in LOCK.read_text().splitlines():
+    for line in lock.read_text().splitlines():
         name, sep, version = line.partition("==")
         if sep and not line.startswith("#"):
             pins[canonical(name)] = version.strip()
     return pins
 
 
-def resolve(extra: str, tmp_path) -> dict[str, str]:
+def resolve(extra: str, tmp_path, lock=LOCK) -> dict[str, str]:
     """What pip installs for visionlake[extra] with the lock, resolved against the registry (nothing installed)."""
     report = tmp_path / f"{extra}.json"
     result = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed",
                              "--no-build-isolation", "--quiet", "--disable-pip-version-check", "--report", str(report),
-                             "-c", str(LOCK), f".[{extra}]"], cwd=REPO, capture_output=True, text=True, timeout=600)
+                             "-c", str(lock), f".[{extra}]"], cwd=REPO, capture_output=True, text=True, timeout=600)
     if result.returncode != 0 and re.search(r"Connection|NewConnectionError|Temporary failure|timed out",
                                             result.stderr):
         pytest.skip(f"the package registry is unreachable: {result.stderr.strip().splitlines()[-1]}")
@@ -42,17 +44,26 @@ def resolve(extra: str, tmp_path) -> dict[str, str]:
             if canonical(i["metadata"]["name"]) != "visionlake"}
 
 
-@pytest.mark.parametrize("extra, tensorflow, cuda", [("gpu", "tensorflow", True), ("cpu", "tensorflow-cpu", False)])
-def test_each_tensorflow_extra_resolves_entirely_from_the_lock(extra, tensorflow, cuda, tmp_path):
-    pins = lock_pins()
-    resolved = resolve(extra, tmp_path)
+PINNED_ONLY = pytest.mark.skipif(CURRENT, reason="constraints.txt locks the pinned stack (Python 3.11)")
+CURRENT_ONLY = pytest.mark.skipif(not CURRENT, reason="constraints-current.txt locks the current stack (Python 3.12)")
+
+
+@pytest.mark.parametrize("extra, tensorflow, cuda, lock", [
+    pytest.param("gpu", "tensorflow", True, LOCK, marks=PINNED_ONLY),
+    pytest.param("cpu", "tensorflow-cpu", False, LOCK, marks=PINNED_ONLY),
+    pytest.param("current,test", "tensorflow-cpu", False, CURRENT_LOCK, marks=CURRENT_ONLY)])
+def test_each_tensorflow_extra_resolves_entirely_from_the_lock(extra, tensorflow, cuda, lock, tmp_path):
+    pins = lock_pins(lock)
+    resolved = resolve(extra, tmp_path, lock)
 
     assert resolved[tensorflow] == pins[tensorflow]
     other = "tensorflow-cpu" if tensorflow == "tensorflow" else "tensorflow"
     assert other not in resolved, f"the {extra} extra must not pull {other}"
     assert any(name.startswith("nvidia-") for name in resolved) == cuda
     unpinned = {name: version for name, version in resolved.items() if pins.get(name) != version}
-    assert not unpinned, f"resolved but not pinned at that version in constraints.txt: {unpinned}"
+    assert not unpinned, f"resolved but not pinned at that version in {lock.name}: {unpinned}"
+    if lock == CURRENT_LOCK:
+        assert "horovod" not in resolved and "petastorm" not in resolved
 
 
 def test_the_wheel_requires_tensorflow_only_through_an_extra(visionlake_wheel):
@@ -61,7 +72,7 @@ def test_the_wheel_requires_tensorflow_only_through_an_extra(visionlake_wheel):
     requires = [line.split(":", 1)[1].strip() for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
     tensorflow = [r for r in requires if r.startswith("tensorflow")]
     assert tensorflow and all("extra ==" in r for r in tensorflow), tensorflow
-    assert {r.split("extra ==")[1].strip().strip("'\"") for r in tensorflow} == {"cpu", "gpu"}
+    assert {r.split("extra ==")[1].strip().strip("'\"") for r in tensorflow} == {"cpu", "gpu", "current"}
     assert "Provides-Extra: gpu" in metadata and "Provides-Extra: cpu" in metadata
 
 

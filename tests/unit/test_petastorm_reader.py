@@ -1,6 +1,9 @@
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
+
+pytest.importorskip("petastorm", reason="petastorm is the pinned stack's reader; the current stack reads with arrow")
 
 from visionlake.lake.reader import open_batch_reader
 

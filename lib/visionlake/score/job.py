@@ -177,7 +177,18 @@ def score_partition(batches: Iterator[pd.DataFrame], models: ScoringModels) -> I
         scored["classifier_model"], scored["classifier_version"] = models.classifier.name, models.classifier.version
         scored["anomaly_model"], scored["anomaly_version"] = models.detector.name, models.detector.version
         scored["scoring_run_id"], scored["scored_at"] = models.scoring_run_id, models.scored_at
-        yield scored.reindex(columns=columns)
+        yield with_null_strings(scored.reindex(columns=columns), SCORED_SCHEMA)
+
+
+def with_null_strings(frame: pd.DataFrame, schema) -> pd.DataFrame:
+    """String columns as objects with ``None`` for missing values. A column no row filled (``detail`` when every
+    image decoded) is float NaN after ``concat``; pyarrow >= 15 turns that into a chunked array that PySpark 3.5
+    cannot put into its batch."""
+    for field in schema.fields:
+        if isinstance(field.dataType, T.StringType):
+            column = frame[field.name]
+            frame[field.name] = column.astype(object).where(column.notna(), None)
+    return frame
 
 
 def _rebatch(batches: Iterator[pd.DataFrame], size: int) -> Iterator[pd.DataFrame]:
