@@ -16,7 +16,7 @@ NOTEBOOKS_STAMP := $(VENV)/.notebooks-stamp
 BENCH_STAMP := $(VENV)/.bench-stamp
 
 .PHONY: setup setup-current test-current demo-current lock-current airflow-setup demo test test-unit cluster-up cluster-down cluster-test airflow-test bench-ingest \
-	bench-train bench-gan bench-anomaly bench-score bench-photos bench-cluster dist cluster-env lock clean mlflow-ui \
+	bench-train bench-gan bench-anomaly bench-score bench-engines bench-photos bench-cluster dist cluster-env lock clean mlflow-ui \
 	notebooks notebooks-strip airflow-demo browser
 
 setup: $(STAMP)
@@ -150,6 +150,10 @@ bench-anomaly: setup
 
 bench-score: setup
 	$(PY) bench/score_bench.py
+
+# Both engines x both readers on the pinned stack, and the current stack's ingest/train/score figures beside them.
+bench-engines: setup setup-current
+	$(PY) bench/engine_bench.py
 
 $(BENCH_STAMP): $(STAMP)
 	$(PIP) install -c constraints.txt -e '.[bench]'
