@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO, TINY_TRAINING
-from tests.integration.test_train import one_step_weights
-from visionlake.train.launcher import run_on_ranks
+from tests.integration.test_train import LOOPBACK_HEX, fail_on_rank_one, listening_addresses, one_step_weights
+from visionlake.train.launcher import TrainingError, run_on_ranks
 
 CURRENT = sys.version_info >= (3, 12)
 
@@ -56,3 +56,17 @@ def test_two_workers_of_batch_b_step_like_one_worker_of_batch_2b(spark):
     for worker_weights in two:
         for expected, actual in zip(one, worker_weights):
             np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-6)
+
+
+# On the pinned stack tests/integration/test_train.py runs these two for both engines.
+@pytest.mark.skipif(not CURRENT, reason="test_train.py covers it on the pinned stack")
+def test_a_failing_worker_is_reported_with_its_traceback(spark):
+    with pytest.raises(TrainingError, match="distributed training failed on rank 1") as failure:
+        run_on_ranks(spark, fail_on_rank_one, ("tf_distribute",), num_proc=2, engine="tf_distribute")
+    assert "ValueError: rank one cannot go on" in failure.value.rank_traceback
+
+
+@pytest.mark.skipif(not CURRENT, reason="test_train.py covers it on the pinned stack")
+def test_workers_listen_on_loopback_only(spark):
+    per_rank = run_on_ranks(spark, listening_addresses, (), num_proc=2, engine="tf_distribute")
+    assert all(per_rank) and {a for addresses in per_rank for a in addresses} <= LOOPBACK_HEX, per_rank

@@ -1,6 +1,7 @@
 """Distributed classifier training on real Spark, real Horovod (2 ranks) and a real MLflow SQLite store."""
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -240,3 +241,38 @@ def test_a_rank_failure_surfaces_the_same_on_both_engines(spark, engine):
     while _rank_processes() and time.monotonic() < deadline:
         time.sleep(0.5)
     assert _rank_processes() == [], "the surviving rank must not wait forever for its failed peer"
+
+
+LOOPBACK_HEX = {"0100007F", "0000000000000000FFFF00000100007F", "00000000000000000000000001000000"}
+
+
+def listening_addresses() -> list[str]:
+    """The local addresses (hex, as /proc/net shows them) of the TCP sockets this rank process listens on, once the
+    ranks have joined and run a collective."""
+    import os
+
+    import tensorflow as tf
+
+    ranks = init_rank(RankSettings(seed=1, threads=1, engine="tf_distribute"))
+    ranks.allreduce(tf.constant([1.0]), op=ranks.Sum)
+    inodes = set()
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:["):-1])
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                found.append(fields[1].rsplit(":", 1)[0])
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads the listening sockets from Linux's /proc")
+def test_tf_distribute_ranks_listen_on_loopback_only_in_local_mode(spark):
+    """TensorFlow's gRPC server asks for every interface; in local mode the ranks must still listen on 127.0.0.1."""
+    per_rank = run_on_ranks(spark, listening_addresses, (), num_proc=2, engine="tf_distribute")
+    assert all(per_rank), per_rank  # each rank's collective server was found
+    assert {address for addresses in per_rank for address in addresses} <= LOOPBACK_HEX, per_rank

@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import io
+import shutil
 import socket
 import threading
+from pathlib import Path
 
 import pytest
 
-from visionlake.train.tf_distribute import _LineRelay, _driver_relay, local_rank, tf_config
+from visionlake.train.tf_distribute import (_LineRelay, _driver_relay, _preloaded, local_rank, loopback_bind_library,
+                                            tf_config)
 
 
 def test_tf_config_names_every_worker_in_rank_order_and_this_task():
@@ -38,3 +41,12 @@ def test_the_relay_writes_each_tasks_lines_and_refuses_strangers_and_retries():
         relay.close()
     assert output.getvalue() == "[0]<stdout>:hello\n[0]<stdout>:world\n"
     assert not [t for t in threading.enumerate() if t.name == "visionlake-rank-relay"]
+
+
+@pytest.mark.skipif(not shutil.which("cc"), reason="needs a C compiler (cc), as Horovod's build does")
+def test_the_loopback_bind_wrapper_is_built_once_and_preloaded_before_any_other():
+    library = loopback_bind_library()
+    assert library and Path(library).stat().st_size > 0
+    assert loopback_bind_library() == library  # cached for the machine's later ranks
+    assert _preloaded({"LD_PRELOAD": "other.so"}, library)["LD_PRELOAD"] == f"{library} other.so"
+    assert _preloaded({}, library)["LD_PRELOAD"] == library

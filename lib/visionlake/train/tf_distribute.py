@@ -14,11 +14,13 @@ the loop, the models and the trainers are one code path for both engines.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
 import re
 import secrets
+import shutil
 import socket
 import socketserver
 import subprocess
@@ -26,11 +28,77 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any, Callable, Iterator, TextIO
+from typing import Any, Callable, Iterator, Optional, TextIO
 
 log = logging.getLogger(__name__)
 
 _EXIT_REPORT = re.compile(r"visionlake rank (\d+) exited with status (-?\d+)")
+
+
+# TensorFlow's gRPC server listens on every interface: grpc_server_lib.cc hard-codes "0.0.0.0:<port>" and gRPC widens
+# that to the dual-stack "[::]". In local mode each rank process preloads this bind() wrapper, which binds such wildcard
+# addresses to loopback instead (IPv4 127.0.0.1; for IPv6 sockets the IPv4-mapped ::ffff:127.0.0.1, so the peers'
+# 127.0.0.1 connections still arrive), and every other address as asked.
+_LOOPBACK_BIND_C = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <netinet/in.h>
+#include <string.h>
+#include <sys/socket.h>
+
+int bind(int fd, const struct sockaddr *addr, socklen_t len) {
+    static int (*real_bind)(int, const struct sockaddr *, socklen_t);
+    if (!real_bind) real_bind = (int (*)(int, const struct sockaddr *, socklen_t))dlsym(RTLD_NEXT, "bind");
+    if (addr && addr->sa_family == AF_INET && len >= (socklen_t)sizeof(struct sockaddr_in)) {
+        struct sockaddr_in in4;
+        memcpy(&in4, addr, sizeof in4);
+        if (in4.sin_addr.s_addr == htonl(INADDR_ANY)) {
+            in4.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+            return real_bind(fd, (const struct sockaddr *)&in4, sizeof in4);
+        }
+    } else if (addr && addr->sa_family == AF_INET6 && len >= (socklen_t)sizeof(struct sockaddr_in6)) {
+        struct sockaddr_in6 in6;
+        memcpy(&in6, addr, sizeof in6);
+        if (IN6_IS_ADDR_UNSPECIFIED(&in6.sin6_addr)) {
+            memset(&in6.sin6_addr, 0, sizeof in6.sin6_addr);
+            in6.sin6_addr.s6_addr[10] = 0xff;
+            in6.sin6_addr.s6_addr[11] = 0xff;
+            in6.sin6_addr.s6_addr[12] = 127;
+            in6.sin6_addr.s6_addr[15] = 1;
+            return real_bind(fd, (const struct sockaddr *)&in6, sizeof in6);
+        }
+    }
+    return real_bind(fd, addr, len);
+}
+"""
+
+
+def loopback_bind_library() -> Optional[str]:
+    """The compiled ``bind()`` wrapper for ``LD_PRELOAD``, built once per machine (per temp folder) with the C
+    compiler Horovod's build needs anyway; ``None`` where there is no compiler or it fails."""
+    digest = hashlib.sha256(_LOOPBACK_BIND_C.encode()).hexdigest()[:12]
+    target = Path(tempfile.gettempdir()) / f"visionlake-loopback-bind-{digest}.so"
+    if target.exists():
+        return str(target)
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        return None
+    with tempfile.TemporaryDirectory(prefix="visionlake-bind-") as scratch:
+        source, built = Path(scratch) / "loopback_bind.c", Path(scratch) / "loopback_bind.so"
+        source.write_text(_LOOPBACK_BIND_C)
+        compiled = subprocess.run([compiler, "-shared", "-fPIC", "-O2", "-o", str(built), str(source), "-ldl"],
+                                  capture_output=True, text=True)
+        if compiled.returncode != 0:
+            return None
+        partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
+        shutil.copyfile(built, partial)
+        os.replace(partial, target)  # atomic: concurrent tasks on one machine each publish a whole library
+    return str(target)
+
+
+def _preloaded(env: dict[str, str], library: str) -> dict[str, str]:
+    present = env.get("LD_PRELOAD", "")
+    return {**env, "LD_PRELOAD": f"{library} {present}".strip()}
 
 
 # ---- pure helpers ------------------------------------------------------------------------------------------------
@@ -238,6 +306,9 @@ def _barrier_task(payload: bytes, relay_address: tuple[str, int], token: str, lo
                 (Path(work) / "payload").write_bytes(payload)
                 rank_env = {**os.environ, **env, "TF_CONFIG": json.dumps(tf_config(peers, rank)),
                             "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+                library = loopback_bind_library() if loopback else None
+                if library:
+                    rank_env = _preloaded(rank_env, library)
                 process = subprocess.Popen([sys.executable, "-m", "visionlake.train.tf_worker", work], env=rank_env,
                                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=work)
                 try:
@@ -263,6 +334,9 @@ def run_on_barrier(spark, fn: Callable, args: tuple, num_proc: int, output: Text
     import cloudpickle
 
     conf = spark.sparkContext.getConf()
+    if loopback and loopback_bind_library() is None:
+        log.warning("no C compiler (cc) to build the loopback bind wrapper: TensorFlow's gRPC server in each rank "
+                    "will listen on every interface, not only 127.0.0.1; install gcc to keep local runs on loopback")
     driver_host = "127.0.0.1" if loopback else conf.get("spark.driver.host")
     relay = _LineRelay("127.0.0.1" if loopback else conf.get("spark.driver.bindAddress", driver_host), output)
     task = _barrier_task(cloudpickle.dumps((fn, args)), (driver_host, relay.port), relay.token, loopback, env)
