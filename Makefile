@@ -36,7 +36,7 @@ $(STAMP): constraints.txt pyproject.toml setup.py
 # train.reader=arrow (conf/current.yaml sets both).
 # python3.12 on PATH, else a pyenv-installed 3.12 (this workplace's machines have one but do not activate it).
 PYTHON_CURRENT ?= $(or $(shell python3.12 -c 'import sys; print(sys.executable)' 2>/dev/null),\
-	$(lastword $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3.12)),python3.12)
+	$(shell ls -d $(HOME)/.pyenv/versions/3.12*/bin/python3.12 2>/dev/null | sort -V | tail -n 1),python3.12)
 CURRENT_VENV := .venv-current
 CURRENT_PY := $(CURRENT_VENV)/bin/python
 CURRENT_STAMP := $(CURRENT_VENV)/.setup-stamp

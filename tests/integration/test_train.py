@@ -172,6 +172,7 @@ def one_step_weights(batch_per_rank: int, seed: int, engine: str):
     from visionlake.models.classifier import build_classifier
 
     hvd = init_rank(RankSettings(seed=seed, threads=1, engine=engine))
+    tf.keras.utils.set_random_seed(seed + hvd.rank())  # each rank starts from its own weights: the broadcast must fix it
     model = build_classifier("lenet", (12, 12, 1), 3)
     for layer in model.layers:
         if isinstance(layer, tf.keras.layers.Dropout):

@@ -44,9 +44,8 @@ def test_the_relay_writes_each_tasks_lines_and_refuses_strangers_and_retries():
 
 
 @pytest.mark.skipif(not shutil.which("cc"), reason="needs a C compiler (cc), as Horovod's build does")
-def test_the_loopback_bind_wrapper_is_built_once_and_preloaded_before_any_other():
-    library = loopback_bind_library()
-    assert library and Path(library).stat().st_size > 0
-    assert loopback_bind_library() == library  # cached for the machine's later ranks
+def test_the_loopback_bind_wrapper_is_built_in_the_rank_s_own_folder_and_preloaded_first(tmp_path):
+    library = loopback_bind_library(tmp_path)
+    assert library == str(tmp_path / "loopback_bind.so") and Path(library).stat().st_size > 0
     assert _preloaded({"LD_PRELOAD": "other.so"}, library)["LD_PRELOAD"] == f"{library} other.so"
     assert _preloaded({}, library)["LD_PRELOAD"] == library

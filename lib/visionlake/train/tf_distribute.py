@@ -14,7 +14,6 @@ the loop, the models and the trainers are one code path for both engines.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -29,6 +28,8 @@ import tempfile
 import threading
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, TextIO
+
+from visionlake.console import RANK_LINE
 
 log = logging.getLogger(__name__)
 
@@ -73,27 +74,18 @@ int bind(int fd, const struct sockaddr *addr, socklen_t len) {
 """
 
 
-def loopback_bind_library() -> Optional[str]:
-    """The compiled ``bind()`` wrapper for ``LD_PRELOAD``, built once per machine (per temp folder) with the C
-    compiler Horovod's build needs anyway; ``None`` where there is no compiler or it fails."""
-    digest = hashlib.sha256(_LOOPBACK_BIND_C.encode()).hexdigest()[:12]
-    target = Path(tempfile.gettempdir()) / f"visionlake-loopback-bind-{digest}.so"
-    if target.exists():
-        return str(target)
+def loopback_bind_library(folder: Path) -> Optional[str]:
+    """Compiles the ``bind()`` wrapper into ``folder`` (the rank's own private scratch, never a shared path another
+    user could plant a library at) with the C compiler Horovod's build needs anyway; ``None`` where there is no
+    compiler or it fails."""
     compiler = shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
         return None
-    with tempfile.TemporaryDirectory(prefix="visionlake-bind-") as scratch:
-        source, built = Path(scratch) / "loopback_bind.c", Path(scratch) / "loopback_bind.so"
-        source.write_text(_LOOPBACK_BIND_C)
-        compiled = subprocess.run([compiler, "-shared", "-fPIC", "-O2", "-o", str(built), str(source), "-ldl"],
-                                  capture_output=True, text=True)
-        if compiled.returncode != 0:
-            return None
-        partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
-        shutil.copyfile(built, partial)
-        os.replace(partial, target)  # atomic: concurrent tasks on one machine each publish a whole library
-    return str(target)
+    source, built = folder / "loopback_bind.c", folder / "loopback_bind.so"
+    source.write_text(_LOOPBACK_BIND_C)
+    compiled = subprocess.run([compiler, "-shared", "-fPIC", "-O2", "-o", str(built), str(source), "-ldl"],
+                              capture_output=True, text=True)
+    return str(built) if compiled.returncode == 0 else None
 
 
 def _preloaded(env: dict[str, str], library: str) -> dict[str, str]:
@@ -215,9 +207,9 @@ class _RelayHandler(socketserver.StreamRequestHandler):
         if self.rfile.readline().decode().strip() != relay.token:
             return  # not one of this run's tasks
         rank = int(self.rfile.readline().decode())
-        self.wfile.write(b"go\n" if relay.first_attempt(rank) else b"retry\n")
-        self.wfile.flush()
-        with relay.connection():
+        with relay.connection():  # counted before the task may start its rank, so close() waits for its last line
+            self.wfile.write(b"go\n" if relay.first_attempt(rank) else b"retry\n")
+            self.wfile.flush()
             for raw in self.rfile:
                 relay.deliver(raw.decode(errors="replace"))
 
@@ -302,15 +294,22 @@ def _barrier_task(payload: bytes, relay_address: tuple[str, int], token: str, lo
         host = "127.0.0.1" if loopback else context.getTaskInfos()[rank].address.rsplit(":", 1)[0]
         with _driver_relay(rank, relay_address, token) as to_driver:
             peers = context.allGather(f"{host}:{_reserve_port(host)}")
+            if len(set(peers)) != len(peers):  # a port handed out twice between its probe and TensorFlow's bind
+                raise RuntimeError(f"visionlake rank {rank} exited with status -1 (two workers drew the same port: "
+                                   f"{peers}; run again)")
             with tempfile.TemporaryDirectory(prefix="visionlake-rank-") as work:  # this task's scratch, same node
                 (Path(work) / "payload").write_bytes(payload)
                 rank_env = {**os.environ, **env, "TF_CONFIG": json.dumps(tf_config(peers, rank)),
-                            "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-                library = loopback_bind_library() if loopback else None
+                            "PYTHONPATH": os.pathsep.join(os.path.abspath(p) for p in sys.path if p)}
+                library = loopback_bind_library(Path(work)) if loopback else None
                 if library:
                     rank_env = _preloaded(rank_env, library)
-                process = subprocess.Popen([sys.executable, "-m", "visionlake.train.tf_worker", work], env=rank_env,
-                                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=work)
+                elif loopback:
+                    to_driver.write(f"[{rank}]<stdout>:{RANK_LINE}warning: no C compiler (cc) on this node to build "
+                                    "the loopback bind wrapper: this rank listens on every interface\n")
+                process = subprocess.Popen([sys.executable, "-m", "visionlake.train.tf_worker", work,
+                                            str(os.getpid())], env=rank_env, stdout=subprocess.PIPE,
+                                           stderr=subprocess.STDOUT, encoding="utf-8", errors="replace", cwd=work)
                 try:
                     for line in process.stdout:  # tagged as Horovod tags the output it forwards
                         to_driver.write(f"[{rank}]<stdout>:{line.rstrip(chr(10))}\n")
@@ -334,9 +333,9 @@ def run_on_barrier(spark, fn: Callable, args: tuple, num_proc: int, output: Text
     import cloudpickle
 
     conf = spark.sparkContext.getConf()
-    if loopback and loopback_bind_library() is None:
-        log.warning("no C compiler (cc) to build the loopback bind wrapper: TensorFlow's gRPC server in each rank "
-                    "will listen on every interface, not only 127.0.0.1; install gcc to keep local runs on loopback")
+    if conf.get("spark.dynamicAllocation.enabled", "false").lower() == "true":
+        raise RuntimeError("train.engine=tf_distribute runs its ranks as one Spark barrier stage, which Spark refuses "
+                           "under dynamic allocation: set spark.dynamicAllocation.enabled=false for training jobs")
     driver_host = "127.0.0.1" if loopback else conf.get("spark.driver.host")
     relay = _LineRelay("127.0.0.1" if loopback else conf.get("spark.driver.bindAddress", driver_host), output)
     task = _barrier_task(cloudpickle.dumps((fn, args)), (driver_host, relay.port), relay.token, loopback, env)

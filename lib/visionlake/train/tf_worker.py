@@ -1,4 +1,4 @@
-"""The process a ``tf_distribute`` rank runs in: ``python -m visionlake.train.tf_worker WORK_DIR``, started by its
+"""The process a ``tf_distribute`` rank runs in: ``python -m visionlake.train.tf_worker WORK_DIR TASK_PID``, started by its
 Spark barrier task with ``TF_CONFIG`` set. Runs the pickled ``(fn, args)`` in ``WORK_DIR/payload`` and writes the
 pickled result to ``WORK_DIR/result``; a fresh process because TensorFlow's collective runtime is set up once per
 process and Spark reuses its Python workers."""
@@ -11,10 +11,10 @@ import time
 from pathlib import Path
 
 
-def _exit_with_parent(poll_seconds: float = 1.0) -> None:
-    """Ends this rank when its barrier task's process is gone (Spark stopped the stage after another rank failed):
-    it would otherwise wait forever in an all-reduce for the dead peer."""
-    parent = os.getppid()
+def _exit_with_parent(parent: int, poll_seconds: float = 1.0) -> None:
+    """Ends this rank when its barrier task's process (``parent``, as the task gave it: already gone if the task was
+    killed while this process started) is gone, e.g. Spark stopped the stage after another rank failed: it would
+    otherwise wait forever in an all-reduce for the dead peer."""
 
     def watch() -> None:
         while os.getppid() == parent:
@@ -24,10 +24,10 @@ def _exit_with_parent(poll_seconds: float = 1.0) -> None:
     threading.Thread(target=watch, name="visionlake-parent-watch", daemon=True).start()
 
 
-def main(work_dir: str) -> int:
+def main(work_dir: str, parent: int) -> int:
+    _exit_with_parent(parent)
     import cloudpickle
 
-    _exit_with_parent()
     work = Path(work_dir)
     fn, args = cloudpickle.loads((work / "payload").read_bytes())
     try:
@@ -40,8 +40,11 @@ def main(work_dir: str) -> int:
 
 
 if __name__ == "__main__":
-    status = main(sys.argv[1])
-    sys.stdout.flush()
-    sys.stderr.flush()
-    # TensorFlow's gRPC server cannot be shut down cleanly, and waiting for its threads at exit can hang.
-    os._exit(status)
+    status = 1
+    try:
+        status = main(sys.argv[1], int(sys.argv[2]))
+    finally:  # also when writing the result fails
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # TensorFlow's gRPC server cannot be shut down cleanly, and waiting for its threads at exit can hang.
+        os._exit(status)
