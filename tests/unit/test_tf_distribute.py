@@ -49,3 +49,18 @@ def test_the_loopback_bind_wrapper_is_built_in_the_rank_s_own_folder_and_preload
     assert library == str(tmp_path / "loopback_bind.so") and Path(library).stat().st_size > 0
     assert _preloaded({"LD_PRELOAD": "other.so"}, library)["LD_PRELOAD"] == f"{library} other.so"
     assert _preloaded({}, library)["LD_PRELOAD"] == library
+
+
+def test_the_reported_rank_is_the_one_that_failed_first_on_its_own():
+    from visionlake.train.launcher import _ERROR_MARKER, _RankFailures
+
+    failures = _RankFailures()
+    # Rank 0's report of the consequence ("Horovod has been shut down") arrives before rank 1's own error.
+    for rank, line in [(0, _ERROR_MARKER), (0, "UnknownError: Horovod has been shut down. This was caused by ..."),
+                       (1, _ERROR_MARKER), (1, "ValueError: rank one cannot go on")]:
+        failures(rank, line)
+    assert failures.root_cause() == 1
+    only_consequences = _RankFailures()
+    only_consequences(2, _ERROR_MARKER)
+    only_consequences(2, "Horovod has been shut down")
+    assert only_consequences.root_cause() == 2

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _ERROR_MARKER = "VISIONLAKE-RANK-FAILED"
+# What a rank raises when another rank failed first: Horovod's shutdown, TensorFlow's aborted collectives.
+_PEER_GONE = re.compile(r"Horovod has been shut down|Collective ops is aborted|collective ops? .*aborted", re.I)
 
 
 class TrainingError(RuntimeError):
@@ -53,6 +55,13 @@ class _RankFailures:
 
     def __init__(self):
         self.failures: dict[int, list[str]] = {}
+
+    def root_cause(self) -> int:
+        """The failing rank to report: the first to report a failure of its own, not the "a peer is gone" error
+        the others raise because of it (their reports can arrive first)."""
+        ranks = list(self.failures)
+        own = [rank for rank in ranks if not _PEER_GONE.search("\n".join(self.failures[rank]))]
+        return (own or ranks)[0]
 
     def __call__(self, rank: int, content: str) -> None:
         if content.startswith(_ERROR_MARKER):
@@ -94,7 +103,7 @@ def run_on_ranks(spark: SparkSession, fn: Callable, args: tuple, num_proc: int,
     except Exception as error:  # noqa: BLE001 - the engines raise plain RuntimeErrors; we add the rank's traceback
         output.flush()
         if failures.failures:
-            rank = next(iter(failures.failures))  # the first to report: the others often fail because it did
+            rank = failures.root_cause()
             raise TrainingError(rank, "\n".join(failures.failures[rank]), str(error).splitlines()[0]) from error
         raise TrainingError(None, "", str(error)) from error
     finally:
