@@ -1,6 +1,6 @@
-"""Live progress for the long Spark phases, on a terminal: the tasks of a phase (listing, decoding, writing,
-scoring). Bars are drawn on the console's terminal only; when the console is a file or a pipe (CI, Airflow) there
-are none, and each phase still logs one line when it ends.
+"""Live progress on a terminal: the tasks of a long Spark phase (listing, decoding, writing, scoring), and the
+steps of a training run across its ranks. Bars are drawn on the console's terminal only; when the console is a file
+or a pipe (CI, Airflow) there are none, and each phase still logs one line when it ends (training: one per epoch).
 """
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import logging
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING, Iterator, Optional
+from typing import TYPE_CHECKING, Callable, Iterator, Optional
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -17,6 +17,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.5
+# Rank 0 reports its step this often (the ranks step together, so its count is the run's).
+STEP_REPORT_SECONDS = 0.5
+_STEP_MARK = "steps "
 
 
 def bars_enabled() -> bool:
@@ -72,3 +75,51 @@ def _watch_tasks(spark: "SparkSession", name: str, stop: threading.Event) -> Non
         log.debug("progress bar for %s stopped", name, exc_info=True)
     finally:
         bar.close()
+
+
+def step_report(done: int, total: int, epoch: int, epochs: int) -> str:
+    """Rank 0's progress line: ``done`` of ``total`` steps of the run, in ``epoch`` (1-based) of ``epochs``."""
+    return f"{_STEP_MARK}{done}/{total} epoch {epoch}/{epochs}"
+
+
+def parse_step_report(text: str) -> Optional[tuple[int, int, str]]:
+    """(done, total, "epoch E/N") from a ``step_report`` line; None for any other line."""
+    if not text.startswith(_STEP_MARK):
+        return None
+    steps, _, epoch = text[len(_STEP_MARK):].partition(" ")
+    done, _, total = steps.partition("/")
+    return int(done), int(total), epoch
+
+
+class TrainingProgress:
+    """What the driver does with the lines ranks relay: step reports move a bar (on a terminal; elsewhere they are
+    dropped), every other line goes to ``log_line`` with the bar cleared around it."""
+
+    def __init__(self, log_line: Callable[[int, str], None]):
+        self._log_line = log_line
+        self._enabled = bars_enabled()
+        self._bar = None
+
+    def __call__(self, rank: int, text: str) -> None:
+        report = parse_step_report(text)
+        if report is not None:
+            if self._enabled:
+                self._show(*report)
+            return
+        if self._bar is not None:
+            self._bar.clear()
+        self._log_line(rank, text)
+        if self._bar is not None:
+            self._bar.refresh()
+
+    def _show(self, done: int, total: int, epoch: str) -> None:
+        if self._bar is None:
+            self._bar = _bar("training", "steps")
+        self._bar.total, self._bar.n = total, done
+        self._bar.set_description(f"training, {epoch}", refresh=False)
+        self._bar.refresh()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None

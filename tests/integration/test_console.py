@@ -33,6 +33,7 @@ def test_the_demo_console_is_visionlake_s_own_lines_and_the_rest_is_in_the_log_f
     for phase in ("demo step 2/6: ingest", "rank 0: epoch 1/1:", "demo step 6/6: scoring"):
         assert any(phase in line for line in console), phase
     assert sum("rank 0: epoch 1/1:" in line for line in console) == 3, "each model's epoch line, relayed once"
+    assert not [line for line in console if "rank 0: steps " in line], "step reports drive a bar on a terminal only"
     log_file = tmp_path / "visionlake.log"
     assert console[-1].endswith(f"other libraries' output (Spark, MLflow, TensorFlow, Horovod ranks): {log_file}")
     logged = log_file.read_text()

@@ -116,3 +116,20 @@ def test_library_prints_go_to_the_log_even_through_a_handler_that_writes_to_stde
 class _StderrAtEachRecord(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         sys.stderr.write(self.format(record) + "\n")
+
+
+def test_rank_zero_s_step_reports_move_a_bar_on_a_terminal_and_never_reach_the_log(monkeypatch, capsys):
+    from visionlake import progress
+
+    logged = []
+    for terminal in (True, False):
+        monkeypatch.setattr(progress, "bars_enabled", lambda: terminal)
+        watcher = progress.TrainingProgress(lambda rank, text: logged.append((rank, text)))
+        watcher(0, progress.step_report(3, 40, 1, 2))
+        watcher(0, "epoch 1/2: loss=0.5")
+        watcher(0, progress.step_report(25, 40, 2, 2))
+        watcher.close()
+        bar = capsys.readouterr().err
+        assert ("25/40 steps" in bar and "training, epoch 2/2" in bar) == terminal, bar
+    assert logged == [(0, "epoch 1/2: loss=0.5")] * 2
+    assert progress.parse_step_report("epoch 1/2: steps 3/4") is None

@@ -86,24 +86,29 @@ def build_generator(image_shape, settings: GanConfig, num_classes: int = 0):
 
 
 def build_discriminator(image_shape, settings: GanConfig, num_classes: int = 0):
-    """Image (and label, embedded as an extra image channel) -> one real/fake logit, and for a cDCGAN with
-    ``settings.class_loss_weight`` (AC-GAN) also ``num_classes`` class logits."""
+    """Image (and label) -> one real/fake logit, and for a cDCGAN with ``settings.class_loss_weight`` (AC-GAN) also
+    ``num_classes`` class logits.
+
+    The conv features see the image only. A cDCGAN's label enters the logit as a projection (Miyato & Koyama,
+    2018): the inner product of the label's embedding with those features. The class head reads the same
+    image-only features: when the label was an extra input plane of the conv stack, the head could answer from
+    the label instead of the image, and then taught the generator nothing about shape."""
     from tensorflow import keras
     from tensorflow.keras import layers
 
     shape = geometry(image_shape)
-    height, width, _ = shape.image_shape
     image = keras.Input(shape=shape.image_shape, name="image")
-    inputs, x = [image], image
-    if num_classes:
-        label = keras.Input(shape=(1,), dtype="int32", name="label")
-        plane = layers.Reshape((height, width, 1))(layers.Embedding(num_classes, height * width)(label))
-        inputs, x = [image, label], layers.Concatenate()([image, plane])
-    features = _downsampling_stack(x, shape, settings.filters, settings.dropout, batch_norm=True)
-    outputs = layers.Dense(1, dtype="float32", name="logit")(features)
-    if num_classes and settings.class_loss_weight:
-        outputs = [outputs, layers.Dense(num_classes, dtype="float32", name="class_logits")(features)]
-    return keras.Model(inputs, outputs, name="conditional_discriminator" if num_classes else "discriminator")
+    features = _downsampling_stack(image, shape, settings.filters, settings.dropout, batch_norm=True)
+    if not num_classes:
+        return keras.Model(image, layers.Dense(1, dtype="float32", name="logit")(features), name="discriminator")
+    label = keras.Input(shape=(1,), dtype="int32", name="label")
+    embedded = layers.Flatten()(layers.Embedding(num_classes, int(features.shape[-1]), dtype="float32")(label))
+    projection = layers.Dot(axes=1, dtype="float32")([embedded, features])
+    logit = layers.Add(dtype="float32", name="logit")([layers.Dense(1, dtype="float32")(features), projection])
+    outputs = logit
+    if settings.class_loss_weight:
+        outputs = [logit, layers.Dense(num_classes, dtype="float32", name="class_logits")(features)]
+    return keras.Model([image, label], outputs, name="conditional_discriminator")
 
 
 @dataclass

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 from pyspark.sql import SparkSession
 
 from visionlake.console import RankOutput
+from visionlake.progress import TrainingProgress
 
 if TYPE_CHECKING:
     from visionlake.config import TrainConfig
@@ -91,7 +92,8 @@ def run_on_ranks(spark: SparkSession, fn: Callable, args: tuple, num_proc: int,
     loopback = on_loopback(master)
     env = {"TF_CPP_MIN_LOG_LEVEL": "2", **shipped_code_path(spark)}
     failures = _RankFailures()
-    output = RankOutput(relay=lambda rank, text: log.info("rank %d: %s", rank, text), on_line=failures)
+    progress = TrainingProgress(lambda rank, text: log.info("rank %d: %s", rank, text))
+    output = RankOutput(relay=progress, on_line=failures)
     log.info("starting %d %s rank(s) on %s", num_proc, "tf.distribute" if engine == "tf_distribute" else "Horovod",
              master)
     try:
@@ -108,17 +110,32 @@ def run_on_ranks(spark: SparkSession, fn: Callable, args: tuple, num_proc: int,
         raise TrainingError(None, "", str(error)) from error
     finally:
         output.flush()
+        progress.close()
+
+
+def _run_relayed(fn: Callable, args: tuple, relay_address: tuple[str, int], token: str) -> Any:
+    """A Horovod rank: its progress lines go to the driver's relay as they are printed."""
+    from visionlake.train.relay import rank_lines_to_driver
+
+    with rank_lines_to_driver(int(os.environ["HOROVOD_RANK"]), relay_address, token):
+        return _run_guarded(fn, args)
 
 
 def _run_horovod(spark: SparkSession, fn: Callable, args: tuple, num_proc: int, output: RankOutput, loopback: bool,
                  env: dict[str, str]) -> list[Any]:
     import horovod.spark
 
+    from visionlake.train.relay import LineRelay
+
     if loopback:
         env = {**env, "HOROVOD_GLOO_IFACE": "lo"}  # Gloo rendezvous on loopback only when every node is this machine
-    return horovod.spark.run(_run_guarded, args=(fn, args), num_proc=num_proc, env=env, stdout=output,
-                             stderr=output, nics={"lo"} if loopback else None, verbose=0,
-                             executable=rank_python(spark))
+    relay = LineRelay.on_driver(spark.sparkContext.getConf(), loopback, output)
+    try:
+        return horovod.spark.run(_run_relayed, args=(fn, args, relay.address, relay.token), num_proc=num_proc,
+                                 env=env, stdout=output, stderr=output, nics={"lo"} if loopback else None, verbose=0,
+                                 executable=rank_python(spark))
+    finally:
+        relay.close()
 
 
 def on_loopback(master: str) -> bool:

@@ -18,6 +18,7 @@ import numpy as np
 from visionlake.train.checkpoints import CheckpointStore, NetworkWeights, snapshot_weights
 from visionlake.lake.reader import InputSpec, open_images
 from visionlake.console import rank_line
+from visionlake.progress import STEP_REPORT_SECONDS, step_report
 from visionlake.train.launcher import RankSettings
 from visionlake.lake.shards import RankShard
 
@@ -124,14 +125,19 @@ def run_loop(job: LoopJob, task: RankTask, hvd) -> dict[str, Any]:
                      synthetic=job.synthetic[rank] if job.synthetic else None,
                      synthetic_fraction=job.synthetic_fraction) as train_batches:
         batches = iter(train_batches)
+        next_report = 0.0
         for current in range(first_epoch, job.epochs):
             started, sums, count = time.perf_counter(), {}, 0
             for step in range(job.steps_per_epoch):
-                task.before_step(current * job.steps_per_epoch + step)
+                global_step = current * job.steps_per_epoch + step
+                task.before_step(global_step)
                 images, labels = next(batches)
                 for key, value in task.train_step(images, labels).items():
                     sums[key] = sums.get(key, 0.0) + float(value) * len(labels)
                 count += len(labels)
+                if rank == 0 and time.monotonic() >= next_report:  # the driver's step bar (on a terminal)
+                    rank_line(step_report(global_step + 1, job.epochs * job.steps_per_epoch, current + 1, job.epochs))
+                    next_report = time.monotonic() + STEP_REPORT_SECONDS
             keys = sorted(sums)
             # Horovod: sum metrics over ranks, and average batch-norm statistics so all ranks hold one model.
             totals = hvd.allreduce(tf.constant([sums[k] for k in keys] + [count], tf.float64), op=hvd.Sum).numpy()

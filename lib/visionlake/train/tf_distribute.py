@@ -13,23 +13,20 @@ the loop, the models and the trainers are one code path for both engines.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import re
-import secrets
 import shutil
 import socket
-import socketserver
 import subprocess
 import sys
 import tempfile
-import threading
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, TextIO
 
 from visionlake.console import RANK_LINE
+from visionlake.train.relay import LineRelay, driver_relay
 
 log = logging.getLogger(__name__)
 
@@ -199,89 +196,10 @@ def join() -> StrategyCollectives:
 
 
 # ---- driver side ---------------------------------------------------------------------------------------------------
-class _RelayHandler(socketserver.StreamRequestHandler):
-    """One barrier task's connection: ``token`` and its rank, then the rank's output lines."""
-
-    def handle(self) -> None:
-        relay: _LineRelay = self.server.relay  # type: ignore[attr-defined]
-        if self.rfile.readline().decode().strip() != relay.token:
-            return  # not one of this run's tasks
-        rank = int(self.rfile.readline().decode())
-        with relay.connection():  # counted before the task may start its rank, so close() waits for its last line
-            self.wfile.write(b"go\n" if relay.first_attempt(rank) else b"retry\n")
-            self.wfile.flush()
-            for raw in self.rfile:
-                relay.deliver(raw.decode(errors="replace"))
-
-
-class _LineRelay:
-    """A socket on the driver that writes the lines barrier tasks send into ``output`` (the launcher's
-    ``RankOutput``), one line at a time; tasks prove they belong to this run with ``token``."""
-
-    def __init__(self, bind_host: str, output: TextIO):
-        self.token = secrets.token_hex(16)
-        self._output, self._lock = output, threading.Lock()
-        self._open, self._all_closed = 0, threading.Condition()
-        self._started: set[int] = set()
-        self._server = socketserver.ThreadingTCPServer((bind_host, 0), _RelayHandler, bind_and_activate=True)
-        self._server.daemon_threads = True
-        self._server.relay = self  # type: ignore[attr-defined]
-        self._thread = threading.Thread(target=self._server.serve_forever, name="visionlake-rank-relay", daemon=True)
-        self._thread.start()
-
-    @property
-    def port(self) -> int:
-        return self._server.server_address[1]
-
-    def first_attempt(self, rank: int) -> bool:
-        """False for a rank Spark starts again after a failed attempt: alone it would train from scratch, and the
-        first attempt's failure is what to report."""
-        with self._lock:
-            first = rank not in self._started
-            self._started.add(rank)
-            return first
-
-    def deliver(self, line: str) -> None:
-        with self._lock:
-            self._output.write(line if line.endswith("\n") else line + "\n")
-
-    @contextlib.contextmanager
-    def connection(self) -> Iterator[None]:
-        with self._all_closed:
-            self._open += 1
-        try:
-            yield
-        finally:
-            with self._all_closed:
-                self._open -= 1
-                self._all_closed.notify_all()
-
-    def close(self, drain_seconds: float = 10.0) -> None:
-        """Stops the relay once the tasks' connections have delivered their last lines (a failed rank's traceback
-        is among them), waiting at most ``drain_seconds`` for a connection a lost task left open."""
-        with self._all_closed:
-            self._all_closed.wait_for(lambda: self._open == 0, timeout=drain_seconds)
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=drain_seconds)
-
-
 def _reserve_port(host: str) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind((host, 0))
         return probe.getsockname()[1]
-
-
-@contextlib.contextmanager
-def _driver_relay(rank: int, relay_address: tuple[str, int], token: str) -> Iterator[TextIO]:
-    """This task's line to the driver's relay; refuses to run a rank Spark retries."""
-    with socket.create_connection(relay_address) as connection, connection.makefile("rw") as to_driver:
-        to_driver.write(f"{token}\n{rank}\n")
-        to_driver.flush()
-        if to_driver.readline().strip() != "go":
-            raise RuntimeError(f"visionlake rank {rank} exited with status -1 (Spark retried it after a failure; "
-                               "ranks are not retried)")
-        yield to_driver
 
 
 def _barrier_task(payload: bytes, relay_address: tuple[str, int], token: str, loopback: bool,
@@ -292,7 +210,7 @@ def _barrier_task(payload: bytes, relay_address: tuple[str, int], token: str, lo
         context = BarrierTaskContext.get()
         rank = context.partitionId()
         host = "127.0.0.1" if loopback else context.getTaskInfos()[rank].address.rsplit(":", 1)[0]
-        with _driver_relay(rank, relay_address, token) as to_driver:
+        with driver_relay(rank, relay_address, token) as to_driver:
             peers = context.allGather(f"{host}:{_reserve_port(host)}")
             if len(set(peers)) != len(peers):  # a port handed out twice between its probe and TensorFlow's bind
                 raise RuntimeError(f"visionlake rank {rank} exited with status -1 (two workers drew the same port: "
@@ -336,9 +254,8 @@ def run_on_barrier(spark, fn: Callable, args: tuple, num_proc: int, output: Text
     if conf.get("spark.dynamicAllocation.enabled", "false").lower() == "true":
         raise RuntimeError("train.engine=tf_distribute runs its ranks as one Spark barrier stage, which Spark refuses "
                            "under dynamic allocation: set spark.dynamicAllocation.enabled=false for training jobs")
-    driver_host = "127.0.0.1" if loopback else conf.get("spark.driver.host")
-    relay = _LineRelay("127.0.0.1" if loopback else conf.get("spark.driver.bindAddress", driver_host), output)
-    task = _barrier_task(cloudpickle.dumps((fn, args)), (driver_host, relay.port), relay.token, loopback, env)
+    relay = LineRelay.on_driver(conf, loopback, output)
+    task = _barrier_task(cloudpickle.dumps((fn, args)), relay.address, relay.token, loopback, env)
     try:
         tasks = spark.sparkContext.parallelize(range(num_proc), num_proc).barrier().mapPartitions(task)
         return [cloudpickle.loads(result) for result in tasks.collect()]
