@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import sys
+import threading
 from pathlib import Path
 from typing import Callable, Iterator, Optional, TextIO
 
@@ -194,6 +195,25 @@ class RankOutput(_LineStream):
         self._relay = relay
         self._on_line = on_line
         self._raw = logging.getLogger("horovod.ranks")
+        # Several threads write here (Horovod's copy of each rank's stdout and stderr, in blocks that end mid-line,
+        # and the relay's whole lines): each keeps its own partial line, and one line is handled at a time.
+        self._partials: dict[int, str] = {}
+        self._lock = threading.Lock()
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            writer = threading.get_ident()
+            *lines, self._partials[writer] = (self._partials.get(writer, "") + text).split("\n")
+            for line in lines:
+                self._line(line)
+        return len(text)
+
+    def flush(self) -> None:
+        with self._lock:
+            partials, self._partials = self._partials, {}
+            for line in partials.values():
+                if line:
+                    self._line(line)
 
     def _line(self, line: str) -> None:
         match = _FORWARDED.match(line)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import sys
 import threading
 import time
@@ -20,6 +21,7 @@ POLL_SECONDS = 0.5
 # Rank 0 reports its step this often (the ranks step together, so its count is the run's).
 STEP_REPORT_SECONDS = 0.5
 _STEP_MARK = "steps "
+_STEP_REPORT = re.compile(_STEP_MARK + r"(\d+)/(\d+) (epoch \d+/\d+)")
 
 
 def bars_enabled() -> bool:
@@ -84,11 +86,8 @@ def step_report(done: int, total: int, epoch: int, epochs: int) -> str:
 
 def parse_step_report(text: str) -> Optional[tuple[int, int, str]]:
     """(done, total, "epoch E/N") from a ``step_report`` line; None for any other line."""
-    if not text.startswith(_STEP_MARK):
-        return None
-    steps, _, epoch = text[len(_STEP_MARK):].partition(" ")
-    done, _, total = steps.partition("/")
-    return int(done), int(total), epoch
+    match = _STEP_REPORT.fullmatch(text)
+    return (int(match.group(1)), int(match.group(2)), match.group(3)) if match else None
 
 
 class TrainingProgress:
@@ -104,7 +103,11 @@ class TrainingProgress:
         report = parse_step_report(text)
         if report is not None:
             if self._enabled:
-                self._show(*report)
+                try:
+                    self._show(*report)
+                except Exception:  # noqa: BLE001 - a progress bar must never fail the training it watches
+                    log.debug("training progress bar stopped", exc_info=True)
+                    self._enabled = False
             return
         if self._bar is not None:
             self._bar.clear()
@@ -116,7 +119,7 @@ class TrainingProgress:
         if self._bar is None:
             self._bar = _bar("training", "steps")
         self._bar.total, self._bar.n = total, done
-        self._bar.set_description(f"training, {epoch}", refresh=False)
+        self._bar.set_description_str(f"training, {epoch}", refresh=False)
         self._bar.refresh()
 
     def close(self) -> None:

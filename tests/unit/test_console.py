@@ -133,3 +133,18 @@ def test_rank_zero_s_step_reports_move_a_bar_on_a_terminal_and_never_reach_the_l
         assert ("25/40 steps" in bar and "training, epoch 2/2" in bar) == terminal, bar
     assert logged == [(0, "epoch 1/2: loss=0.5")] * 2
     assert progress.parse_step_report("epoch 1/2: steps 3/4") is None
+
+
+def test_rank_output_keeps_each_writer_s_partial_line_apart():
+    import threading
+
+    seen = []
+    output = RankOutput(relay=lambda rank, text: seen.append((rank, text)))
+    output.write("[1]<stderr>:half a li")  # Horovod's copy of rank 1's stderr stops mid-line ...
+    other = threading.Thread(target=output.write, args=(f"[0]<stdout>:{RANK_LINE}epoch 1/2\n",))
+    other.start()  # ... while the relay delivers rank 0's whole line from another thread
+    other.join()
+    output.write("ne\n")
+    output.write(f"[1]<stdout>:{RANK_LINE}last, unterminated")
+    output.flush()
+    assert seen == [(0, "epoch 1/2"), (1, "last, unterminated")]

@@ -58,3 +58,17 @@ def test_a_rank_that_cannot_reach_the_relay_still_runs_and_says_so(capsys):
         print(f"{RANK_LINE}epoch 1/1")
     out = capsys.readouterr().out
     assert "cannot reach the driver's line relay" in out and out.endswith(f"{RANK_LINE}epoch 1/1\n")
+
+
+def test_a_broken_relay_sends_the_rank_s_lines_to_its_own_stdout_instead_of_failing_it():
+    from visionlake.train.relay import RankLines
+
+    class Broken(io.StringIO):
+        def write(self, text):
+            raise BrokenPipeError("the driver went away")
+
+    rest = io.StringIO()
+    lines = RankLines(0, Broken(), rest)
+    print(f"{RANK_LINE}epoch 1/1", file=lines)
+    print("chatter", file=lines)
+    assert rest.getvalue() == f"{RANK_LINE}epoch 1/1\nchatter\n"

@@ -113,12 +113,14 @@ def run_on_ranks(spark: SparkSession, fn: Callable, args: tuple, num_proc: int,
         progress.close()
 
 
-def _run_relayed(fn: Callable, args: tuple, relay_address: tuple[str, int], token: str) -> Any:
+def _with_relay(fn: Callable, args: tuple, relay_address: Optional[tuple[str, int]], token: str) -> Any:
     """A Horovod rank: its progress lines go to the driver's relay as they are printed."""
     from visionlake.train.relay import rank_lines_to_driver
 
+    if relay_address is None:
+        return fn(*args)
     with rank_lines_to_driver(int(os.environ["HOROVOD_RANK"]), relay_address, token):
-        return _run_guarded(fn, args)
+        return fn(*args)
 
 
 def _run_horovod(spark: SparkSession, fn: Callable, args: tuple, num_proc: int, output: RankOutput, loopback: bool,
@@ -129,13 +131,20 @@ def _run_horovod(spark: SparkSession, fn: Callable, args: tuple, num_proc: int, 
 
     if loopback:
         env = {**env, "HOROVOD_GLOO_IFACE": "lo"}  # Gloo rendezvous on loopback only when every node is this machine
-    relay = LineRelay.on_driver(spark.sparkContext.getConf(), loopback, output)
     try:
-        return horovod.spark.run(_run_relayed, args=(fn, args, relay.address, relay.token), num_proc=num_proc,
-                                 env=env, stdout=output, stderr=output, nics={"lo"} if loopback else None, verbose=0,
-                                 executable=rank_python(spark))
+        relay: Optional[LineRelay] = LineRelay.on_driver(spark.sparkContext.getConf(), loopback, output)
+    except OSError as error:  # live lines are a comfort: without them they arrive with Horovod's copy, at the end
+        log.warning("cannot open the rank line relay (%s); rank progress will arrive when each run ends", error)
+        relay = None
+    relayed = (fn, args, relay.address if relay else None, relay.token if relay else "")
+    try:
+        # Gloo always: an MPI build of Horovod would pick MPI, whose ranks have no HOROVOD_RANK and no loopback pin.
+        return horovod.spark.run(_run_guarded, args=(_with_relay, relayed), num_proc=num_proc, env=env,
+                                 stdout=output, stderr=output, nics={"lo"} if loopback else None, verbose=0,
+                                 use_gloo=True, executable=rank_python(spark))
     finally:
-        relay.close()
+        if relay is not None:
+            relay.close()
 
 
 def on_loopback(master: str) -> bool:

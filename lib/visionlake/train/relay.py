@@ -13,7 +13,7 @@ import socket
 import socketserver
 import sys
 import threading
-from typing import Iterator, TextIO
+from typing import Iterator, Optional, TextIO
 
 from visionlake.console import RANK_LINE
 
@@ -99,38 +99,66 @@ class LineRelay:
 
 
 @contextlib.contextmanager
-def driver_relay(rank: int, relay_address: tuple[str, int], token: str) -> Iterator[TextIO]:
-    """This rank's line to the driver's relay; refuses to run a rank Spark retries."""
-    with socket.create_connection(relay_address) as connection, connection.makefile("rw") as to_driver:
+def driver_relay(rank: int, relay_address: tuple[str, int], token: str,
+                 timeout: Optional[float] = None) -> Iterator[TextIO]:
+    """This rank's line to the driver's relay (``timeout``: for connecting and the reply); refuses to run a rank
+    Spark retries."""
+    with socket.create_connection(relay_address, timeout=timeout) as connection, \
+            connection.makefile("rw", encoding="utf-8", errors="replace") as to_driver:
         to_driver.write(f"{token}\n{rank}\n")
         to_driver.flush()
         if to_driver.readline().strip() != "go":
             raise RuntimeError(f"visionlake rank {rank} exited with status -1 (Spark retried it after a failure; "
                                "ranks are not retried)")
+        connection.settimeout(None)
         yield to_driver
 
 
 class RankLines(io.TextIOBase):
     """A rank's ``sys.stdout`` while it runs under Horovod: the lines it marks with ``RANK_LINE`` go to the
-    driver's relay at once, tagged as Horovod tags what it forwards; everything else to ``rest``."""
+    driver's relay at once, tagged as Horovod tags what it forwards; everything else to ``rest``. When the relay
+    breaks, every line goes to ``rest`` (Horovod's copy): a progress display must never fail training."""
 
     def __init__(self, rank: int, to_driver: TextIO, rest: TextIO):
         self._rank, self._to_driver, self._rest, self._partial = rank, to_driver, rest, ""
+        self._lock = threading.Lock()
+
+    @property
+    def encoding(self):
+        return self._rest.encoding
+
+    def fileno(self) -> int:
+        return self._rest.fileno()
+
+    def isatty(self) -> bool:
+        return False
 
     def write(self, text: str) -> int:
-        *lines, self._partial = (self._partial + text).split("\n")
-        for line in lines:
-            if line.startswith(RANK_LINE):
-                self._to_driver.write(f"[{self._rank}]<stdout>:{line}\n")
-                self._to_driver.flush()
-            else:
-                self._rest.write(line + "\n")
+        with self._lock:
+            *lines, self._partial = (self._partial + text).split("\n")
+            for line in lines:
+                self._write_line(line)
         return len(text)
 
+    def _write_line(self, line: str) -> None:
+        if self._to_driver is not None and line.startswith(RANK_LINE):
+            try:
+                self._to_driver.write(f"[{self._rank}]<stdout>:{line}\n")
+                self._to_driver.flush()
+                return
+            except OSError:
+                self._to_driver = None
+        self._rest.write(line + "\n")
+
     def flush(self) -> None:
-        if self._partial:
-            self.write("\n")
+        with self._lock:
+            if self._partial:
+                line, self._partial = self._partial, ""
+                self._write_line(line)
         self._rest.flush()
+
+
+_CONNECT_SECONDS = 10
 
 
 @contextlib.contextmanager
@@ -139,7 +167,7 @@ def rank_lines_to_driver(rank: int, relay_address: tuple[str, int], token: str) 
     (a firewall between executors and driver) still runs: its lines then arrive with Horovod's copy, at the end."""
     with contextlib.ExitStack() as stack:
         try:
-            to_driver = stack.enter_context(driver_relay(rank, relay_address, token))
+            to_driver = stack.enter_context(driver_relay(rank, relay_address, token, timeout=_CONNECT_SECONDS))
         except OSError as error:
             print(f"{RANK_LINE}warning: cannot reach the driver's line relay at {relay_address} ({error}); this "
                   "rank's progress arrives when it ends", flush=True)
@@ -152,5 +180,7 @@ def rank_lines_to_driver(rank: int, relay_address: tuple[str, int], token: str) 
         try:
             yield
         finally:
-            sys.stdout.flush()
-            sys.stdout = original
+            try:
+                sys.stdout.flush()
+            finally:
+                sys.stdout = original
