@@ -340,7 +340,7 @@ class DemoConfig:
     image_size: int = 40
     anomaly_epochs: AtLeastOne = 16         # the demo's short schedule for the anomaly VAE
     gan_epochs: AtLeastOne = 50             # ... and for the cDCGAN, which needs more steps to draw its classes
-    quality_every_epochs: AtLeastOne = 4    # FCD and sample grid every N GAN epochs (generative.quality.every_epochs)
+    quality_every_epochs: AtLeastOne = 2    # FCD and sample grid every N GAN epochs (generative.quality.every_epochs)
     generative_batch_size: AtLeastOne = 16  # per rank: ~700 training images give 22 steps per epoch instead of 5 at 64
     quality_samples: AtLeastOne = 1000      # images per FCD estimate in the demo (generative.quality.samples)
     # `visionlake demo` trains the anomaly model on these shapes only, so rings show up as the anomalies.

@@ -68,6 +68,31 @@ def test_a_short_gan_run_changes_both_networks_identically_on_every_rank(runs, w
         "models:/visionlake-classifier/1"
 
 
+def test_a_gan_run_registers_the_epoch_with_the_lowest_validation_fcd_and_reports_its_figures(runs, workspace,
+                                                                                              spark):
+    import mlflow.tensorflow
+
+    from visionlake.evaluate.generative import GanQuality
+    from visionlake.train.generative import prepare_generative
+
+    summary = runs["cdcgan"]
+    judged = [record for record in summary.history if "val_fcd" in record]
+    assert len(judged) == 2  # quality every epoch
+    kept = min(judged, key=lambda record: record["val_fcd"])
+    assert summary.metrics["selected_epoch"] == kept["epoch"] + 1
+    assert summary.metrics["fcd"] == pytest.approx(kept["fcd"]) and float(summary.gate["gate.candidate_value"]) == \
+        pytest.approx(kept["fcd"], rel=1e-5)
+    # The registered generator is that epoch's: measured afresh, its FCD is that epoch's, not the last one's.
+    config = workspace("generative.model=cdcgan")
+    mlflow.set_tracking_uri(config.tracking.tracking_uri)
+    plan = prepare_generative(spark, config)
+    quality = GanQuality.prepare(Judge.load(plan.judge.uri), plan.spec, plan.inputs.test_files,
+                                 plan.inputs.train_files, plan.inputs.val_files, config.generative.quality.samples,
+                                 len(plan.label_names), config.train.seed)
+    generator = mlflow.tensorflow.load_model(f"models:/visionlake-cdcgan/{summary.model_version}")
+    assert quality.evaluate(generator)["fcd"] == pytest.approx(kept["fcd"], rel=1e-3)
+
+
 def test_fcd_is_zero_for_a_set_against_itself_symmetric_and_grows_with_noise(workspace, spark):
     from visionlake.lake.reader import InputSpec
     from visionlake.evaluate.measures import frechet_features_distance

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 import math
 
 import numpy as np
@@ -170,15 +171,16 @@ def _judge_that_always_answers(label: int, shape=(32, 32, 3), classes=5):
     return Judge(classifier)
 
 
-def test_conditional_accuracy_uses_every_requested_sample_and_fcd_as_many_as_the_real_images():
+def test_conditional_accuracy_uses_every_requested_sample_and_each_fcd_draw_as_many_as_the_real_images():
     from visionlake.models.generative import build_generator
     from visionlake.evaluate.generative import GanQuality, generate
 
     shape, classes = (32, 32, 3), 5
     judge = _judge_that_always_answers(2)
-    real = np.random.default_rng(0).uniform(-1, 1, (12, *shape)).astype(np.float32)
-    quality = GanQuality(judge, judge.features(real), floor_fcd=1.0, samples=len(real), num_classes=classes,
-                         seed=3, accuracy_samples=60)
+    rng = np.random.default_rng(0)
+    real, val = (rng.uniform(-1, 1, (12, *shape)).astype(np.float32) for _ in range(2))
+    quality = GanQuality(judge, fit_gaussian(judge.features(real)), fit_gaussian(judge.features(val)), floor_fcd=1.0,
+                         samples=len(real), num_classes=classes, seed=3, accuracy_samples=60)
     generator = build_generator(shape, GanConfig(latent_dim=8, filters=8, embedding_dim=4), classes)
 
     figures = quality.evaluate(generator)
@@ -188,12 +190,48 @@ def test_conditional_accuracy_uses_every_requested_sample_and_fcd_as_many_as_the
     # (of the first 12 alone, 2 would).
     assert figures["conditional_accuracy"] == pytest.approx(12 / 60)
     assert figures["fcd_train_test"] == 1.0
-    # The FCD compares the first 12 generated images (as many as the real ones) with the real features.
+    # Each FCD is the mean over five disjoint draws of 12 generated images (as many as the real ones): not the FCD
+    # of all 60 at once, whose smaller sampling error would not compare with a floor of 12 against 12.
     generated, _ = generate(generator, 60, classes, seed=3)
-    first = judge.features(generated[:12])
-    assert figures["fcd"] == pytest.approx(frechet_distance(fit_gaussian(first), fit_gaussian(judge.features(real))))
-    assert figures["fcd"] != pytest.approx(frechet_distance(fit_gaussian(judge.features(generated)),
-                                                            fit_gaussian(judge.features(real))))
+    features = judge.features(generated)
+    draws = [fit_gaussian(features[k * 12:(k + 1) * 12]) for k in range(5)]
+    assert figures["fcd_draws"] == 5
+    assert figures["fcd"] == pytest.approx(np.mean([frechet_distance(d, quality.test_fit) for d in draws]))
+    assert figures["val_fcd"] == pytest.approx(np.mean([frechet_distance(d, quality.val_fit) for d in draws]))
+    assert figures["fcd"] != pytest.approx(frechet_distance(fit_gaussian(features), quality.test_fit))
+    assert figures["fcd"] != pytest.approx(figures["val_fcd"])
+    # Fewer requested accuracy samples than the FCD draws take: the accuracy still uses the requested number.
+    fewer = replace(quality, accuracy_samples=30).evaluate(generator)
+    assert (fewer["conditional_accuracy_samples"], fewer["fcd_draws"]) == (30, 5)
+    assert fewer["conditional_accuracy"] == pytest.approx(6 / 30) and fewer["fcd"] == pytest.approx(figures["fcd"])
+
+
+def test_fcd_draws_are_disjoint_runs_within_the_image_budget():
+    from visionlake.evaluate.generative import FCD_DRAW_IMAGES, FCD_DRAWS, fcd_draws, mean_fcd
+
+    assert fcd_draws(129, 728) == FCD_DRAWS         # the demo: five draws of 129 training images for the floor
+    assert fcd_draws(129, 300) == 2                  # as many whole draws as there are images ...
+    assert fcd_draws(129, 100) == 1                  # ... and at least one
+    assert fcd_draws(10_000, 60_000) == FCD_DRAW_IMAGES // 10_000  # MNIST: the budget bounds the reads
+    features = np.concatenate([np.zeros((4, 2)), np.eye(2).repeat(2, axis=0), 5 + np.eye(2).repeat(2, axis=0)])
+    reference = fit_gaussian(features[4:8])
+    assert mean_fcd(features, reference, 4, 3) == pytest.approx(np.mean(
+        [frechet_distance(fit_gaussian(features[k * 4:(k + 1) * 4]), reference) for k in range(3)]))
+    assert mean_fcd(features, reference, 4, 1) == pytest.approx(frechet_distance(fit_gaussian(features[:4]), reference))
+
+
+def test_a_gan_run_reports_the_figures_of_the_epoch_it_kept():
+    from visionlake.train.generative import GAN_SELECTION, selected_figures
+
+    history = [{"epoch": 0, "d_loss": 1.0}, {"epoch": 1, "d_loss": 0.9, "val_fcd": 40.0, "fcd": 41.0},
+               {"epoch": 2, "d_loss": 0.8}, {"epoch": 3, "d_loss": 0.7, "val_fcd": 20.0, "fcd": 25.0},
+               {"epoch": 4, "d_loss": 0.6, "val_fcd": 20.0, "fcd": 19.0}, {"epoch": 5, "d_loss": 0.5, "val_fcd": 30.0,
+                                                                          "fcd": 31.0}]
+    # The first of the lowest validation FCDs, as the rank loop kept it (a tie does not replace the weights).
+    assert selected_figures(history, GAN_SELECTION) == {"d_loss": 0.7, "val_fcd": 20.0, "fcd": 25.0,
+                                                        "selected_epoch": 4.0}
+    assert selected_figures(history, None) == {}
+    assert selected_figures([{"epoch": 0, "d_loss": 1.0}], GAN_SELECTION) == {}
 
 
 def test_the_judge_sees_images_in_0_1_and_labels_each_image_across_prediction_batches():
@@ -435,15 +473,24 @@ def test_reconstruction_quality_reads_up_to_the_requested_test_images_in_file_or
 
 
 def test_gan_quality_measures_fcd_on_as_many_images_as_the_test_split_gives(tmp_path):
-    from visionlake.evaluate.generative import GanQuality
+    from visionlake.evaluate.generative import GanQuality, read_images
     from visionlake.lake.reader import InputSpec
 
     judge = _judge_that_always_answers(1, shape=(4, 4, 1), classes=2)
     spec = InputSpec((4, 4, 1), batch_size=2, reader="arrow")
     test = _image_file(tmp_path / "test.parquet", [0, 60, 120, 250])
-    quality = GanQuality.prepare(judge, spec, (test,), (test,), samples=50, num_classes=2, seed=4)
+    train = _image_file(tmp_path / "train.parquet", [0, 60, 120, 250, 30, 90, 200, 10])
+    one = _image_file(tmp_path / "one.parquet", [9])
+    quality = GanQuality.prepare(judge, spec, (test,), (test,), (test,), samples=50, num_classes=2, seed=4)
     assert (quality.samples, quality.accuracy_samples, quality.num_classes, quality.seed) == (4, 50, 2, 4)
-    assert quality.test_features.shape == (4, 128)
+    np.testing.assert_allclose(quality.test_fit.mean, judge.features(read_images(spec, (test,), 50)[0]).mean(axis=0),
+                               rtol=1e-5)
     assert quality.floor_fcd == pytest.approx(0.0, abs=1e-6)  # train = test: no distance between real sets
+    # The floor is the mean over the disjoint draws of 4 training images that the split holds (two here).
+    two_draws = GanQuality.prepare(judge, spec, (test,), (train,), (test,), samples=50, num_classes=2, seed=4)
+    train_features = judge.features(read_images(spec, (train,), 8)[0])
+    assert two_draws.floor_fcd == pytest.approx(np.mean([frechet_distance(fit_gaussian(train_features[k:k + 4]),
+                                                                          quality.test_fit) for k in (0, 4)]))
+    assert GanQuality.prepare(judge, spec, (test,), (test,), (one,), 50, 2, 4).val_fit is None  # one val image
     with pytest.raises(ValueError, match="at least two test images"):
-        GanQuality.prepare(judge, spec, (_image_file(tmp_path / "one.parquet", [9]),), (test,), 50, 2, 4)
+        GanQuality.prepare(judge, spec, (one,), (test,), (test,), 50, 2, 4)

@@ -78,13 +78,15 @@ def test_demo_figures_state_each_model_s_figure_against_its_target():
     from visionlake.operate.pipeline import demo_figures
 
     classifier, detector = SimpleNamespace(test_accuracy=0.9712), SimpleNamespace(val_auroc=0.98249)
-    generator = SimpleNamespace(metrics={"fcd": 3.0, "fcd_train_test": 2.0, "fcd_samples": 500.0,
-                                         "conditional_accuracy": 0.85, "conditional_accuracy_samples": 1000.0})
+    generator = SimpleNamespace(metrics={"fcd": 3.0, "fcd_train_test": 2.0, "fcd_samples": 500.0, "fcd_draws": 5.0,
+                                         "selected_epoch": 36.0, "conditional_accuracy": 0.85,
+                                         "conditional_accuracy_samples": 1000.0})
     assert demo_figures(classifier, detector, generator) == {
         "classifier test accuracy": "0.971 (target >= 0.95)",
         "anomaly detector val AUROC": "0.982 (target >= 0.95)",
         "conditional GAN conditional accuracy": "0.850 on 1000 generated images (target >= 0.8)",
-        "conditional GAN FCD": "3.00 = 1.50x the train-vs-test floor 2.00, 500 images each (target <= 2x)"}
+        "conditional GAN FCD": "3.00 = 1.50x the train-vs-test floor 2.00, means of 5 draws of 500 images, "
+                               "generator of epoch 36 (target <= 2x)"}
     unmeasured = demo_figures(classifier, SimpleNamespace(val_auroc=None), SimpleNamespace(metrics={}))
     assert unmeasured["anomaly detector val AUROC"] == "n/a (target >= 0.95)"
     assert unmeasured["conditional GAN conditional accuracy"] == "nan on 0 generated images (target >= 0.8)"

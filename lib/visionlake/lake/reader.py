@@ -32,6 +32,7 @@ class TrainingInputs:
     synthetic: tuple[RankShard, ...] = ()
     synthetic_rows: int = 0
     synthetic_runs: tuple[str, ...] = ()
+    val_files: tuple[str, ...] = ()   # the whole val split (e.g. the FCD a GAN run selects its generator on)
 
     def mix_tags(self, fraction: float) -> dict[str, str]:
         """What an MLflow run records about its real/synthetic mix."""
@@ -89,7 +90,8 @@ def plan_inputs(spark, lake, manifest: Manifest, *, num_proc: int, batch_size: i
                           "train.num_proc")
     synthetic_runs = tuple(sorted((manifest.synthetic or {}).get("live_runs", [])))
     return TrainingInputs(train_plan.shards, val_plan.shards, tuple(files["test"]), tuple(files["train"]), steps,
-                          synthetic_plan.shards, synthetic_rows, synthetic_runs if synthetic_files else ())
+                          synthetic_plan.shards, synthetic_rows, synthetic_runs if synthetic_files else (),
+                          tuple(files["val"]))
 
 
 def _tfrecord_plan(manifest: Manifest, split: str, num_proc: int, labels: tuple[int, ...],

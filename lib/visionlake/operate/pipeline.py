@@ -119,8 +119,10 @@ def demo_figures(classifier, detector, generator) -> dict[str, str]:
                                                        f"on {metrics.get('conditional_accuracy_samples', 0):.0f} "
                                                        "generated images (target >= 0.8)"}
     if fcd is not None and floor:
+        kept = f", generator of epoch {metrics['selected_epoch']:.0f}" if "selected_epoch" in metrics else ""
         figures["conditional GAN FCD"] = (f"{fcd:.2f} = {fcd / floor:.2f}x the train-vs-test floor {floor:.2f}, "
-                                          f"{metrics.get('fcd_samples', 0):.0f} images each (target <= 2x)")
+                                          f"means of {metrics.get('fcd_draws', 1):.0f} draws of "
+                                          f"{metrics.get('fcd_samples', 0):.0f} images{kept} (target <= 2x)")
     return figures
 
 

@@ -35,7 +35,7 @@ class LoopJob:
     tracking_uri: str
     run_id: str
     checkpoint_uri: str  # this run's folder on the lake's file system (any URI pyarrow reaches)
-    # ("val_accuracy", "max") keeps the best epoch's weights; None keeps the last epoch's.
+    # ("val_accuracy", "max") keeps the weights of the best epoch of those that report the figure; None, the last's.
     selection: Optional[tuple[str, str]] = None
     synthetic: tuple[RankShard, ...] = ()  # per rank, mixed into training batches
     synthetic_fraction: float = 0.0
@@ -152,17 +152,16 @@ def run_loop(job: LoopJob, task: RankTask, hvd) -> dict[str, Any]:
             stop = task.should_stop(record)
             last = stop or current == job.epochs - 1
             if rank == 0:  # Horovod: one writer for checkpoints and logs
-                if job.selection is None or improved(record[job.selection[0]], best, job.selection[1]):
+                # Quality first: a generative run selects on a figure only these epochs have (val_fcd).
+                record.update(task.on_epoch_end_rank_zero(current, last, client, job.run_id))
+                if job.selection is None or (job.selection[0] in record
+                                             and improved(record[job.selection[0]], best, job.selection[1])):
                     best = record[job.selection[0]] if job.selection else None
                     best_weights = snapshot_weights(task.networks)
                     store.save_best(best_weights)
                 store.save(checkpoint, current + 1)
                 for key, value in record.items():
                     client.log_metric(job.run_id, key, value, step=current)
-                quality = task.on_epoch_end_rank_zero(current, last, client, job.run_id)
-                for key, value in quality.items():
-                    client.log_metric(job.run_id, key, value, step=current)
-                record.update(quality)
                 rank_line(f"epoch {current + 1}/{job.epochs}: "
                           + ", ".join(f"{k}={v:.4g}" for k, v in sorted(record.items())))
             history.append({"epoch": current, **record})
