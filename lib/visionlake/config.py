@@ -255,6 +255,9 @@ class GanConfig:
     real_label: Fraction = 0.9        # one-sided label smoothing: the target for real images (1.0 = off)
     discriminator_steps: AtLeastOne = 1  # k discriminator steps per generator step
     dropout: float = 0.3
+    # R1: gamma/2 * E||grad_x D(x)||^2 on real images; keeps a discriminator that wins early from drowning G's
+    # gradients (Mescheder et al. 2018). 0 = off.
+    r1_gamma: Annotated[float, Field(ge=0, description="0 turns the R1 penalty off")] = 0.0
     # cDCGAN only, AC-GAN style: the discriminator also names the class of real images, and the generator is
     # rewarded when its images get their conditioning label; 0 = the label is an input only (learned far slower).
     class_loss_weight: Annotated[float, Field(ge=0, description="0 turns the auxiliary class loss off")] = 1.0

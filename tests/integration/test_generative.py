@@ -64,21 +64,21 @@ def test_a_short_gan_run_changes_both_networks_identically_on_every_rank(runs, w
     assert client.get_registered_model(f"visionlake-{kind}").aliases == {"candidate": 1, "champion": 1}
     assert summary.gate["gate.metric"] == "fcd" and summary.gate["gate.direction"] == "lower"
     run = client.get_run(summary.run_id)
-    assert run.data.params["generative.gan.learning_rate"] == "0.0002" and run.data.tags["quality.classifier"] == \
+    assert run.data.params["generative.gan.learning_rate"] == "0.0004" and run.data.tags["quality.classifier"] == \
         "models:/visionlake-classifier/1"
 
 
-def test_a_gan_run_registers_the_epoch_with_the_lowest_validation_fcd_and_reports_its_figures(runs, workspace,
-                                                                                              spark):
+def test_a_gan_run_registers_the_epoch_with_the_lowest_training_fcd_and_reports_its_figures(runs, workspace,
+                                                                                            spark):
     import mlflow.tensorflow
 
     from visionlake.evaluate.generative import GanQuality
     from visionlake.train.generative import prepare_generative
 
     summary = runs["cdcgan"]
-    judged = [record for record in summary.history if "val_fcd" in record]
+    judged = [record for record in summary.history if "train_fcd" in record]
     assert len(judged) == 2  # quality every epoch
-    kept = min(judged, key=lambda record: record["val_fcd"])
+    kept = min(judged, key=lambda record: record["train_fcd"])
     assert summary.metrics["selected_epoch"] == kept["epoch"] + 1
     assert summary.metrics["fcd"] == pytest.approx(kept["fcd"]) and float(summary.gate["gate.candidate_value"]) == \
         pytest.approx(kept["fcd"], rel=1e-5)

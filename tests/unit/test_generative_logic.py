@@ -101,6 +101,35 @@ def test_acgan_class_head_learns_real_classes_and_pulls_the_generator_towards_th
         "the generator learns to draw the class it is asked for"
 
 
+def _slope_at_real_images_after_training(r1_gamma: float) -> float:
+    """Mean squared gradient norm of the real/fake logit at the real images after 40 discriminator steps."""
+    import tensorflow as tf
+
+    from visionlake.models.generative import build_discriminator, build_generator
+    from visionlake.train.generative import make_gan_steps
+
+    tf.keras.utils.set_random_seed(0)
+    gan = GanConfig(latent_dim=8, filters=8, embedding_dim=4, learning_rate=0.005, dropout=0.0, r1_gamma=r1_gamma)
+    shape = (8, 8, 1)
+    real = tf.random.uniform((32, *shape), 0.2, 1.0)
+    generator, discriminator = build_generator(shape, gan), build_discriminator(shape, gan)
+    d_step, _ = make_gan_steps(generator, discriminator, tf.keras.optimizers.Adam(gan.learning_rate),
+                               tf.keras.optimizers.Adam(gan.learning_rate), tf.random.Generator.from_seed(1),
+                               gan, False, _OneProcess)
+    labels = tf.zeros((32,), tf.int32)
+    for _ in range(40):
+        d_step(real, labels)
+    with tf.GradientTape() as tape:
+        tape.watch(real)
+        total = tf.reduce_sum(discriminator(real, training=True))
+    return float(tf.reduce_mean(tf.reduce_sum(tf.square(tape.gradient(total, real)), axis=[1, 2, 3])))
+
+
+def test_the_r1_penalty_flattens_the_discriminator_at_real_images():
+    unpenalised = _slope_at_real_images_after_training(0.0)
+    assert _slope_at_real_images_after_training(10.0) < 0.2 * unpenalised
+
+
 def test_the_registered_generator_is_the_moving_average_of_the_trained_weights():
     import tensorflow as tf
 
@@ -178,9 +207,10 @@ def test_conditional_accuracy_uses_every_requested_sample_and_each_fcd_draw_as_m
     shape, classes = (32, 32, 3), 5
     judge = _judge_that_always_answers(2)
     rng = np.random.default_rng(0)
-    real, val = (rng.uniform(-1, 1, (12, *shape)).astype(np.float32) for _ in range(2))
-    quality = GanQuality(judge, fit_gaussian(judge.features(real)), fit_gaussian(judge.features(val)), floor_fcd=1.0,
-                         samples=len(real), num_classes=classes, seed=3, accuracy_samples=60)
+    real, val, train = (rng.uniform(-1, 1, (count, *shape)).astype(np.float32) for count in (12, 12, 40))
+    quality = GanQuality(judge, fit_gaussian(judge.features(real)), fit_gaussian(judge.features(train)),
+                         fit_gaussian(judge.features(val)), floor_fcd=1.0, samples=len(real), num_classes=classes,
+                         seed=3, accuracy_samples=60)
     generator = build_generator(shape, GanConfig(latent_dim=8, filters=8, embedding_dim=4), classes)
 
     figures = quality.evaluate(generator)
@@ -200,6 +230,8 @@ def test_conditional_accuracy_uses_every_requested_sample_and_each_fcd_draw_as_m
     assert figures["val_fcd"] == pytest.approx(np.mean([frechet_distance(d, quality.val_fit) for d in draws]))
     assert figures["fcd"] != pytest.approx(frechet_distance(fit_gaussian(features), quality.test_fit))
     assert figures["fcd"] != pytest.approx(figures["val_fcd"])
+    # What a run selects on: all 60 generated images against all the training images read, in one estimate.
+    assert figures["train_fcd"] == pytest.approx(frechet_distance(fit_gaussian(features), quality.train_fit))
     # Fewer requested accuracy samples than the FCD draws take: the accuracy still uses the requested number.
     fewer = replace(quality, accuracy_samples=30).evaluate(generator)
     assert (fewer["conditional_accuracy_samples"], fewer["fcd_draws"]) == (30, 5)
@@ -223,12 +255,13 @@ def test_fcd_draws_are_disjoint_runs_within_the_image_budget():
 def test_a_gan_run_reports_the_figures_of_the_epoch_it_kept():
     from visionlake.train.generative import GAN_SELECTION, selected_figures
 
-    history = [{"epoch": 0, "d_loss": 1.0}, {"epoch": 1, "d_loss": 0.9, "val_fcd": 40.0, "fcd": 41.0},
-               {"epoch": 2, "d_loss": 0.8}, {"epoch": 3, "d_loss": 0.7, "val_fcd": 20.0, "fcd": 25.0},
-               {"epoch": 4, "d_loss": 0.6, "val_fcd": 20.0, "fcd": 19.0}, {"epoch": 5, "d_loss": 0.5, "val_fcd": 30.0,
-                                                                          "fcd": 31.0}]
-    # The first of the lowest validation FCDs, as the rank loop kept it (a tie does not replace the weights).
-    assert selected_figures(history, GAN_SELECTION) == {"d_loss": 0.7, "val_fcd": 20.0, "fcd": 25.0,
+    history = [{"epoch": 0, "d_loss": 1.0}, {"epoch": 1, "d_loss": 0.9, "train_fcd": 40.0, "fcd": 41.0},
+               {"epoch": 2, "d_loss": 0.8}, {"epoch": 3, "d_loss": 0.7, "train_fcd": 20.0, "fcd": 25.0},
+               {"epoch": 4, "d_loss": 0.6, "train_fcd": 20.0, "fcd": 19.0},
+               {"epoch": 5, "d_loss": 0.5, "train_fcd": 30.0, "fcd": 31.0}]
+    # The first of the lowest FCDs against the training images, as the rank loop kept it (a tie does not replace
+    # the weights).
+    assert selected_figures(history, GAN_SELECTION) == {"d_loss": 0.7, "train_fcd": 20.0, "fcd": 25.0,
                                                         "selected_epoch": 4.0}
     assert selected_figures(history, None) == {}
     assert selected_figures([{"epoch": 0, "d_loss": 1.0}], GAN_SELECTION) == {}

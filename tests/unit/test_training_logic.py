@@ -152,3 +152,26 @@ def test_ranks_share_the_cores_unless_told_how_many_threads_each_takes():
 
     assert [threads_per_rank(8, 2, 0), threads_per_rank(8, 3, 0), threads_per_rank(2, 4, 0)] == [4, 2, 1]
     assert threads_per_rank(8, 0, 0) == 8 and threads_per_rank(8, 2, 3) == 3
+
+
+def test_a_rank_hands_its_input_iterator_to_a_thread_that_nothing_waits_for():
+    import threading
+
+    from visionlake.train.loop import release_in_background
+
+    caller_went_on, seen = threading.Event(), {}
+
+    class SlowToTearDown:  # a tf.data iterator whose teardown waits on its prefetch thread
+        def __del__(self):
+            seen["caller_went_on_first"] = caller_went_on.wait(timeout=10)
+            seen["thread"] = threading.current_thread()
+
+    owner = [SlowToTearDown()]
+    release_in_background(owner)
+    caller_went_on.set()  # reached at once: a teardown on this thread would have waited 10 s first
+    for _ in range(100):
+        if "thread" in seen:
+            break
+        threading.Event().wait(0.05)
+    assert seen["caller_went_on_first"] and seen["thread"] is not threading.main_thread()
+    assert seen["thread"].daemon

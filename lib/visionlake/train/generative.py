@@ -5,8 +5,8 @@ discriminator steps per generator step, non-saturating or minimax G loss, one-si
 streams.
 VAE/autoencoder: summed squared error (+ KL for the VAE) with the reparameterisation trick.
 Quality metrics and sample grids are computed on rank 0 every ``generative.quality.every_epochs`` epochs and after
-the last; the driver then registers the generator of the epoch with the lowest validation FCD (or the autoencoder
-of the last epoch) and gates it on FCD (or test MSE).
+the last; the driver then registers the generator of the epoch with the lowest FCD against the training images (or
+the autoencoder of the last epoch) and gates it on FCD (or test MSE).
 """
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ LOSS_PANELS = {"gan": {"losses": ("d_loss", "g_loss"), "discriminator": ("d_real
                "autoencoder": {"loss": ("loss", "val_loss"), "terms": ("reconstruction", "kl")}}
 NOISE_STREAM_STRIDE = 1_000_003  # ranks draw from disjoint noise streams: seed + rank * stride
 AVERAGE_GENERATOR = "generator_average"  # the moving average of the generator's weights (gan.average_decay)
-GAN_SELECTION = ("val_fcd", "min")  # what a GAN run with an FCD judge keeps the weights of
+GAN_SELECTION = ("train_fcd", "min")  # what a GAN run with an FCD judge keeps the weights of
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ class GenerativeJob:
     num_classes: int
     test_files: tuple[str, ...]
     quality_train_files: tuple[str, ...]  # real training images for the FCD(train, test) floor
-    quality_val_files: tuple[str, ...]    # real validation images: the FCD a GAN run selects its generator on
+    quality_val_files: tuple[str, ...]    # real validation images for val_fcd
     judge_uri: Optional[str]               # the resolved FCD classifier, models:/name/version
 
 
@@ -118,12 +118,19 @@ def make_gan_steps(generator, discriminator, g_optimizer, d_optimizer, noise, se
         latent = noise.normal([tf.shape(real)[0], latent_dim])
         with tf.GradientTape() as tape:
             fake = generator(inputs(latent, labels), training=True)
-            real_logits, real_class_loss = judge(real, labels)
+            with tf.GradientTape() as slope_tape:
+                slope_tape.watch(real)
+                real_logits, real_class_loss = judge(real, labels)
+                real_total = tf.reduce_sum(real_logits)
             fake_logits, _ = judge(fake, labels)
+            penalty = 0.0
+            if settings.r1_gamma:  # differentiated again by the outer tape: the penalty trains D
+                slopes = slope_tape.gradient(real_total, real)
+                penalty = 0.5 * settings.r1_gamma * tf.reduce_mean(tf.reduce_sum(tf.square(slopes), axis=[1, 2, 3]))
             # One-sided label smoothing: real targets at settings.real_label, fake targets stay 0. The class head
             # learns from real images only: trained on fakes too, it lets the generator code classes in colour.
             loss = (bce(tf.fill(tf.shape(real_logits), settings.real_label), real_logits)
-                    + bce(tf.zeros_like(fake_logits), fake_logits) + real_class_loss)
+                    + bce(tf.zeros_like(fake_logits), fake_logits) + real_class_loss + penalty)
         step_averaged(tape, loss, discriminator.trainable_variables, d_optimizer, hvd)  # Horovod: D's own allreduce
         return loss, tf.reduce_mean(tf.sigmoid(real_logits)), tf.reduce_mean(tf.sigmoid(fake_logits))
 
@@ -364,8 +371,8 @@ def fit_generative(spark: SparkSession, plan: GenerativePlan, run_id: str) -> Ge
         mlflow.set_tags({"job": "train_generative", **plan.dataset_tags(), "model.kind": settings.model, "model.num_classes": len(plan.label_names),
                          "model.trained_labels": ",".join(map(str, plan.spec.labels)) or "all",
                          "quality.classifier": plan.judge.uri if plan.judge else "none"})
-    # A GAN with a judge registers the epoch with the lowest validation FCD (GAN training oscillates: in two epochs
-    # the demo's test FCD went from 2.1x to 6.5x the floor); the others, the last epoch.
+    # A GAN with a judge registers the epoch with the lowest FCD against the training images (GAN training
+    # oscillates: in two epochs the demo's test FCD went from 2.1x to 6.5x the floor); the others, the last epoch.
     selection = GAN_SELECTION if settings.is_gan and plan.judge else None
     job = GenerativeJob(loop=plan.loop(run_id, settings.epochs, selection=selection), settings=settings,
                         num_classes=len(plan.label_names), test_files=plan.inputs.test_files,
