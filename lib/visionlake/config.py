@@ -343,8 +343,12 @@ class DemoConfig:
     image_size: int = 40
     anomaly_epochs: AtLeastOne = 16         # the demo's short schedule for the anomaly VAE
     gan_epochs: AtLeastOne = 50             # ... and for the cDCGAN, which needs more steps to draw its classes
+    # The cDCGAN's batch norm normalises over each rank's own batch: on 2 cores, two ranks of 16 images left it 16,
+    # and one rank of 32 (the same steps, both cores through TensorFlow's threads) scored a lower FCD (README).
+    gan_ranks: AtLeastOne = 1
+    gan_batch_size: AtLeastOne = 32         # per rank
     quality_every_epochs: AtLeastOne = 2    # FCD and sample grid every N GAN epochs (generative.quality.every_epochs)
-    generative_batch_size: AtLeastOne = 16  # per rank: ~700 training images give 22 steps per epoch instead of 5 at 64
+    generative_batch_size: AtLeastOne = 16  # the VAE's, per rank: ~700 training images give 22 steps per epoch, not 5
     quality_samples: AtLeastOne = 1000      # images per FCD estimate in the demo (generative.quality.samples)
     # `visionlake demo` trains the anomaly model on these shapes only, so rings show up as the anomalies.
     normal_labels: list[Text] = field(default_factory=lambda: ["circle", "cross", "square", "triangle"])

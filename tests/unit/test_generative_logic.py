@@ -202,7 +202,7 @@ def _judge_that_always_answers(label: int, shape=(32, 32, 3), classes=5):
 
 def test_conditional_accuracy_uses_every_requested_sample_and_each_fcd_draw_as_many_as_the_real_images():
     from visionlake.models.generative import build_generator
-    from visionlake.evaluate.generative import GanQuality, generate
+    from visionlake.evaluate.generative import FCD_DRAWS, GanQuality, generate, mean_fcd
 
     shape, classes = (32, 32, 3), 5
     judge = _judge_that_always_answers(2)
@@ -220,36 +220,44 @@ def test_conditional_accuracy_uses_every_requested_sample_and_each_fcd_draw_as_m
     # (of the first 12 alone, 2 would).
     assert figures["conditional_accuracy"] == pytest.approx(12 / 60)
     assert figures["fcd_train_test"] == 1.0
-    # Each FCD is the mean over five disjoint draws of 12 generated images (as many as the real ones): not the FCD
-    # of all 60 at once, whose smaller sampling error would not compare with a floor of 12 against 12.
+    # Each FCD is the mean over FCD_DRAWS random draws of 12 of the generated images (as many as the real ones): not
+    # the FCD of all 60 at once, whose smaller sampling error would not compare with a floor of 12 against 12.
     generated, _ = generate(generator, 60, classes, seed=3)
     features = judge.features(generated)
-    draws = [fit_gaussian(features[k * 12:(k + 1) * 12]) for k in range(5)]
-    assert figures["fcd_draws"] == 5
-    assert figures["fcd"] == pytest.approx(np.mean([frechet_distance(d, quality.test_fit) for d in draws]))
-    assert figures["val_fcd"] == pytest.approx(np.mean([frechet_distance(d, quality.val_fit) for d in draws]))
+    assert figures["fcd_draws"] == FCD_DRAWS
+    assert figures["fcd"] == pytest.approx(mean_fcd(features, quality.test_fit, 12, seed=3))
+    assert figures["val_fcd"] == pytest.approx(mean_fcd(features, quality.val_fit, 12, seed=3))
     assert figures["fcd"] != pytest.approx(frechet_distance(fit_gaussian(features), quality.test_fit))
     assert figures["fcd"] != pytest.approx(figures["val_fcd"])
     # What a run selects on: all 60 generated images against all the training images read, in one estimate.
     assert figures["train_fcd"] == pytest.approx(frechet_distance(fit_gaussian(features), quality.train_fit))
-    # Fewer requested accuracy samples than the FCD draws take: the accuracy still uses the requested number.
+    # Fewer requested accuracy samples than the FCD pool takes: the accuracy still uses the requested number.
     fewer = replace(quality, accuracy_samples=30).evaluate(generator)
-    assert (fewer["conditional_accuracy_samples"], fewer["fcd_draws"]) == (30, 5)
+    assert (fewer["conditional_accuracy_samples"], fewer["fcd_draws"]) == (30, FCD_DRAWS)
     assert fewer["conditional_accuracy"] == pytest.approx(6 / 30) and fewer["fcd"] == pytest.approx(figures["fcd"])
 
 
-def test_fcd_draws_are_disjoint_runs_within_the_image_budget():
-    from visionlake.evaluate.generative import FCD_DRAW_IMAGES, FCD_DRAWS, fcd_draws, mean_fcd
+def test_an_fcd_estimate_is_the_mean_over_random_draws_from_a_bounded_pool():
+    from visionlake.evaluate.generative import (FCD_DRAWS, FCD_GENERATED_POOL, FCD_POOL_IMAGES, fcd_draws,
+                                                generated_pool, mean_fcd)
 
-    assert fcd_draws(129, 728) == FCD_DRAWS         # the demo: five draws of 129 training images for the floor
-    assert fcd_draws(129, 300) == 2                  # as many whole draws as there are images ...
-    assert fcd_draws(129, 100) == 1                  # ... and at least one
-    assert fcd_draws(10_000, 60_000) == FCD_DRAW_IMAGES // 10_000  # MNIST: the budget bounds the reads
-    features = np.concatenate([np.zeros((4, 2)), np.eye(2).repeat(2, axis=0), 5 + np.eye(2).repeat(2, axis=0)])
-    reference = fit_gaussian(features[4:8])
-    assert mean_fcd(features, reference, 4, 3) == pytest.approx(np.mean(
-        [frechet_distance(fit_gaussian(features[k * 4:(k + 1) * 4]), reference) for k in range(3)]))
-    assert mean_fcd(features, reference, 4, 1) == pytest.approx(frechet_distance(fit_gaussian(features[:4]), reference))
+    assert fcd_draws(129, 728) == FCD_DRAWS and fcd_draws(129, 129) == 1  # no choice: one draw, of everything
+    assert generated_pool(129) == FCD_GENERATED_POOL * 129                  # the demo: a few times n ...
+    assert generated_pool(10_000) == FCD_POOL_IMAGES                        # ... MNIST: within the bound ...
+    assert generated_pool(30_000) == 30_000                                 # ... and never fewer than n
+    rng = np.random.default_rng(1)
+    features = rng.normal(size=(200, 3))
+    reference = fit_gaussian(rng.normal(size=(50, 3)) + 0.5)
+    draws = np.random.default_rng(9)
+    assert mean_fcd(features, reference, 20, seed=9) == pytest.approx(np.mean(
+        [frechet_distance(fit_gaussian(features[draws.choice(200, 20, replace=False)]), reference)
+         for _ in range(FCD_DRAWS)]))
+    assert mean_fcd(features[:20], reference, 20, seed=9) == pytest.approx(
+        frechet_distance(fit_gaussian(features[:20]), reference))
+    # The point of the draws: two pools of the same distribution agree far better than two single draws do.
+    spread = [mean_fcd(rng.normal(size=(200, 3)), reference, 20, seed=k) for k in range(20)]
+    single = [frechet_distance(fit_gaussian(rng.normal(size=(20, 3))), reference) for _ in range(20)]
+    assert np.std(spread) < 0.6 * np.std(single)
 
 
 def test_a_gan_run_reports_the_figures_of_the_epoch_it_kept():
@@ -506,7 +514,7 @@ def test_reconstruction_quality_reads_up_to_the_requested_test_images_in_file_or
 
 
 def test_gan_quality_measures_fcd_on_as_many_images_as_the_test_split_gives(tmp_path):
-    from visionlake.evaluate.generative import GanQuality, read_images
+    from visionlake.evaluate.generative import GanQuality, mean_fcd, read_images
     from visionlake.lake.reader import InputSpec
 
     judge = _judge_that_always_answers(1, shape=(4, 4, 1), classes=2)
@@ -519,11 +527,11 @@ def test_gan_quality_measures_fcd_on_as_many_images_as_the_test_split_gives(tmp_
     np.testing.assert_allclose(quality.test_fit.mean, judge.features(read_images(spec, (test,), 50)[0]).mean(axis=0),
                                rtol=1e-5)
     assert quality.floor_fcd == pytest.approx(0.0, abs=1e-6)  # train = test: no distance between real sets
-    # The floor is the mean over the disjoint draws of 4 training images that the split holds (two here).
-    two_draws = GanQuality.prepare(judge, spec, (test,), (train,), (test,), samples=50, num_classes=2, seed=4)
+    # The floor is the mean FCD of random draws of 4 of all the training images read (eight here) against the test fit.
+    drawn = GanQuality.prepare(judge, spec, (test,), (train,), (test,), samples=50, num_classes=2, seed=4)
     train_features = judge.features(read_images(spec, (train,), 8)[0])
-    assert two_draws.floor_fcd == pytest.approx(np.mean([frechet_distance(fit_gaussian(train_features[k:k + 4]),
-                                                                          quality.test_fit) for k in (0, 4)]))
+    assert drawn.floor_fcd == pytest.approx(mean_fcd(train_features, quality.test_fit, 4, seed=4))
+    np.testing.assert_allclose(drawn.train_fit.mean, train_features.mean(axis=0), rtol=1e-5)
     assert GanQuality.prepare(judge, spec, (test,), (test,), (one,), 50, 2, 4).val_fit is None  # one val image
     with pytest.raises(ValueError, match="at least two test images"):
         GanQuality.prepare(judge, spec, (one,), (test,), (test,), 50, 2, 4)

@@ -1,6 +1,8 @@
 """The demo pipeline's settings and summary, and the notebook helpers, without Spark."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -14,15 +16,17 @@ from visionlake.operate.pipeline import DemoSummary, demo_settings
 def test_demo_settings_shorten_the_generative_schedule_and_pick_the_normal_shapes():
     config = load_config(None, ["generative.epochs=50", "generative.model=vae", "demo.anomaly_epochs=3",
                                 "demo.gan_epochs=7", "demo.quality_samples=64", "demo.quality_every_epochs=5",
-                                "demo.generative_batch_size=8", "demo.normal_labels=[ring]"])
+                                "demo.generative_batch_size=8", "demo.gan_batch_size=4", "demo.gan_ranks=3",
+                                "demo.normal_labels=[ring]"])
 
     demo, gan = demo_settings(config)
 
     assert (demo.generative.epochs, demo.generative.batch_size, demo.generative.quality.samples) == (3, 8, 64)
-    assert (gan.generative.model, gan.generative.epochs, gan.generative.batch_size) == ("cdcgan", 7, 8)
+    assert (gan.generative.model, gan.generative.epochs, gan.generative.batch_size) == ("cdcgan", 7, 4)
     assert demo.generative.quality.every_epochs == gan.generative.quality.every_epochs == 5
     assert list(demo.anomaly.normal_labels) == list(gan.anomaly.normal_labels) == ["ring"]
-    assert demo.generative.gan == config.generative.gan and demo.train == gan.train == config.train
+    assert demo.generative.gan == config.generative.gan and demo.train == config.train
+    assert gan.train == replace(config.train, num_proc=3)  # the GAN's own ranks; every other training setting kept
 
 
 def test_demo_summary_reports_tables_aliases_rates_and_next_steps():

@@ -62,15 +62,17 @@ class DemoSummary:
 
 
 def demo_settings(config: Config) -> tuple[Config, Config]:
-    """The configs of the demo's anomaly model and of its conditional GAN: the short generative schedules and the
-    choice of normal classes."""
+    """The configs of the demo's anomaly model and of its conditional GAN: the short generative schedules, the
+    GAN's ranks and batch, and the choice of normal classes."""
     demo = config.demo
     generative = replace(config.generative, epochs=demo.anomaly_epochs, batch_size=demo.generative_batch_size,
                          quality=replace(config.generative.quality, samples=demo.quality_samples,
                                          every_epochs=demo.quality_every_epochs))
     anomaly = replace(config.anomaly, normal_labels=list(demo.normal_labels))
     config = replace(config, generative=generative, anomaly=anomaly)
-    return config, replace(config, generative=replace(generative, model="cdcgan", epochs=demo.gan_epochs))
+    return config, replace(config, train=replace(config.train, num_proc=demo.gan_ranks),
+                           generative=replace(generative, model="cdcgan", epochs=demo.gan_epochs,
+                                              batch_size=demo.gan_batch_size))
 
 
 def run_demo(spark: SparkSession, config: Config) -> DemoSummary:

@@ -185,7 +185,7 @@ def release_in_background(owner: list) -> None:
 
 
 def log_epoch(client, run_id: str, record: dict[str, float], epoch: int) -> None:
-    """An epoch's figures in one call (one store transaction, not one per figure: 50 GAN epochs made ~600)."""
+    """An epoch's figures in one call (one store transaction, not one per figure: 50 GAN epochs made ~500)."""
     from mlflow.entities import Metric
 
     timestamp = int(time.time() * 1000)
