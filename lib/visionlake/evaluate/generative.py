@@ -159,14 +159,14 @@ class GanQuality:
         count = max(self.accuracy_samples if conditional else 0, generated_pool(self.samples))
         images, labels = generate(generator, count, self.num_classes, self.seed)
         features, predicted = self.judge.features_and_labels(images)
-        # generate() cycles the labels, so every run of ``samples`` images is as balanced over the classes as all.
+        # Each draw mixes the classes at random, as a draw of real training images does for the floor.
         figures = {"fcd": mean_fcd(features, self.test_fit, self.samples, self.seed),
                    "fcd_train_test": self.floor_fcd, "fcd_samples": float(self.samples),
                    "fcd_draws": float(fcd_draws(self.samples, len(features))),
                    "train_fcd": frechet_distance(fit_gaussian(features), self.train_fit)}
         if self.val_fit is not None:
             figures["val_fcd"] = mean_fcd(features, self.val_fit, self.samples, self.seed)
-        if conditional:  # on the requested number of images, however many the FCD draws took
+        if conditional:  # on the requested number of images, however large the FCD pool
             figures["conditional_accuracy"] = conditional_accuracy(labels[:self.accuracy_samples],
                                                                    predicted[:self.accuracy_samples])
             figures["conditional_accuracy_samples"] = float(min(len(labels), self.accuracy_samples))
