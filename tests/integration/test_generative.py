@@ -116,8 +116,9 @@ def test_fcd_is_zero_for_a_set_against_itself_symmetric_and_grows_with_noise(wor
     assert distances == sorted(distances) and distances[-1] > distances[1] > 0, distances
 
 
-def test_the_vae_learns_and_samples_from_the_registered_model(runs, workspace):
+def test_the_vae_learns_and_samples_from_the_registered_model(runs, workspace, spark):
     import mlflow.tensorflow
+    from visionlake.lake.reader import InputSpec
 
     summary = runs["vae"]
     assert summary.history[-1]["reconstruction"] < summary.history[0]["reconstruction"]
@@ -130,6 +131,15 @@ def test_the_vae_learns_and_samples_from_the_registered_model(runs, workspace):
     decoder = decoder_of(model)
     samples = decoder(np.random.default_rng(1).normal(size=(4, 32)).astype(np.float32)).numpy()
     assert samples.shape == (4, 32, 32, 3) and np.isfinite(samples).all() and np.abs(samples).max() <= 1
+
+    # After a few steps the moving batch-norm averages still hold most of their start; the registered model carries
+    # statistics recomputed for its weights, so inference reconstructs as training mode does on a batch of everything.
+    lake = Lake(spark, workspace().lake.root)
+    files = lake.table_files("demo", "images", "train", lake.read_manifest("demo"))
+    images, _ = read_images(InputSpec((32, 32, 3), batch_size=64), files, limit=512)
+    inference, batch_mode = model(images, training=False).numpy(), model(images, training=True).numpy()
+    gap, error = np.abs(inference - batch_mode).mean(), np.abs(batch_mode - images).mean()
+    assert gap < 0.1 * error, (gap, error)
 
 
 def test_synthetic_images_round_trip_through_the_readers_and_mix_into_training(runs, workspace, spark):

@@ -535,3 +535,29 @@ def test_gan_quality_measures_fcd_on_as_many_images_as_the_test_split_gives(tmp_
     assert GanQuality.prepare(judge, spec, (test,), (test,), (one,), 50, 2, 4).val_fit is None  # one val image
     with pytest.raises(ValueError, match="at least two test images"):
         GanQuality.prepare(judge, spec, (one,), (test,), (test,), 50, 2, 4)
+
+
+def test_recomputed_batch_norm_statistics_are_those_of_the_batches_under_the_current_weights():
+    from tensorflow import keras
+
+    from visionlake.models.batch_norm import batch_norm_layers, recompute_statistics
+
+    keras.utils.set_random_seed(0)
+    inner = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.BatchNormalization()])
+    model = keras.Sequential([keras.Input((4,)), inner, keras.layers.BatchNormalization(center=False, scale=False)])
+    images = np.random.default_rng(0).normal(3.0, 2.0, size=(256, 4)).astype(np.float32)
+    model(images[:16], training=True)  # one step's update: the moving statistics still hold 99% of their start
+    dense, inner_norm, outer_norm = inner.layers[0], inner.layers[1], model.layers[1]
+    assert set(batch_norm_layers(model)) == {inner_norm, outer_norm}  # nested models included
+    before = inner_norm.moving_variance.numpy()
+    assert recompute_statistics(model, []) == 0
+    np.testing.assert_array_equal(inner_norm.moving_variance.numpy(), before)
+
+    assert recompute_statistics(model, np.split(images, 16)) == 16
+    features = dense(images).numpy()
+    np.testing.assert_allclose(inner_norm.moving_mean.numpy(), features.mean(axis=0), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(inner_norm.moving_variance.numpy(), features.var(axis=0), rtol=0.1)
+    # Inference now normalises as one batch of everything does in training mode, to the last layer.
+    np.testing.assert_allclose(model(images, training=False).numpy(), model(images, training=True).numpy(), rtol=0.1,
+                               atol=0.02)
+    assert [layer.momentum for layer in (inner_norm, outer_norm)] == [0.99, 0.99]

@@ -10,6 +10,7 @@ the autoencoder of the last epoch) and gates it on FCD (or test MSE).
 """
 from __future__ import annotations
 
+import collections
 import logging
 import math
 import tempfile
@@ -27,7 +28,7 @@ from visionlake.lake.reader import parquet_reader
 from visionlake.train.driver import TrainingPlan, open_dataset, plan_training, train_on_ranks
 from visionlake.train.launcher import init_rank
 from visionlake.train.checkpoints import NetworkWeights, load_weights
-from visionlake.train.loop import LoopJob, RankTask, run_loop, step_averaged, weights_digest
+from visionlake.train.loop import LoopJob, RankTask, average_over_ranks, run_loop, step_averaged, weights_digest
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ LOSS_PANELS = {"gan": {"losses": ("d_loss", "g_loss"), "discriminator": ("d_real
 NOISE_STREAM_STRIDE = 1_000_003  # ranks draw from disjoint noise streams: seed + rank * stride
 AVERAGE_GENERATOR = "generator_average"  # the moving average of the generator's weights (gan.average_decay)
 GAN_SELECTION = ("train_fcd", "min")  # what a GAN run with an FCD judge keeps the weights of
+STATISTICS_IMAGES = 512  # per rank: the latest training images an autoencoder's batch-norm statistics are taken over
 
 
 @dataclass(frozen=True)
@@ -254,6 +256,7 @@ class AutoencoderTask(RankTask):
         self.optimizers = {"autoencoder": tf.keras.optimizers.Adam(settings.learning_rate, name="autoencoder_adam")}
         self._step = self._make_step(_noise(job, hvd.rank()))
         self._quality = None
+        self._recent_batches = collections.deque(maxlen=math.ceil(STATISTICS_IMAGES / job.loop.spec.batch_size))
 
     def _losses(self, images, noise, training: bool):
         """(objective, summed squared error, KL) per batch; the VAE samples z only when training."""
@@ -288,8 +291,17 @@ class AutoencoderTask(RankTask):
 
     def train_step(self, images, labels) -> dict[str, Any]:
         loss, squared_error, kl = self._step(images)
+        self._recent_batches.append(images)
         figures = {"loss": loss, "reconstruction": squared_error}
         return {**figures, "kl": kl} if self.variational else figures
+
+    def finish_epoch(self) -> None:
+        """Batch-norm statistics of the epoch's final weights over the rank's latest training batches, averaged over
+        the ranks: validation, the quality figures and the registered model then normalise as training did."""
+        from visionlake.models.batch_norm import recompute_statistics
+
+        recompute_statistics(self.autoencoder.model, self._recent_batches)
+        average_over_ranks(self.autoencoder.model.non_trainable_variables, self.hvd)
 
     def validate(self, val) -> dict[str, float]:
         import numpy as np

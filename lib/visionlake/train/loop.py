@@ -54,6 +54,10 @@ class RankTask:
     def train_step(self, images, labels) -> dict[str, Any]:
         raise NotImplementedError
 
+    def finish_epoch(self) -> None:
+        """Collective (every rank calls it), after the epoch's steps and before validation: e.g. batch-norm
+        statistics recomputed for the weights the epoch ended with."""
+
     def validate(self, val: RankShard) -> dict[str, float]:
         """Collective (every rank calls it): metrics over all ranks' validation shards."""
         return {}
@@ -80,6 +84,12 @@ def step_averaged(tape, loss, variables, optimizer, hvd) -> None:
     tape = hvd.DistributedGradientTape(tape)  # Horovod: allreduce-average the gradients over the ranks
     gradients = tape.gradient(loss, variables)
     optimizer.apply_gradients(zip(gradients, variables))
+
+
+def average_over_ranks(variables, hvd) -> None:
+    """Sets each variable to its mean over the ranks (Horovod allreduce); collective."""
+    for variable in variables:
+        variable.assign(hvd.allreduce(variable, op=hvd.Average))
 
 
 def weights_digest(*models) -> str:
@@ -143,8 +153,8 @@ def run_loop(job: LoopJob, task: RankTask, hvd) -> dict[str, Any]:
             # Horovod: sum metrics over ranks, and average batch-norm statistics so all ranks hold one model.
             totals = hvd.allreduce(tf.constant([sums[k] for k in keys] + [count], tf.float64), op=hvd.Sum).numpy()
             for network in task.networks.values():
-                for variable in network.non_trainable_variables:
-                    variable.assign(hvd.allreduce(variable, op=hvd.Average))
+                average_over_ranks(network.non_trainable_variables, hvd)
+            task.finish_epoch()
             record = {key: totals[i] / totals[-1] for i, key in enumerate(keys)}
             record["images_per_s"] = totals[-1] / (time.perf_counter() - started)
             record.update(task.validate(job.val[rank]))
