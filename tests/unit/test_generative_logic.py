@@ -550,10 +550,10 @@ def test_recomputed_batch_norm_statistics_are_those_of_the_batches_under_the_cur
     dense, inner_norm, outer_norm = inner.layers[0], inner.layers[1], model.layers[1]
     assert set(batch_norm_layers(model)) == {inner_norm, outer_norm}  # nested models included
     before = inner_norm.moving_variance.numpy()
-    assert recompute_statistics(model, []) == 0
+    assert recompute_statistics(model, images[:0]) == 0
     np.testing.assert_array_equal(inner_norm.moving_variance.numpy(), before)
 
-    assert recompute_statistics(model, np.split(images, 16)) == 16
+    assert recompute_statistics(model, images, batch_size=16) == 16
     features = dense(images).numpy()
     np.testing.assert_allclose(inner_norm.moving_mean.numpy(), features.mean(axis=0), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(inner_norm.moving_variance.numpy(), features.var(axis=0), rtol=0.1)

@@ -8,7 +8,9 @@ statistics scored 1.000.
 """
 from __future__ import annotations
 
-from typing import Iterable
+# Images per forward pass. Each pass is an eager call, so few and large: 512 images of the demo's VAE took 0.75 s in
+# passes of 16 (12 s over its 16 epochs) and 0.19 s in passes of 128.
+STATISTICS_BATCH = 128
 
 
 def batch_norm_layers(model) -> list:
@@ -18,23 +20,24 @@ def batch_norm_layers(model) -> list:
     return [layer for layer in model.submodules if isinstance(layer, layers.BatchNormalization)]
 
 
-def recompute_statistics(model, batches: Iterable) -> int:
-    """Sets each batch-norm layer's moving mean and variance to the average of its statistics over ``batches`` under
-    the current weights, through ``model``'s inference path in training mode; returns the number of batches.
+def recompute_statistics(model, images, batch_size: int = STATISTICS_BATCH) -> int:
+    """Sets each batch-norm layer's moving mean and variance to the average of its statistics over ``images`` (in
+    batches of ``batch_size``) under the current weights, through ``model``'s inference path in training mode;
+    returns the number of batches.
 
-    Give it training batches (shuffled, of the training size): a batch of one class has a smaller variance than the
-    population. No other weight changes, and no statistics change without batches.
+    Give it training images in random order: a batch of one class has a smaller variance than the population. No
+    other weight changes, and no statistics change without images.
     """
     bn_layers = batch_norm_layers(model)
     momenta = [layer.momentum for layer in bn_layers]
     count = 0
     try:
-        for images in batches:
+        for start in range(0, len(images), batch_size):
             # Momentum k/(k+1) on the k-th batch makes the moving value the running mean of the batch statistics.
             # Eager calls: a traced function would freeze the first momentum into its graph.
             for layer in bn_layers:
                 layer.momentum = count / (count + 1.0)
-            model(images, training=True)
+            model(images[start:start + batch_size], training=True)
             count += 1
     finally:
         for layer, momentum in zip(bn_layers, momenta):

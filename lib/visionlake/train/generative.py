@@ -300,7 +300,10 @@ class AutoencoderTask(RankTask):
         the ranks: validation, the quality figures and the registered model then normalise as training did."""
         from visionlake.models.batch_norm import recompute_statistics
 
-        recompute_statistics(self.autoencoder.model, self._recent_batches)
+        if self._recent_batches:
+            import tensorflow as tf
+
+            recompute_statistics(self.autoencoder.model, tf.concat(list(self._recent_batches), axis=0))
         average_over_ranks(self.autoencoder.model.non_trainable_variables, self.hvd)
 
     def validate(self, val) -> dict[str, float]:
