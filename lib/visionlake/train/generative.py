@@ -298,11 +298,11 @@ class AutoencoderTask(RankTask):
     def finish_epoch(self) -> None:
         """Batch-norm statistics of the epoch's final weights over the rank's latest training batches, averaged over
         the ranks: validation, the quality figures and the registered model then normalise as training did."""
+        import tensorflow as tf
+
         from visionlake.models.batch_norm import recompute_statistics
 
         if self._recent_batches:
-            import tensorflow as tf
-
             recompute_statistics(self.autoencoder.model, tf.concat(list(self._recent_batches), axis=0))
         average_over_ranks(self.autoencoder.model.non_trainable_variables, self.hvd)
 
