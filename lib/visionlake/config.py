@@ -279,7 +279,7 @@ class QualityConfig:
     # The classifier whose penultimate ("features") layer defines the FCD feature space; "" disables FCD.
     classifier: Text = "models:/visionlake-classifier@champion"
     samples: AtLeastOne = 10000    # real and generated images per FCD estimate
-    every_epochs: AtLeastOne = 2   # quality metrics and a sample grid every N epochs, and after the last
+    every_epochs: AtLeastOne = 2   # all quality figures and a grid every N epochs and after the last (train_fcd: every)
 
 
 @dataclass(frozen=True, config=_SECTION)

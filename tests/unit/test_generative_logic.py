@@ -275,6 +275,27 @@ def test_a_gan_run_reports_the_figures_of_the_epoch_it_kept():
     assert selected_figures([{"epoch": 0, "d_loss": 1.0}], GAN_SELECTION) == {}
 
 
+def test_every_epoch_is_judged_for_selection_and_a_new_lowest_gets_all_its_figures():
+    from visionlake.evaluate.generative import JudgedSample
+    from visionlake.train.generative import GAN_SELECTION, judged_figures, selected_figures
+
+    class Quality:  # the full figures: what GanQuality.figures adds to the selection figure
+        def figures(self, sample):
+            return {"fcd": 2 * sample.train_fcd, "train_fcd": sample.train_fcd}
+
+    def sample(train_fcd):
+        return JudgedSample(np.zeros(2), np.zeros((2, 3)), np.zeros(2), True, train_fcd)
+
+    history, lowest = [], math.inf
+    for epoch, (train_fcd, due) in enumerate([(50.0, False), (40.0, True), (30.0, False), (35.0, False),
+                                              (30.0, False), (32.0, True)]):
+        history.append({"epoch": epoch, **judged_figures(Quality(), sample(train_fcd), due, lowest)})
+        lowest = min(lowest, train_fcd)
+    assert [sorted(record) for record in history] == [["epoch", "fcd", "train_fcd"]] * 3 + [
+        ["epoch", "train_fcd"]] * 2 + [["epoch", "fcd", "train_fcd"]]  # a tie is no new lowest
+    assert selected_figures(history, GAN_SELECTION) == {"fcd": 60.0, "train_fcd": 30.0, "selected_epoch": 3.0}
+
+
 def test_the_judge_sees_images_in_0_1_and_labels_each_image_across_prediction_batches():
     import tensorflow as tf
 

@@ -153,24 +153,42 @@ class GanQuality:
         return cls(judge, test_fit, fit_gaussian(train_features), val_fit, floor, count, num_classes, seed, samples)
 
     def evaluate(self, generator) -> dict[str, float]:
+        return self.figures(self.sample(generator))
+
+    def sample(self, generator) -> "JudgedSample":
+        """The generator's images seen by the judge, and their FCD against the training images (the selection
+        figure, so the cheap part: one estimate on features every figure needs anyway)."""
         from visionlake.models.generative import is_conditional
 
         conditional = is_conditional(generator)
         count = max(self.accuracy_samples if conditional else 0, generated_pool(self.samples))
         images, labels = generate(generator, count, self.num_classes, self.seed)
         features, predicted = self.judge.features_and_labels(images)
+        return JudgedSample(labels, features, predicted, conditional,
+                            frechet_distance(fit_gaussian(features), self.train_fit))
+
+    def figures(self, sample: "JudgedSample") -> dict[str, float]:
         # Each draw mixes the classes at random, as a draw of real training images does for the floor.
+        features, labels, predicted = sample.features, sample.labels, sample.predicted
         figures = {"fcd": mean_fcd(features, self.test_fit, self.samples, self.seed),
                    "fcd_train_test": self.floor_fcd, "fcd_samples": float(self.samples),
-                   "fcd_draws": float(fcd_draws(self.samples, len(features))),
-                   "train_fcd": frechet_distance(fit_gaussian(features), self.train_fit)}
+                   "fcd_draws": float(fcd_draws(self.samples, len(features))), "train_fcd": sample.train_fcd}
         if self.val_fit is not None:
             figures["val_fcd"] = mean_fcd(features, self.val_fit, self.samples, self.seed)
-        if conditional:  # on the requested number of images, however large the FCD pool
+        if sample.conditional:  # on the requested number of images, however large the FCD pool
             figures["conditional_accuracy"] = conditional_accuracy(labels[:self.accuracy_samples],
                                                                    predicted[:self.accuracy_samples])
             figures["conditional_accuracy_samples"] = float(min(len(labels), self.accuracy_samples))
         return figures
+
+
+@dataclass(frozen=True)
+class JudgedSample:
+    labels: np.ndarray     # the conditioning labels (-1 for an unconditional generator)
+    features: np.ndarray   # the judge's features of each generated image
+    predicted: np.ndarray  # the judge's label for each
+    conditional: bool
+    train_fcd: float       # FCD of all of them against all the training images read for the floor
 
 
 def gan_grid(generator, num_classes: int, seed: int) -> np.ndarray:

@@ -208,6 +208,7 @@ class GanTask(RankTask):
             _noise(job, hvd.rank()), gan, self.conditional, hvd)
         self._steps, self._g_loss = 0, float("nan")
         self._quality = None
+        self._lowest_train_fcd = math.inf
 
     def after_restore(self) -> None:
         # A checkpoint from a run started without averaging has no average: start it from the restored generator,
@@ -228,10 +229,10 @@ class GanTask(RankTask):
     def on_epoch_end_rank_zero(self, epoch: int, last: bool, client, run_id: str) -> dict[str, float]:
         from visionlake.evaluate.generative import GanQuality, Judge, gan_grid
 
-        if not _quality_due(self.job, epoch, last):
-            return {}
+        due = _quality_due(self.job, epoch, last)
         seed = self.job.loop.rank_settings.seed
-        _log_grid(client, run_id, gan_grid(self.sampler, self.job.num_classes, seed), epoch)
+        if due:
+            _log_grid(client, run_id, gan_grid(self.sampler, self.job.num_classes, seed), epoch)
         if not self.job.judge_uri:
             return {}
         if self._quality is None:
@@ -239,7 +240,21 @@ class GanTask(RankTask):
                                                self.job.test_files, self.job.quality_train_files,
                                                self.job.quality_val_files, self.job.settings.quality.samples,
                                                self.job.num_classes, seed)
-        return self._quality.evaluate(self.sampler)
+        sample = self._quality.sample(self.sampler)
+        figures = judged_figures(self._quality, sample, due, self._lowest_train_fcd)
+        self._lowest_train_fcd = min(self._lowest_train_fcd, sample.train_fcd)
+        return figures
+
+
+def judged_figures(quality, sample, due: bool, lowest_train_fcd: float) -> dict[str, float]:
+    """An epoch's figures from a judged sample: all of them when quality is due, and between those epochs only the
+    selection figure (``train_fcd``), unless it beats every earlier epoch's. So every epoch is a candidate to keep,
+    and the one a run keeps reports all its figures. (Selecting on every epoch rather than every second: 1.26-1.83x
+    the floor against 1.75-2.11x for one of three seeds in single-process runs of the demo, the same for the others.)
+    """
+    if due or sample.train_fcd < lowest_train_fcd:
+        return quality.figures(sample)
+    return {GAN_SELECTION[0]: sample.train_fcd}
 
 
 class AutoencoderTask(RankTask):
