@@ -14,10 +14,17 @@ STATISTICS_BATCH = 128
 
 
 def batch_norm_layers(model) -> list:
-    """Every batch-norm layer of ``model``, nested models included."""
+    """Every batch-norm layer of ``model``, nested models included (walked through ``layers``, which Keras 2 and 3
+    both have; Keras 3 models have no ``submodules``)."""
     from tensorflow.keras import layers
 
-    return [layer for layer in model.submodules if isinstance(layer, layers.BatchNormalization)]
+    found = []
+    for layer in model.layers:
+        if isinstance(layer, layers.BatchNormalization):
+            found.append(layer)
+        elif hasattr(layer, "layers"):
+            found.extend(batch_norm_layers(layer))
+    return found
 
 
 def recompute_statistics(model, images, batch_size: int = STATISTICS_BATCH) -> int:
