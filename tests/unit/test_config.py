@@ -17,6 +17,15 @@ def test_embedded_default_is_local_and_resolves_paths_against_the_base(tmp_path)
     assert config.ingest.source.uri == str(tmp_path / "data" / "demo-raw")
 
 
+def test_the_repository_config_is_the_embedded_default_itself():
+    from pathlib import Path
+
+    repository_copy = Path(__file__).resolve().parents[2] / "conf" / "local.yaml"
+    embedded = Path(__file__).resolve().parents[2] / "lib" / "visionlake" / "conf" / "local.yaml"
+    # One file: an editor that writes through the link into a copy would let the two drift apart.
+    assert repository_copy.is_symlink() and repository_copy.resolve() == embedded
+
+
 def test_overrides_are_typed_and_nested(tmp_path):
     config = load_config(None, ["ingest.image.height=64", "ingest.label.names=[a, b]",
                                 "spark.conf.spark.ui.enabled=false", "lake.root=hdfs://nn:8020/lake"],
