@@ -30,8 +30,8 @@ def test_the_demo_console_is_visionlake_s_own_lines_and_the_rest_is_in_the_log_f
 
     foreign = [line for line in console if not OWN_LINE.match(line) or NOISE.search(line)]
     assert not foreign, "lines that are not visionlake's on the console:\n" + "\n".join(foreign[:30])
-    for phase in ("demo step 2/6: ingest", "rank 0: epoch 1/1:", "demo step 6/6: scoring"):
-        assert any(phase in line for line in console), phase
+    for expected in ("demo step 2/6: ingest", "rank 0: epoch 1/1:", "demo step 6/6: scoring"):
+        assert any(expected in line for line in console), expected
     assert sum("rank 0: epoch 1/1:" in line for line in console) == 3, "each model's epoch line, relayed once"
     assert not [line for line in console if "rank 0: steps " in line], "step reports drive a bar on a terminal only"
     log_file = tmp_path / "visionlake.log"
