@@ -64,7 +64,7 @@ def test_a_short_gan_run_changes_both_networks_identically_on_every_rank(runs, w
     assert client.get_registered_model(f"visionlake-{kind}").aliases == {"candidate": 1, "champion": 1}
     assert summary.gate["gate.metric"] == "fcd" and summary.gate["gate.direction"] == "lower"
     run = client.get_run(summary.run_id)
-    assert run.data.params["generative.gan.learning_rate"] == "0.0004" and run.data.tags["quality.classifier"] == \
+    assert run.data.params["generative.gan.learning_rate"] == "0.0005" and run.data.tags["quality.classifier"] == \
         "models:/visionlake-classifier/1"
 
 
