@@ -251,6 +251,8 @@ class GanConfig:
     embedding_dim: int = 50       # cDCGAN label embedding concatenated with the latent vector
     learning_rate: float = 0.0002
     beta1: float = 0.5
+    # Adam's second-moment decay; below 0.999 its step size follows the adversarial gradients' swings sooner.
+    beta2: Annotated[float, Field(gt=0, lt=1, description="Adam's beta_2, e.g. 0.999")] = 0.999
     loss: Literal["non_saturating", "minimax"] = "non_saturating"
     real_label: Fraction = 0.9        # one-sided label smoothing: the target for real images (1.0 = off)
     discriminator_steps: AtLeastOne = 1  # k discriminator steps per generator step

@@ -64,8 +64,10 @@ def test_a_short_gan_run_changes_both_networks_identically_on_every_rank(runs, w
     assert client.get_registered_model(f"visionlake-{kind}").aliases == {"candidate": 1, "champion": 1}
     assert summary.gate["gate.metric"] == "fcd" and summary.gate["gate.direction"] == "lower"
     run = client.get_run(summary.run_id)
-    assert run.data.params["generative.gan.learning_rate"] == "0.0005" and run.data.tags["quality.classifier"] == \
-        "models:/visionlake-classifier/1"
+    configured = workspace().generative.gan
+    assert run.data.params["generative.gan.learning_rate"] == str(configured.learning_rate)
+    assert run.data.params["generative.gan.beta2"] == str(configured.beta2)
+    assert run.data.tags["quality.classifier"] == "models:/visionlake-classifier/1"
 
 
 def test_a_gan_run_registers_the_epoch_with_the_lowest_training_fcd_and_reports_its_figures(runs, workspace,

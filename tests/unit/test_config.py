@@ -231,6 +231,7 @@ def test_yaml_scalars_are_text_where_text_belongs_and_integers_are_numbers(tmp_p
     ("generative.gan.class_loss_weight", -0.1, 0, r">= 0 \(0 turns the auxiliary class loss off\)"),
     ("generative.gan.discriminator_steps", 0, 1, ">= 1"),
     ("generative.gan.r1_gamma", -1, 0, r">= 0 \(0 turns the R1 penalty off\)"),
+    ("generative.gan.beta2", 1, 0.99, r"in \(0, 1\) \(Adam's beta_2, e\.g\. 0\.999\)"),
     ("generative.autoencoder.latent_dim", 0, 1, ">= 1"),
     ("generative.quality.every_epochs", 0, 1, ">= 1"),
     ("synthetic.batch_size", 0, 1, ">= 1"),

@@ -200,9 +200,8 @@ class GanTask(RankTask):
         self._sampler_start = weights_digest(self.sampler)
         # Distinct names keep the two optimizers' slots (and their Horovod broadcasts) apart.
         self.optimizers = {
-            "generator": tf.keras.optimizers.Adam(gan.learning_rate, beta_1=gan.beta1, name="generator_adam"),
-            "discriminator": tf.keras.optimizers.Adam(gan.learning_rate, beta_1=gan.beta1,
-                                                      name="discriminator_adam")}
+            role: tf.keras.optimizers.Adam(gan.learning_rate, beta_1=gan.beta1, beta_2=gan.beta2, name=f"{role}_adam")
+            for role in ("generator", "discriminator")}
         self._d_step, self._g_step = make_gan_steps(
             self.generator, self.discriminator, self.optimizers["generator"], self.optimizers["discriminator"],
             _noise(job, hvd.rank()), gan, self.conditional, hvd)
