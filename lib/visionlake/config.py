@@ -250,6 +250,8 @@ class GanConfig:
     filters: int = 64             # the discriminator's first conv; the generator mirrors it
     embedding_dim: int = 50       # cDCGAN label embedding concatenated with the latent vector
     learning_rate: float = 0.0002
+    # The discriminator's own rate (two time-scale update rule, Heusel et al. 2017); unset = learning_rate.
+    discriminator_learning_rate: Annotated[Optional[float], Field(gt=0, description="unset = learning_rate")] = None
     beta1: float = 0.5
     # Adam's second-moment decay; below 0.999 its step size follows the adversarial gradients' swings sooner.
     beta2: Annotated[float, Field(gt=0, lt=1, description="Adam's beta_2, e.g. 0.999")] = 0.999

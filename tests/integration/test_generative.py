@@ -66,6 +66,7 @@ def test_a_short_gan_run_changes_both_networks_identically_on_every_rank(runs, w
     run = client.get_run(summary.run_id)
     configured = workspace().generative.gan
     assert run.data.params["generative.gan.learning_rate"] == str(configured.learning_rate)
+    assert run.data.params["generative.gan.discriminator_learning_rate"] == str(configured.discriminator_learning_rate)
     assert run.data.params["generative.gan.beta2"] == str(configured.beta2)
     assert run.data.tags["quality.classifier"] == "models:/visionlake-classifier/1"
 

@@ -232,6 +232,7 @@ def test_yaml_scalars_are_text_where_text_belongs_and_integers_are_numbers(tmp_p
     ("generative.gan.discriminator_steps", 0, 1, ">= 1"),
     ("generative.gan.r1_gamma", -1, 0, r">= 0 \(0 turns the R1 penalty off\)"),
     ("generative.gan.beta2", 1, 0.99, r"in \(0, 1\) \(Adam's beta_2, e\.g\. 0\.999\)"),
+    ("generative.gan.discriminator_learning_rate", 0, 0.0001, r"> 0 \(unset = learning_rate\)"),
     ("generative.autoencoder.latent_dim", 0, 1, ">= 1"),
     ("generative.quality.every_epochs", 0, 1, ">= 1"),
     ("synthetic.batch_size", 0, 1, ">= 1"),

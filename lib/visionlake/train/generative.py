@@ -199,9 +199,9 @@ class GanTask(RankTask):
             self._update_average = make_average_update(self.sampler, self.generator, gan.average_decay)
         self._sampler_start = weights_digest(self.sampler)
         # Distinct names keep the two optimizers' slots (and their Horovod broadcasts) apart.
-        self.optimizers = {
-            role: tf.keras.optimizers.Adam(gan.learning_rate, beta_1=gan.beta1, beta_2=gan.beta2, name=f"{role}_adam")
-            for role in ("generator", "discriminator")}
+        rates = {"generator": gan.learning_rate, "discriminator": gan.discriminator_learning_rate or gan.learning_rate}
+        self.optimizers = {role: tf.keras.optimizers.Adam(rate, beta_1=gan.beta1, beta_2=gan.beta2, name=f"{role}_adam")
+                           for role, rate in rates.items()}
         self._d_step, self._g_step = make_gan_steps(
             self.generator, self.discriminator, self.optimizers["generator"], self.optimizers["discriminator"],
             _noise(job, hvd.rank()), gan, self.conditional, hvd)
