@@ -77,6 +77,14 @@ def test_repository_configs_load(tmp_path):
         assert load_config(str(path), base_dir=str(tmp_path)).ingest.dataset
 
 
+def test_the_mnist_config_keeps_the_gan_its_figures_were_measured_with_when_the_demo_s_tuning_moves(tmp_path):
+    from pathlib import Path
+    mnist = Path(__file__).resolve().parents[2] / "conf" / "mnist.yaml"
+    gan = load_config(str(mnist), base_dir=str(tmp_path)).generative.gan
+    assert (gan.learning_rate, gan.discriminator_learning_rate, gan.r1_gamma, gan.filters) == (0.0002, None, 0.0, 64)
+    assert load_config(None, base_dir=str(tmp_path)).generative.gan.discriminator_learning_rate == 0.001
+
+
 def test_retention_defaults_to_a_week_and_a_local_commit_lock_resolves_against_the_base(tmp_path):
     config = load_config(None, ["lake.commit_lock=locks"], base_dir=str(tmp_path))
     assert config.lake.retention_hours == 168.0 and config.lake.commit_lock == str(tmp_path / "locks")
