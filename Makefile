@@ -15,7 +15,7 @@ AIRFLOW_STAMP := $(AIRFLOW_VENV)/.setup-stamp
 NOTEBOOKS_STAMP := $(VENV)/.notebooks-stamp
 BENCH_STAMP := $(VENV)/.bench-stamp
 
-.PHONY: setup setup-current test-current demo-current lock-current airflow-setup demo test test-unit cluster-up cluster-down cluster-test airflow-test bench-ingest \
+.PHONY: setup setup-current test-current test-fast demo-current lock-current airflow-setup demo test test-unit cluster-up cluster-down cluster-test airflow-test bench-ingest \
 	bench-train bench-gan bench-anomaly bench-score bench-engines bench-photos bench-cluster dist cluster-env lock clean mlflow-ui \
 	notebooks notebooks-strip airflow-demo browser
 
@@ -55,8 +55,10 @@ $(CURRENT_STAMP): constraints-current.txt pyproject.toml setup.py
 
 # The unit suite and the current stack's integration module (the whole pipeline on tf_distribute + arrow); the
 # tests that need Horovod or petastorm skip there and say so.
+CURRENT_TESTS = $(CURRENT_PY) -m pytest $(PYTEST_PARALLEL) --junitxml=$(REPORTS)/current.xml tests/unit \
+	tests/integration/test_current_stack.py
 test-current: setup-current
-	$(CURRENT_PY) -m pytest tests/unit tests/integration/test_current_stack.py
+	$(CURRENT_TESTS)
 
 demo-current: setup-current
 	$(CURRENT_VENV)/bin/visionlake demo --conf conf/current.yaml
@@ -88,11 +90,23 @@ browser:
 		else echo "Chromium is missing and needs root to install; the report test will skip:" \
 			"sudo apt-get install chromium (or your system's package)"; fi; }
 
-# The whole suite: the Airflow DAG run (tests/integration/test_airflow.py) and the two-node cluster run
-# (tests/cluster) included; the README's cluster commands ship dist/'s wheel and packed environment.
-test: setup airflow-setup cluster-env dist browser
-	$(PY) -m pytest tests
-	$(MAKE) test-current
+# The whole suite: the Airflow DAG run and the two-node cluster run (tests/cluster) included; the README's cluster
+# commands ship dist/'s wheel and packed environment. Both stacks run on two pytest-xdist workers (a module's tests
+# stay together, tests/conftest.py), each writing JUnit XML and per-test durations to build/test-reports/; the
+# summary at the end prints the minutes and the 25 slowest tests (.ci/test_report.py). The summary prints even when
+# a run failed, and the exit status is the runs' own.
+REPORTS := build/test-reports
+PYTEST_PARALLEL := -n 2 --dist loadgroup --no-loadscope-reorder
+test: setup setup-current airflow-setup cluster-env dist browser
+	rm -rf $(REPORTS)
+	status=0; $(PY) -m pytest $(PYTEST_PARALLEL) --junitxml=$(REPORTS)/pinned.xml tests || status=$$?; \
+	$(CURRENT_TESTS) || status=$$?; \
+	$(PY) .ci/test_report.py $(REPORTS); exit $$status
+
+# The inner loop, a few minutes: the unit tests and the integration tests not marked slow (no cluster, training,
+# demo or full DAG run), on the pinned stack.
+test-fast: setup
+	$(PY) -m pytest $(PYTEST_PARALLEL) -m "not slow" --junitxml=$(REPORTS)/fast.xml tests
 
 # A two-node Spark standalone cluster on this machine (tests/cluster/harness.py): master and two 1-core workers on
 # 127.0.0.1, each worker in its own mount namespace (private /tmp, this checkout hidden), and an MLflow tracking
@@ -185,7 +199,7 @@ lock: setup
 	$(PY) .ci/lock.py
 
 dist: setup
-	rm -rf build  # setuptools packs whatever an earlier build left there, moved modules included
+	rm -rf build/lib build/bdist.*  # setuptools packs whatever an earlier build left there, moved modules included
 	$(PIP) wheel --no-deps --no-build-isolation -w dist .
 
 # The packed job environment that cluster runs ship with `spark-submit --archives dist/visionlake-env.tar.gz#environment`
@@ -199,6 +213,14 @@ HOROVOD_GPU_ENV := $(if $(filter gpu,$(TF_EXTRA)),HOROVOD_GPU_OPERATIONS=NCCL)
 HOROVOD_GPU_PIP := $(if $(filter gpu,$(TF_EXTRA)),--no-cache-dir)
 CLUSTER_ENV := dist/visionlake-env.tar.gz
 CLUSTER_VENV := build/cluster-env
+# What no executor ever loads, left out of the archive every application ships and each executor unpacks: Spark's
+# jars (executors run the node's Spark; its pyspark.zip comes first on the Python workers' path), C++ headers and
+# libclang (for building TensorFlow ops), the MLflow UI, TensorBoard's server, test suites. docs/test-suite.md has
+# the archive's size and unpack time before and after.
+SITE := lib/python3.11/site-packages
+CLUSTER_ENV_EXCLUDE := $(SITE)/pyspark/jars/* $(SITE)/tensorflow/include/* $(SITE)/clang/* \
+	$(SITE)/mlflow/server/js/* $(SITE)/tensorboard_data_server/* $(SITE)/pandas/tests/* $(SITE)/*/tests/* \
+	$(SITE)/*/*/tests/*
 cluster-env: $(CLUSTER_ENV)
 
 $(CLUSTER_ENV): constraints.txt pyproject.toml | $(STAMP)
@@ -211,7 +233,8 @@ $(CLUSTER_ENV): constraints.txt pyproject.toml | $(STAMP)
 		--no-build-isolation $(HOROVOD_GPU_PIP) -c constraints.txt horovod==0.28.1
 	TF_CPP_MIN_LOG_LEVEL=2 $(CLUSTER_VENV)/bin/python -c \
 		"import horovod.tensorflow as hvd, petastorm, mlflow; assert hvd.gloo_built()"
-	mkdir -p dist && $(VENV)/bin/venv-pack --quiet --force -p $(CLUSTER_VENV) -o $(CLUSTER_ENV)
+	mkdir -p dist && $(VENV)/bin/venv-pack --quiet --force -p $(CLUSTER_VENV) -o $(CLUSTER_ENV) \
+		$(foreach pattern,$(CLUSTER_ENV_EXCLUDE),--exclude '$(pattern)')
 	@echo "packed job environment: $(CLUSTER_ENV) ($$(du -h $(CLUSTER_ENV) | cut -f1))"
 
 clean:

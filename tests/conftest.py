@@ -18,6 +18,65 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_MNIST = REPO.parent / "shared" / "datasets" / "mnist_png.tar.gz"
 
 
+# --- The durations report (make test: build/test-reports/) and the grouping of tests for pytest-xdist. ---
+
+# One line per test phase, slowest first; later changes are judged against it, so the columns stay as they are.
+DURATIONS_HEADER = "seconds\tphase\toutcome\ttest\n"
+
+
+_RECORDED: list[tuple[float, str, str, str]] = []  # (seconds, phase, outcome, test) of this session
+
+
+def pytest_runtest_logreport(report):
+    _RECORDED.append((report.duration, report.when, report.outcome, plain_test_id(report.nodeid)))
+
+
+def plain_test_id(nodeid: str) -> str:
+    """The test's id without the ``@group`` suffix pytest-xdist's loadgroup adds (a parameter's ``@`` stays)."""
+    head, at, group = nodeid.rpartition("@")
+    return head if at and "]" not in group else nodeid
+
+
+def pytest_sessionfinish(session):
+    """Next to the JUnit XML (``--junitxml=X.xml``): ``X-durations.tsv``, every test phase's seconds. Written by the
+    process that writes the XML (the controller under pytest-xdist, which receives every worker's reports)."""
+    xml = session.config.option.xmlpath
+    if not xml or hasattr(session.config, "workerinput"):
+        return
+    report = Path(xml).with_name(Path(xml).stem + "-durations.tsv")
+    report.parent.mkdir(parents=True, exist_ok=True)
+    rows = sorted(_RECORDED, key=lambda row: -row[0])
+    report.write_text(DURATIONS_HEADER + "".join(f"{seconds:.2f}\t{phase}\t{outcome}\t{test}\n"
+                                                 for seconds, phase, outcome, test in rows))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    """Under ``--dist loadgroup`` a module's tests stay on one worker (its module fixtures are built once): every test
+    without an ``xdist_group`` of its own is grouped by its module. Modules that share a session fixture name one
+    group (``pytestmark = pytest.mark.xdist_group(...)``)."""
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+        if item.nodeid.startswith(SLOW):
+            item.add_marker(pytest.mark.slow)
+    # Longest first (groups are handed out in this order): the cluster run, then the integration modules, then the
+    # unit tests that fill the gaps; a stable sort keeps each module's own order.
+    items.sort(key=lambda item: next((rank for rank, prefix in enumerate(RUN_FIRST) if item.nodeid.startswith(prefix)),
+                                     len(RUN_FIRST)))
+
+
+RUN_FIRST = ("tests/cluster/", "tests/integration/")
+
+# `slow`: what `make test-fast` (-m "not slow") leaves out, a minute or more each (build/test-reports/ has the
+# figures): the cluster, training, the demo, the full DAG run and resolving the lock against the registry.
+SLOW = ("tests/cluster/", "tests/integration/test_train.py", "tests/integration/test_generative.py",
+        "tests/integration/test_anomaly_scoring.py", "tests/integration/test_operate.py",
+        "tests/integration/test_console.py", "tests/integration/test_current_stack.py",
+        "tests/integration/test_airflow.py::test_dags_test_runs_the_whole_pipeline",
+        "tests/unit/test_packaging.py::test_each_tensorflow_extra_resolves_entirely_from_the_lock")
+
+
 @pytest.fixture(scope="session")
 def spark():
     from visionlake.spark import spark_session
@@ -29,13 +88,23 @@ def spark():
         yield session
 
 
+# What a wheel is built from: the checkout's tracked sources, never its venvs, build/ (the cluster's state, test
+# reports, setuptools leftovers) or dist/.
+WHEEL_SOURCES = ("setup.py", "pyproject.toml", "README.md", "lib")
+
+
 @pytest.fixture(scope="session")
 def visionlake_wheel(tmp_path_factory) -> Path:
-    """A wheel of the checkout, as `make dist` builds it (fresh for every test session)."""
+    """A wheel of the checkout, as `make dist` builds it (fresh for every test session), built from a copy of the
+    sources so that parallel sessions, `make dist` and the cluster's state in build/ never meet."""
+    source = tmp_path_factory.mktemp("wheel-source")
+    for name in WHEEL_SOURCES:
+        copy = shutil.copytree if (REPO / name).is_dir() else shutil.copy2
+        copy(REPO / name, source / name, **({"ignore": shutil.ignore_patterns("*.egg-info", "__pycache__")}
+                                           if (REPO / name).is_dir() else {}))
     folder = tmp_path_factory.mktemp("dist")
-    shutil.rmtree(REPO / "build", ignore_errors=True)  # setuptools packs what an earlier build left there
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                    "--disable-pip-version-check", "-w", str(folder), str(REPO)], check=True)
+                    "--disable-pip-version-check", "-w", str(folder), str(source)], check=True)
     return next(folder.glob("visionlake-*.whl"))
 
 
@@ -79,6 +148,16 @@ TINY_TRAINING = ["demo.images_per_class=60", "train.num_proc=2", "train.batch_si
                  "train.augment.flip=false", "train.augment.crop_fraction=1.0", "train.augment.brightness=0.0",
                  "train.augment.contrast=0.0", "generative.batch_size=16", "generative.epochs=2",
                  "generative.gan.filters=16", "generative.gan.latent_dim=16", "generative.autoencoder.filters=16"]
+
+
+@pytest.fixture(scope="session")
+def classifier_workspace(tmp_path_factory, spark):
+    """One lake and MLflow store with the demo dataset and a champion classifier, shared by the generative and anomaly
+    modules (each passes its own settings; both name the xdist group ``classifier-workspace``)."""
+    return demo_workspace_with_classifier(tmp_path_factory.mktemp("classifier-workspace"), spark, [])
+
+
+CLASSIFIER_WORKSPACE_GROUP = pytest.mark.xdist_group("classifier-workspace")
 
 
 def demo_workspace_with_classifier(root: Path, spark, settings: list[str]):

@@ -83,14 +83,22 @@ def _base_env() -> dict[str, str]:
     return env
 
 
-def check_prerequisites() -> None:
+def missing_prerequisites() -> Optional[str]:
+    """Why the harness cannot start on this machine, or None when it can."""
     missing = [tool for tool in ("unshare", "mount", "java") if shutil.which(tool) is None]
     if missing:
-        sys.exit(f"the cluster harness needs {', '.join(missing)} (util-linux, Java 17) on PATH")
+        return f"the cluster harness needs {', '.join(missing)} (util-linux, Java 17) on PATH"
     probe = subprocess.run(["unshare", "-m", "--propagation", "private", "true"], capture_output=True, text=True)
     if probe.returncode != 0:
-        sys.exit("the cluster harness needs mount namespaces (`unshare -m`: root, or a kernel allowing user "
-                 f"namespaces with `unshare -rm`): {probe.stderr.strip()}")
+        return ("the cluster harness needs mount namespaces (`unshare -m`: root, or a kernel allowing user "
+                f"namespaces with `unshare -rm`): {probe.stderr.strip()}")
+    return None
+
+
+def check_prerequisites() -> None:
+    reason = missing_prerequisites()
+    if reason:
+        sys.exit(reason)
 
 
 def _start(name: str, command: list[str], env: dict[str, str], logs: Path) -> subprocess.Popen:

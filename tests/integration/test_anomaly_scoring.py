@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import demo_workspace_with_classifier
+from tests.conftest import CLASSIFIER_WORKSPACE_GROUP
 
 from visionlake.train.detectors import train_detector
 from visionlake.models.scorers import load_scorer
@@ -23,11 +23,13 @@ from visionlake.tracking import TrackingError, resolve_model
 SETTINGS = ["generative.max_steps_per_epoch=6", "generative.quality.samples=32", "anomaly.encoder_epochs=1",
             "anomaly.normal_labels=[circle, square]", "anomaly.false_positive_rate=0.1", "score.batch_size=32"]
 
+pytestmark = CLASSIFIER_WORKSPACE_GROUP
+
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory, spark):
-    """A config factory over one lake and MLflow store, with the demo dataset and a champion classifier."""
-    return demo_workspace_with_classifier(tmp_path_factory.mktemp("anomaly"), spark, SETTINGS)
+def workspace(classifier_workspace):
+    """A config factory over the shared lake and MLflow store (the demo dataset and a champion classifier)."""
+    return lambda *overrides: classifier_workspace(*SETTINGS, *overrides)
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +38,16 @@ def detector(spark, workspace):
 
 
 @pytest.fixture(scope="module")
-def scored(spark, workspace, detector):
+def classifier_champion(workspace) -> str:
+    """The classifier version scoring uses (the shared store's champion: the generative module may register more)."""
+    from mlflow.tracking import MlflowClient
+    uri = workspace().tracking.tracking_uri
+    champion = MlflowClient(uri, registry_uri=uri).get_model_version_by_alias("visionlake-classifier", "champion")
+    return str(champion.version)
+
+
+@pytest.fixture(scope="module")
+def scored(spark, workspace, detector, classifier_champion):
     return score_dataset(spark, workspace())
 
 
@@ -65,7 +76,7 @@ def test_the_detector_is_calibrated_at_the_false_positive_rate_and_registered(de
     assert (scores > calibration.threshold).mean() == pytest.approx(calibration.achieved_false_positive_rate)
 
 
-def test_scoring_writes_every_image_once_with_lineage(scored, workspace, spark):
+def test_scoring_writes_every_image_once_with_lineage(scored, classifier_champion, workspace, spark):
     config = workspace()
     table = predictions(spark, config)
     assert [(f.name, f.dataType) for f in table.schema] == [(f.name, f.dataType) for f in PREDICTIONS_SCHEMA]
@@ -74,7 +85,7 @@ def test_scoring_writes_every_image_once_with_lineage(scored, workspace, spark):
     assert table.select("id").distinct().count() == images.select("id").distinct().count()
     lineage = table.select("classifier_model", "classifier_version", "anomaly_model", "anomaly_version",
                            "scoring_run_id", "run_id").distinct().collect()
-    assert [tuple(r) for r in lineage] == [("visionlake-classifier", "1", "visionlake-anomaly", "1",
+    assert [tuple(r) for r in lineage] == [("visionlake-classifier", classifier_champion, "visionlake-anomaly", "1",
                                             scored.mlflow_run_id, scored.run_id)]
     rows = table.toPandas()
     assert (rows["is_anomaly"] == (rows["anomaly_score"] > rows["threshold"])).all()
@@ -86,7 +97,7 @@ def test_scoring_writes_every_image_once_with_lineage(scored, workspace, spark):
         "models:/visionlake-anomaly/1"
 
 
-def test_distributed_predictions_equal_in_process_predict(scored, workspace, spark):
+def test_distributed_predictions_equal_in_process_predict(scored, classifier_champion, workspace, spark):
     import mlflow.tensorflow
 
     config = workspace()
@@ -95,7 +106,8 @@ def test_distributed_predictions_equal_in_process_predict(scored, workspace, spa
     rows = table.join(images, "id").limit(40).toPandas()
     pixels = np.stack([decode_stored_image(png) for png in rows["image"]]).astype(np.float32) / 255.0
     mlflow.set_tracking_uri(config.tracking.tracking_uri)
-    probabilities = mlflow.tensorflow.load_model("models:/visionlake-classifier/1").predict(pixels, verbose=0)
+    probabilities = mlflow.tensorflow.load_model(f"models:/visionlake-classifier/{classifier_champion}").predict(
+        pixels, verbose=0)
     scores = load_scorer("models:/visionlake-anomaly/1").score(pixels)
     np.testing.assert_array_equal(rows["predicted_label"].to_numpy(), probabilities.argmax(axis=1))
     np.testing.assert_allclose(rows["confidence"].to_numpy(), probabilities.max(axis=1), rtol=1e-5)

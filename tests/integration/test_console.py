@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import logging
 import re
-import subprocess
-import sys
 
-from tests.conftest import TINY_TRAINING, loopback_job_env
+from tests.integration.conftest import CLI_DEMO_GROUP
 from visionlake import progress
 from visionlake.progress import phase, spark_task_counts
 
@@ -20,13 +18,11 @@ NOISE = re.compile(r"Traceback|Warning|WARN|<stdout>|<stderr>|\x1b\[|Unischema|R
                    r"No training configuration|Successfully registered|Setting default log level|={10}|py4j", re.I)
 
 
-def test_the_demo_console_is_visionlake_s_own_lines_and_the_rest_is_in_the_log_file(tmp_path):
-    settings = [*TINY_TRAINING, "demo.images_per_class=40", "train.epochs=1", "demo.anomaly_epochs=1",
-                "demo.gan_epochs=1", "demo.quality_samples=100"]
-    result = subprocess.run([sys.executable, "-m", "visionlake.operate.cli", "demo", *settings], cwd=tmp_path,
-                            env=loopback_job_env(), capture_output=True, text=True, timeout=1200)
-    console = (result.stdout + result.stderr).splitlines()
-    assert result.returncode == 0, "\n".join(console[-60:])
+pytestmark = CLI_DEMO_GROUP
+
+
+def test_the_demo_console_is_visionlake_s_own_lines_and_the_rest_is_in_the_log_file(cli_demo):
+    console = cli_demo.console
 
     foreign = [line for line in console if not OWN_LINE.match(line) or NOISE.search(line)]
     assert not foreign, "lines that are not visionlake's on the console:\n" + "\n".join(foreign[:30])
@@ -34,7 +30,7 @@ def test_the_demo_console_is_visionlake_s_own_lines_and_the_rest_is_in_the_log_f
         assert any(expected in line for line in console), expected
     assert sum("rank 0: epoch 1/1:" in line for line in console) == 3, "each model's epoch line, relayed once"
     assert not [line for line in console if "rank 0: steps " in line], "step reports drive a bar on a terminal only"
-    log_file = tmp_path / "visionlake.log"
+    log_file = cli_demo.root / "visionlake.log"
     assert console[-1].endswith(f"other libraries' output (Spark, MLflow, TensorFlow, Horovod ranks): {log_file}")
     logged = log_file.read_text()
     for noise in ("Setting default log level", "horovod.ranks", "mlflow", "Successfully registered model"):

@@ -1,7 +1,8 @@
 """The current stack (`make test-current`: Python 3.12, Keras 3, numpy 2, current pyarrow; no Horovod, no petastorm):
 the whole demo pipeline on train.engine=tf_distribute and train.reader=arrow, and the engine's one-step equivalence.
 
-On the pinned stack these run too (both engines and readers exist there); the stack checks apply to the current one.
+Each runs on the current stack only: on the pinned one the CLI demo (tests/integration/conftest.py) and
+tests/integration/test_train.py (both engines, every reader, the one-step equivalence) prove the same things.
 """
 from __future__ import annotations
 
@@ -16,9 +17,10 @@ from tests.integration.test_train import LOOPBACK_HEX, fail_on_rank_one, listeni
 from visionlake.train.launcher import TrainingError, run_on_ranks
 
 CURRENT = sys.version_info >= (3, 12)
+pytestmark = pytest.mark.skipif(not CURRENT, reason="checks the current stack (make test-current); on the pinned "
+                                "stack the CLI demo and test_train.py (both engines, every reader) prove the same")
 
 
-@pytest.mark.skipif(not CURRENT, reason="checks the current stack (make test-current)")
 def test_the_current_stack_is_what_its_lock_says():
     import keras
     import pyarrow
@@ -58,15 +60,12 @@ def test_two_workers_of_batch_b_step_like_one_worker_of_batch_2b(spark):
             np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-6)
 
 
-# On the pinned stack tests/integration/test_train.py runs these two for both engines.
-@pytest.mark.skipif(not CURRENT, reason="test_train.py covers it on the pinned stack")
 def test_a_failing_worker_is_reported_with_its_traceback(spark):
     with pytest.raises(TrainingError, match="distributed training failed on rank 1") as failure:
         run_on_ranks(spark, fail_on_rank_one, ("tf_distribute",), num_proc=2, engine="tf_distribute")
     assert "ValueError: rank one cannot go on" in failure.value.rank_traceback
 
 
-@pytest.mark.skipif(not CURRENT, reason="test_train.py covers it on the pinned stack")
 def test_workers_listen_on_loopback_only(spark):
     per_rank = run_on_ranks(spark, listening_addresses, (), num_proc=2, engine="tf_distribute")
     assert all(per_rank) and {a for addresses in per_rank for a in addresses} <= LOOPBACK_HEX, per_rank

@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from tests.conftest import demo_workspace_with_classifier
+from tests.conftest import CLASSIFIER_WORKSPACE_GROUP
 
 from visionlake.lake.reader import open_images
 from visionlake.train.generative import train_generative
@@ -24,11 +24,13 @@ from visionlake.train.classifier import train_classifier
 SETTINGS = ["generative.max_steps_per_epoch=4", "generative.quality.samples=64", "generative.quality.every_epochs=1",
             "synthetic.per_class=12", "synthetic.batch_size=8"]
 
+pytestmark = CLASSIFIER_WORKSPACE_GROUP
+
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory, spark):
-    """A config factory over one lake and MLflow store, with the demo dataset and a champion classifier."""
-    return demo_workspace_with_classifier(tmp_path_factory.mktemp("generative"), spark, SETTINGS)
+def workspace(classifier_workspace):
+    """A config factory over the shared lake and MLflow store (the demo dataset and a champion classifier)."""
+    return lambda *overrides: classifier_workspace(*SETTINGS, *overrides)
 
 
 @pytest.fixture(scope="module")

@@ -15,40 +15,38 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, TINY_TRAINING, loopback_job_env
+from tests.conftest import REPO, loopback_job_env
+from tests.integration.conftest import CLI_DEMO_GROUP
+
+pytestmark = CLI_DEMO_GROUP
 
 DEMO_MODELS = ("visionlake-classifier", "visionlake-anomaly", "visionlake-cdcgan")
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 
 
 @pytest.fixture(scope="module")
-def demo(spark, tmp_path_factory):
-    """`visionlake demo` in process (the shared session), on a small schedule, in its own workspace."""
-    from visionlake.config import load_config
-    from visionlake.operate.pipeline import run_demo
-
-    root = tmp_path_factory.mktemp("demo-workspace")
-    config = load_config(None, [*TINY_TRAINING, "demo.anomaly_epochs=2", "demo.gan_epochs=2",
-                                "demo.quality_samples=200"], base_dir=str(root))
-    return root, config, run_demo(spark, config)
+def demo(cli_demo):
+    """The suite's one `visionlake demo` run (tests/integration/conftest.py): its workspace, config and console."""
+    return cli_demo.root, cli_demo.config, cli_demo
 
 
-def test_demo_runs_every_step_and_ends_with_a_summary(demo):
+def test_demo_runs_every_step_and_ends_with_a_summary(demo, spark):
     from mlflow.tracking import MlflowClient
 
-    root, config, summary = demo
+    from visionlake.operate.pipeline import registered_aliases, table_counts
+
+    root, config, run = demo
     images = 5 * config.demo.images_per_class
-    assert summary.tables == {"images": images, "quarantine": 4, "predictions": images, "synthetic": 0}
-    assert list(summary.step_seconds) == ["demo data", "ingest", "classifier", "anomaly model", "conditional GAN",
-                                          "scoring"]
+    assert table_counts(spark, config) == {"images": images, "quarantine": 4, "predictions": images, "synthetic": 0}
+    assert run.step_names == ["demo data", "ingest", "classifier", "anomaly model", "conditional GAN", "scoring"]
+    models = registered_aliases(config)
     for name in DEMO_MODELS:
-        assert summary.models[name] == {"candidate": "1", "champion": "1"}
-    assert 0.0 < summary.anomaly_rate < 1.0
+        assert models[name] == {"candidate": "1", "champion": "1"}
+    assert 0.0 < run.anomaly_rate < 1.0
     detector = MlflowClient(config.tracking.tracking_uri).get_model_version("visionlake-anomaly", "1")
     assert detector.tags["anomaly.normal_labels"] == "0,1,3,4", "the demo treats rings (label 2) as anomalies"
-    report = summary.report()
     for expected in ("predictions", "@champion = v1", "anomaly rate", "make mlflow-ui", "notebooks"):
-        assert expected in report
+        assert expected in run.text
 
 
 # Chromium reads the report from disk and reaches nothing: every host resolves to nothing, every request that still
@@ -72,9 +70,9 @@ def rendered_dom(page: Path, profile: Path) -> str:
 
 
 def test_the_demo_report_shows_every_picture_in_a_real_browser(demo, tmp_path):
-    root, config, summary = demo
-    report = Path(summary.report_path)
-    assert report == root / "demo-report.html" and f"report: {report}" in summary.report()
+    root, config, run = demo
+    report = root / "demo-report.html"
+    assert report.is_file() and f"report: {report}" in run.text
 
     dom = rendered_dom(report, tmp_path / "chromium-profile")
     loaded, total = map(int, re.search(r'data-images-loaded="(\d+)/(\d+)"', dom).groups())
@@ -86,7 +84,7 @@ def test_the_demo_report_shows_every_picture_in_a_real_browser(demo, tmp_path):
         assert f'alt="{alt}' in dom, alt
     for figure in ("classifier test accuracy", "anomaly detector val AUROC", "conditional GAN conditional accuracy",
                    "conditional GAN FCD"):
-        assert figure in dom and figure in summary.report()
+        assert figure in dom and figure in run.text
 
 
 def free_loopback_port() -> int:

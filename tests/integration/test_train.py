@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import cloudpickle
@@ -54,9 +55,39 @@ def mlflow_client(config):
     return MlflowClient(config.tracking.tracking_uri)
 
 
-def test_two_ranks_learn_register_and_end_identical(spark, workspace):
-    config = workspace()
-    summary = train_classifier(spark, config)
+# Every engine x reader pair trained once for the module, on the same data, seeds and schedule, each the first run in
+# its own MLflow store; the tests below compare and inspect these runs.
+MATRIX = (("horovod", "petastorm"), ("horovod", "tfrecord"), ("horovod", "arrow"), ("tf_distribute", "arrow"))
+MATRIX_EPOCHS = 4
+
+
+@dataclass(frozen=True)
+class Trained:
+    summary: object  # the TrainingSummary train_classifier returned
+    settings: tuple[str, ...]
+    store: Path
+
+    def config(self, *overrides: str):
+        from visionlake.config import load_config
+        return load_config(None, [*self.settings, *overrides], base_dir=str(self.store))
+
+
+@pytest.fixture(scope="module")
+def matrix(spark, demo_lake, tmp_path_factory) -> dict[tuple[str, str], Trained]:
+    runs = {}
+    for engine, reader in MATRIX:
+        store = tmp_path_factory.mktemp(f"train-{engine}-{reader}")
+        settings = (*TRAIN, f"lake.root={demo_lake / 'lake'}", f"tracking.tracking_uri=sqlite:///{store}/mlflow.db",
+                    f"tracking.artifact_root={store}/artifacts", f"train.checkpoint_root={store}/checkpoints",
+                    f"train.engine={engine}", f"train.reader={reader}", f"train.epochs={MATRIX_EPOCHS}")
+        untrained = Trained(None, settings, store)
+        runs[engine, reader] = Trained(train_classifier(spark, untrained.config()), settings, store)
+    return runs
+
+
+def test_two_ranks_learn_register_and_end_identical(spark, matrix):
+    trained = matrix["horovod", "petastorm"]
+    summary, config, workspace = trained.summary, trained.config(), trained.config
 
     losses = [epoch["loss"] for epoch in summary.history]
     assert losses[-1] < losses[0]
@@ -110,11 +141,11 @@ def test_a_restarted_run_continues_from_its_last_checkpoint(spark, workspace):
     assert steps == [0, 1, 2]  # epoch 0 was not trained again
 
 
-def test_the_tfrecord_and_arrow_readers_train_like_the_petastorm_reader(spark, workspace):
+def test_the_tfrecord_and_arrow_readers_train_like_the_petastorm_reader(matrix):
     readers = ("petastorm", "tfrecord", "arrow")
-    runs = {reader: train_classifier(spark, workspace(f"train.reader={reader}", "train.epochs=3")) for reader in readers}
-    client = mlflow_client(workspace())
-    tags = {reader: client.get_run(summary.run_id).data.tags for reader, summary in runs.items()}
+    runs = {reader: matrix["horovod", reader].summary for reader in readers}
+    tags = {reader: mlflow_client(matrix["horovod", reader].config()).get_run(summary.run_id).data.tags
+            for reader, summary in runs.items()}
     shares = {reader: [int(n) for n in tags[reader]["data.rows_per_rank"].split(",")] for reader in readers}
     steps = {reader: int(tags[reader]["data.steps_per_epoch"]) for reader in readers}
     # Every reader covers the whole train split (TFRecord ranks split it by record, so an odd row can be left over)
@@ -206,14 +237,13 @@ def test_two_ranks_of_batch_b_step_like_one_rank_of_batch_2b(spark, engine):
     assert initial_changed
 
 
-def test_the_tf_distribute_engine_trains_like_horovod(spark, workspace):
+def test_the_tf_distribute_engine_trains_like_horovod(matrix):
     """The same data plan, seeds and schedule on both engines (the arrow reader, which both stacks have)."""
-    runs = {engine: train_classifier(spark, workspace(f"train.engine={engine}", "train.reader=arrow", "train.epochs=4"))
-            for engine in ("horovod", "tf_distribute")}
-    client = mlflow_client(workspace())
+    runs = {engine: matrix[engine, "arrow"].summary for engine in ("horovod", "tf_distribute")}
     for engine, summary in runs.items():
         assert summary.history[-1]["loss"] < summary.history[0]["loss"]
         assert len(summary.rank_weight_digests) == 2 and len(set(summary.rank_weight_digests)) == 1
+        client = mlflow_client(matrix[engine, "arrow"].config())
         assert client.get_run(summary.run_id).data.tags["train.engine"] == engine
     horovod, tf_distribute = runs["horovod"].test_accuracy, runs["tf_distribute"].test_accuracy
     assert horovod > 0.5, horovod
@@ -230,10 +260,16 @@ def fail_on_rank_one(engine: str) -> int:
     return ranks.rank()
 
 
-def _rank_processes() -> list[str]:
-    import subprocess
-    found = subprocess.run(["pgrep", "-f", "visionlake.train.tf_worker"], capture_output=True, text=True)
-    return found.stdout.split()
+def _rank_processes() -> list[int]:
+    """This session's rank processes (descendants of its Spark JVM): another pytest-xdist worker trains beside it."""
+    import psutil
+
+    ranks = []
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if "visionlake.train.tf_worker" in " ".join(child.cmdline()):
+                ranks.append(child.pid)
+    return ranks
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
