@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from tests.cluster import harness
-from tests.cluster.pipeline import PACKED_ENV, Target, run_stage, write_raw
+from tests.cluster.pipeline import PACKED_ENV, Target, job_env, run_stage, write_raw
 from tests.conftest import REPO
+from tests.readme_commands import readme_commands
 from tests.integration.test_airflow import AIRFLOW_PYTHON, DAG_ID, airflow_env
 
 TIMINGS = REPO / "build" / "cluster" / "timings.json"
@@ -48,9 +49,6 @@ def pipeline(cluster, target, visionlake_wheel, tmp_path_factory):
     """The pipeline on the cluster, run once for every test below, the way users run it: the README's cluster
     commands (the ingest), then the Airflow DAG (ingest again, which finds nothing new, the classifier, the VAE
     detector, the cDCGAN, scoring), then the synthetic images through spark-submit. Returns what each part left."""
-    from tests.cluster.pipeline import job_env
-    from tests.readme_commands import readme_commands
-
     files = write_raw(target)
     workdir = tmp_path_factory.mktemp("driver-workdir")
     seconds = {}
