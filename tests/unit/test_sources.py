@@ -61,7 +61,8 @@ MEMBERS = {"parts/bolts/a.png": b"aaaa", "parts/bolts/._a.png": b"mac", "parts/_
 
 @pytest.mark.parametrize("name, content", [("file:/d/parts.tar.gz", _tar(MEMBERS)),
                                            ("file:/d/parts.tar", _tar(MEMBERS, "w")),
-                                           ("file:/d/parts.ZIP", _zip(MEMBERS))])
+                                           ("file:/d/parts.ZIP", _zip(MEMBERS))],
+                         ids=["tar.gz", "tar", "zip"])  # the archives hold timestamps: ids stay the same per worker
 def test_archive_members_become_records_and_oversized_ones_errors(name, content):
     records = expand_archive(name, content, max_member_bytes=10)
     assert sorted(records) == [
