@@ -1,9 +1,11 @@
 """The ``tf_distribute`` engine: the same rank loop on TensorFlow's ``MultiWorkerMirroredStrategy``, one worker per
 Spark barrier task, for stacks Horovod cannot build on (Keras 3, TF >= 2.16).
 
-Driver side, ``run_on_barrier`` starts ``num_proc`` barrier tasks. Each task learns its peers from the barrier
-context (``allGather`` of a host:port it reserved), builds ``TF_CONFIG`` and starts the rank in a fresh Python
-process: TensorFlow's collective runtime can be set up once per process and Spark reuses its Python workers. The
+Driver side, ``run_on_barrier`` starts ``num_proc`` barrier tasks. Each task starts its rank in a fresh Python
+process (TensorFlow's collective runtime can be set up once per process and Spark reuses its Python workers), learns
+the port the rank holds, shares it with its peers (the barrier context's ``allGather``) and hands the rank its
+``TF_CONFIG``. The rank holds its port from before the exchange until just before TensorFlow binds it, so that
+another process on the node (another job's Spark, another rank) cannot take it in between. The
 rank's output reaches the driver line by line over a socket (one relay, loopback in local mode) and its result as
 bytes through Spark; nothing on an executor's disk is handed over.
 
@@ -22,6 +24,8 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, TextIO
 
@@ -177,29 +181,88 @@ class StrategyCollectives:
         return _AveragedTape(tape, self)
 
 
+# The start-up handshake between a barrier task and its rank process, through files in the rank's private scratch
+# folder (RENDEZVOUS_ENV): the rank writes PORT_FILE, the task answers with CLUSTER_FILE (the rank's TF_CONFIG).
+RENDEZVOUS_ENV, HOST_ENV = "VISIONLAKE_TF_RENDEZVOUS", "VISIONLAKE_TF_HOST"
+PORT_FILE, CLUSTER_FILE = "port", "tf_config"
+_POLL_SECONDS = 0.01
+_held_port: Optional[socket.socket] = None
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text)
+    partial.rename(path)
+
+
+def await_cluster(folder: Path, host: str) -> dict[str, Any]:
+    """Rank side of the handshake: binds a port on ``host`` and keeps it bound, tells the barrier task
+    (``folder/port``), and waits for the cluster (``folder/tf_config``); returns that ``TF_CONFIG``. The port stays
+    bound until ``release_port``, just before TensorFlow binds it."""
+    global _held_port
+    _held_port = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    _held_port.bind((host, 0))
+    _write_atomically(folder / PORT_FILE, str(_held_port.getsockname()[1]))
+    cluster = folder / CLUSTER_FILE
+    while not cluster.exists():  # the task always answers, or kills this process
+        time.sleep(_POLL_SECONDS)
+    return json.loads(cluster.read_text())
+
+
+def release_port() -> None:
+    global _held_port
+    if _held_port is not None:
+        _held_port.close()
+        _held_port = None
+
+
+def _tf_config() -> dict[str, Any]:
+    """This rank's ``TF_CONFIG``: from the environment, else from the handshake (once; then it is in the
+    environment, where the strategy reads it)."""
+    if "TF_CONFIG" not in os.environ:
+        os.environ["TF_CONFIG"] = json.dumps(await_cluster(Path(os.environ[RENDEZVOUS_ENV]), os.environ[HOST_ENV]))
+    return json.loads(os.environ["TF_CONFIG"])
+
+
 def worker_local_rank() -> int:
     """This rank process's local rank, from the ``TF_CONFIG`` its barrier task gave it."""
-    return local_rank(json.loads(os.environ["TF_CONFIG"]))
+    return local_rank(_tf_config())
 
 
 def join() -> StrategyCollectives:
     """Joins the workers named in ``TF_CONFIG``; call once per process, before any other TensorFlow work."""
     import tensorflow as tf
 
+    _tf_config()
     logging.getLogger("tensorflow").setLevel(logging.ERROR)  # "using the strategy eagerly has overhead": per epoch
     gpus = tf.config.list_physical_devices("GPU")  # logical devices would start the runtime too early
     implementation = (tf.distribute.experimental.CommunicationImplementation.NCCL if gpus
                       else tf.distribute.experimental.CommunicationImplementation.RING)
-    strategy = tf.distribute.MultiWorkerMirroredStrategy(
-        communication_options=tf.distribute.experimental.CommunicationOptions(implementation=implementation))
-    return StrategyCollectives(strategy)
+    options = tf.distribute.experimental.CommunicationOptions(implementation=implementation)
+    release_port()  # the strategy binds it now
+    return StrategyCollectives(tf.distribute.MultiWorkerMirroredStrategy(communication_options=options))
 
 
 # ---- driver side ---------------------------------------------------------------------------------------------------
-def _reserve_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        return probe.getsockname()[1]
+def _await_port(work: Path, process: subprocess.Popen) -> Optional[int]:
+    """The port the rank process holds (``None`` if it ended before it told)."""
+    port = work / PORT_FILE
+    while not port.exists():
+        if process.poll() is not None:
+            return None
+        time.sleep(_POLL_SECONDS)
+    return int(port.read_text())
+
+
+def _forward(process: subprocess.Popen, rank: int, to_driver: TextIO) -> threading.Thread:
+    def forward() -> None:
+        for line in process.stdout:  # tagged as Horovod tags the output it forwards
+            to_driver.write(f"[{rank}]<stdout>:{line.rstrip(chr(10))}\n")
+            to_driver.flush()
+
+    thread = threading.Thread(target=forward, name=f"visionlake-rank-{rank}-output", daemon=True)
+    thread.start()
+    return thread
 
 
 def _barrier_task(payload: bytes, relay_address: tuple[str, int], token: str, loopback: bool,
@@ -210,35 +273,41 @@ def _barrier_task(payload: bytes, relay_address: tuple[str, int], token: str, lo
         context = BarrierTaskContext.get()
         rank = context.partitionId()
         host = "127.0.0.1" if loopback else context.getTaskInfos()[rank].address.rsplit(":", 1)[0]
-        with driver_relay(rank, relay_address, token) as to_driver:
-            peers = context.allGather(f"{host}:{_reserve_port(host)}")
-            if len(set(peers)) != len(peers):  # a port handed out twice between its probe and TensorFlow's bind
-                raise RuntimeError(f"visionlake rank {rank} exited with status -1 (two workers drew the same port: "
-                                   f"{peers}; run again)")
-            with tempfile.TemporaryDirectory(prefix="visionlake-rank-") as work:  # this task's scratch, same node
-                (Path(work) / "payload").write_bytes(payload)
-                rank_env = {**os.environ, **env, "TF_CONFIG": json.dumps(tf_config(peers, rank)),
-                            "PYTHONPATH": os.pathsep.join(os.path.abspath(p) for p in sys.path if p)}
-                library = loopback_bind_library(Path(work)) if loopback else None
-                if library:
-                    rank_env = _preloaded(rank_env, library)
-                elif loopback:
-                    to_driver.write(f"[{rank}]<stdout>:{RANK_LINE}warning: no C compiler (cc) on this node to build "
-                                    "the loopback bind wrapper: this rank listens on every interface\n")
-                process = subprocess.Popen([sys.executable, "-m", "visionlake.train.tf_worker", work,
-                                            str(os.getpid())], env=rank_env, stdout=subprocess.PIPE,
-                                           stderr=subprocess.STDOUT, encoding="utf-8", errors="replace", cwd=work)
-                try:
-                    for line in process.stdout:  # tagged as Horovod tags the output it forwards
-                        to_driver.write(f"[{rank}]<stdout>:{line.rstrip(chr(10))}\n")
-                        to_driver.flush()
-                    status = process.wait()
-                finally:
-                    if process.poll() is None:
-                        process.kill()
-                if status != 0:
-                    raise RuntimeError(f"visionlake rank {rank} exited with status {status}")
-                result = (Path(work) / "result").read_bytes()
+        with driver_relay(rank, relay_address, token) as to_driver, \
+                tempfile.TemporaryDirectory(prefix="visionlake-rank-") as scratch:  # this task's, same node
+            work = Path(scratch)
+            (work / "payload").write_bytes(payload)
+            rank_env = {**os.environ, **env, RENDEZVOUS_ENV: scratch, HOST_ENV: host,
+                        "PYTHONPATH": os.pathsep.join(os.path.abspath(p) for p in sys.path if p)}
+            rank_env.pop("TF_CONFIG", None)
+            library = loopback_bind_library(work) if loopback else None
+            if library:
+                rank_env = _preloaded(rank_env, library)
+            elif loopback:
+                to_driver.write(f"[{rank}]<stdout>:{RANK_LINE}warning: no C compiler (cc) on this node to build "
+                                "the loopback bind wrapper: this rank listens on every interface\n")
+            process = subprocess.Popen([sys.executable, "-m", "visionlake.train.tf_worker", scratch,
+                                        str(os.getpid())], env=rank_env, stdout=subprocess.PIPE,
+                                       stderr=subprocess.STDOUT, encoding="utf-8", errors="replace", cwd=scratch)
+            try:
+                forwarding = _forward(process, rank, to_driver)
+                port = _await_port(work, process)
+                peers = context.allGather(f"{host}:{port}" if port else "")
+                if all(peers):
+                    if len(set(peers)) != len(peers):  # cannot happen while each rank holds its port; kept as a guard
+                        raise RuntimeError(f"visionlake rank {rank} exited with status -1 (two workers drew the same "
+                                           f"port: {peers}; run again)")
+                    _write_atomically(work / CLUSTER_FILE, json.dumps(tf_config(peers, rank)))
+                elif port:  # a peer ended before the workers joined: its own task reports it
+                    process.kill()
+                forwarding.join()
+                status = process.wait()
+            finally:
+                if process.poll() is None:
+                    process.kill()
+            if status != 0:
+                raise RuntimeError(f"visionlake rank {rank} exited with status {status}")
+            result = (work / "result").read_bytes()
         yield result
     return run
 

@@ -1,5 +1,5 @@
 """The process a ``tf_distribute`` rank runs in: ``python -m visionlake.train.tf_worker WORK_DIR TASK_PID``, started by its
-Spark barrier task with ``TF_CONFIG`` set. Runs the pickled ``(fn, args)`` in ``WORK_DIR/payload`` and writes the
+Spark barrier task, which hands it its ``TF_CONFIG`` when it joins (``tf_distribute.await_cluster``). Runs the pickled ``(fn, args)`` in ``WORK_DIR/payload`` and writes the
 pickled result to ``WORK_DIR/result``; a fresh process because TensorFlow's collective runtime is set up once per
 process and Spark reuses its Python workers."""
 from __future__ import annotations
