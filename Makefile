@@ -55,8 +55,7 @@ $(CURRENT_STAMP): constraints-current.txt pyproject.toml setup.py
 
 # The unit suite and the current stack's integration module (the whole pipeline on tf_distribute + arrow); the
 # tests that need Horovod or petastorm skip there and say so.
-# One worker: two workers' tf_distribute ranks raced for the same free gRPC port ("Could not start gRPC server").
-CURRENT_TESTS = $(CURRENT_PY) -m pytest --junitxml=$(REPORTS)/current.xml tests/unit \
+CURRENT_TESTS = $(CURRENT_PY) -m pytest $(PYTEST_PARALLEL) --junitxml=$(REPORTS)/current.xml tests/unit \
 	tests/integration/test_current_stack.py
 test-current: setup-current
 	$(CURRENT_TESTS)
@@ -98,7 +97,11 @@ browser:
 # a run failed, and the exit status is the runs' own.
 REPORTS := build/test-reports
 PYTEST_PARALLEL := -n 2 --dist loadgroup --no-loadscope-reorder
-test: setup setup-current airflow-setup cluster-env dist browser
+# Setup runs in two lanes (make -j2): the venvs install independently (editable installs write nothing into the
+# tree, and dist builds from a copy); the longest chain, .venv -> dist -> the packed environment, starts first.
+TEST_SETUP := setup setup-current cluster-env airflow-setup browser
+test:
+	$(MAKE) --no-print-directory -j2 -Otarget $(TEST_SETUP)
 	rm -rf $(REPORTS)
 	status=0; $(PY) -m pytest $(PYTEST_PARALLEL) --junitxml=$(REPORTS)/pinned.xml tests || status=$$?; \
 	$(CURRENT_TESTS) || status=$$?; \
@@ -203,9 +206,14 @@ notebooks-strip: $(NOTEBOOKS_STAMP)
 lock: setup
 	$(PY) .ci/lock.py
 
+# Built from a copy of the sources: a build in the tree writes build/lib and an egg-info there, which would race with
+# the other setup lanes of `make test` and would pack whatever an earlier build left (moved modules included).
+WHEEL_SOURCES := setup.py pyproject.toml README.md lib
+WHEEL_SRC := build/wheel-src
 dist: setup
-	rm -rf build/lib build/bdist.*  # setuptools packs whatever an earlier build left there, moved modules included
-	$(PIP) wheel --no-deps --no-build-isolation -w dist .
+	rm -rf $(WHEEL_SRC) && mkdir -p $(WHEEL_SRC) dist
+	tar -c --exclude='*.egg-info' --exclude=__pycache__ $(WHEEL_SOURCES) | tar -x -C $(WHEEL_SRC)
+	$(PIP) wheel --no-deps --no-build-isolation -w dist $(WHEEL_SRC)
 
 # The packed job environment that cluster runs ship with `spark-submit --archives dist/visionlake-env.tar.gz#environment`
 # (executors: spark.pyspark.python=./environment/bin/python). It holds the job stack from the lock (TensorFlow from
@@ -228,11 +236,12 @@ CLUSTER_ENV_EXCLUDE := $(SITE)/pyspark/jars/* $(SITE)/tensorflow/include/* $(SIT
 	$(SITE)/*/*/tests/*
 cluster-env: $(CLUSTER_ENV)
 
-$(CLUSTER_ENV): constraints.txt pyproject.toml | $(STAMP)
+# The dependencies come from dist/'s wheel (no build in the tree, see dist).
+$(CLUSTER_ENV): constraints.txt pyproject.toml | $(STAMP) dist
 	rm -rf $(CLUSTER_VENV) && $(PYTHON) -m venv $(CLUSTER_VENV)
 	$(CLUSTER_VENV)/bin/python -m pip --disable-pip-version-check -q install -c constraints.txt pip setuptools wheel
 	$(CLUSTER_VENV)/bin/python -m pip --disable-pip-version-check -q install --no-build-isolation -c constraints.txt \
-		'.[$(TF_EXTRA)]'
+		"$$(ls dist/visionlake-*.whl | tail -n 1)[$(TF_EXTRA)]"
 	$(CLUSTER_VENV)/bin/python -m pip --disable-pip-version-check -q uninstall -y visionlake
 	$(HOROVOD_BUILD) $(HOROVOD_GPU_ENV) $(CLUSTER_VENV)/bin/python -m pip --disable-pip-version-check -q install \
 		--no-build-isolation $(HOROVOD_GPU_PIP) -c constraints.txt horovod==0.28.1

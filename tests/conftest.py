@@ -18,6 +18,20 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_MNIST = REPO.parent / "shared" / "datasets" / "mnist_png.tar.gz"
 
 
+# The suite's spark-defaults.conf (its JVMs skip the C2 JIT); every Spark the tests start, in-process or as a
+# subprocess, reads it, and the cluster harness merges it into the cluster's own.
+TEST_SPARK_CONF = REPO / "tests" / "spark-conf"
+
+
+def pytest_configure(config):
+    os.environ["SPARK_CONF_DIR"] = str(TEST_SPARK_CONF)
+
+
+def suite_spark_defaults() -> dict[str, str]:
+    lines = (TEST_SPARK_CONF / "spark-defaults.conf").read_text().splitlines()
+    return dict(line.split(None, 1) for line in lines if line.strip() and not line.startswith("#"))
+
+
 # --- The durations report (make test: build/test-reports/) and the grouping of tests for pytest-xdist. ---
 
 # One line per test phase, slowest first; later changes are judged against it, so the columns stay as they are.
@@ -66,7 +80,8 @@ def pytest_collection_modifyitems(items):
                                      len(RUN_FIRST)))
 
 
-RUN_FIRST = ("tests/cluster/", "tests/integration/")
+# The lock resolutions wait on the registry, so they start early beside the CPU-bound modules instead of ending a run.
+RUN_FIRST = ("tests/cluster/", "tests/unit/test_packaging.py", "tests/integration/")
 
 # `slow`: what `make test-fast` (-m "not slow") leaves out, a minute or more each (build/test-reports/ has the
 # figures): the cluster, training, the demo, the full DAG run and resolving the lock against the registry.

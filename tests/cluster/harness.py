@@ -131,8 +131,9 @@ exec {node_spark}/bin/spark-class org.apache.spark.deploy.worker.Worker --host {
     return ["unshare", "-m", "--propagation", "private", "sh", "-c", script]
 
 
-def up(timeout: float = 120) -> Cluster:
-    """Starts master, workers and the tracking server; returns when both workers are registered and MLflow answers."""
+def up(timeout: float = 120, client_conf: Optional[dict[str, str]] = None) -> Cluster:
+    """Starts master, workers and the tracking server; returns when both workers are registered and MLflow answers.
+    ``client_conf``: more spark-defaults for the submits (the test suite's JVM options)."""
     check_prerequisites()
     if STATE_FILE.exists():
         cluster = load()
@@ -162,7 +163,7 @@ def up(timeout: float = 120) -> Cluster:
         str(mlflow), "server", "--host", LOOPBACK, "--port", str(mlflow_port), "--workers", "2",
         "--backend-store-uri", f"sqlite:///{shared / 'mlflow' / 'mlflow.db'}",
         "--serve-artifacts", "--artifacts-destination", str(shared / "mlflow" / "artifacts")], env, logs)
-    cluster.spark_conf_dir = str(_write_client_conf(cluster))
+    cluster.spark_conf_dir = str(_write_client_conf(cluster, client_conf or {}))
     cluster.pids = {name: process.pid for name, process in processes.items()}
     cluster.started = {name: _start_time(process.pid) for name, process in processes.items()}
     cluster.logs = {name: str(logs / f"{name}.log") for name in processes}
@@ -175,7 +176,7 @@ def up(timeout: float = 120) -> Cluster:
     return cluster
 
 
-def _write_client_conf(cluster: Cluster) -> Path:
+def _write_client_conf(cluster: Cluster, extra: dict[str, str]) -> Path:
     """spark-defaults.conf for submits to this cluster (export SPARK_CONF_DIR=<it>)."""
     folder = STATE_DIR / "conf"
     folder.mkdir(parents=True, exist_ok=True)
@@ -185,6 +186,7 @@ def _write_client_conf(cluster: Cluster) -> Path:
         # All nodes have the address 127.0.0.1 here, so Spark would take the other worker's shuffle files as
         # "host-local" and read them from its own disk; real nodes have distinct addresses, and neither shares a disk.
         "spark.shuffle.readHostLocalDisk": "false",
+        **extra,
     }
     (folder / "spark-defaults.conf").write_text("".join(f"{key} {value}\n" for key, value in settings.items()))
     return folder

@@ -15,7 +15,7 @@ import pytest
 
 from tests.cluster import harness
 from tests.cluster.pipeline import PACKED_ENV, Target, job_env, run_stage, write_raw
-from tests.conftest import REPO
+from tests.conftest import REPO, suite_spark_defaults
 from tests.readme_commands import readme_commands
 from tests.integration.test_airflow import AIRFLOW_PYTHON, DAG_ID, airflow_env
 
@@ -31,7 +31,7 @@ def cluster():
     if reason:
         pytest.skip(reason)
     already_up = harness.load() is not None and harness.is_running(harness.load())
-    running = harness.up()
+    running = harness.up(client_conf=suite_spark_defaults())
     yield running
     if not already_up:  # stop only what this test started
         harness.down()
