@@ -29,16 +29,23 @@ def lock_pins(lock=LOCK) -> dict[str, str]:
     return pins
 
 
-def resolve(extra: str, tmp_path, lock=LOCK) -> dict[str, str]:
-    """What pip installs for visionlake[extra] with the lock, resolved against the registry (nothing installed)."""
-    report = tmp_path / f"{extra}.json"
-    result = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed",
-                             "--no-build-isolation", "--quiet", "--disable-pip-version-check", "--report", str(report),
-                             "-c", str(lock), f".[{extra}]"], cwd=REPO, capture_output=True, text=True, timeout=600)
-    if result.returncode != 0 and re.search(r"Connection|NewConnectionError|Temporary failure|timed out",
-                                            result.stderr):
-        pytest.skip(f"the package registry is unreachable: {result.stderr.strip().splitlines()[-1]}")
-    assert result.returncode == 0, result.stderr[-3000:]
+def start_resolving(extra: str, folder, lock=LOCK) -> tuple[subprocess.Popen, object]:
+    """pip resolving visionlake[extra] with the lock against the registry (nothing installed), started."""
+    report = folder / f"{extra}.json"
+    process = subprocess.Popen([sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed",
+                                "--no-build-isolation", "--quiet", "--disable-pip-version-check", "--report",
+                                str(report), "-c", str(lock), f".[{extra}]"], cwd=REPO, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    return process, report
+
+
+def resolved(started: tuple[subprocess.Popen, object]) -> dict[str, str]:
+    """What pip would install for a resolution ``start_resolving`` started: {package: version}."""
+    process, report = started
+    _, stderr = process.communicate(timeout=600)
+    if process.returncode != 0 and re.search(r"Connection|NewConnectionError|Temporary failure|timed out", stderr):
+        pytest.skip(f"the package registry is unreachable: {stderr.strip().splitlines()[-1]}")
+    assert process.returncode == 0, stderr[-3000:]
     items = json.loads(report.read_text())["install"]
     return {canonical(i["metadata"]["name"]): i["metadata"]["version"] for i in items
             if canonical(i["metadata"]["name"]) != "visionlake"}
@@ -46,24 +53,38 @@ def resolve(extra: str, tmp_path, lock=LOCK) -> dict[str, str]:
 
 PINNED_ONLY = pytest.mark.skipif(CURRENT, reason="constraints.txt locks the pinned stack (Python 3.11)")
 CURRENT_ONLY = pytest.mark.skipif(not CURRENT, reason="constraints-current.txt locks the current stack (Python 3.12)")
+# This interpreter's extras and their lock: (extra, lock).
+EXTRAS = [("current,test", CURRENT_LOCK)] if CURRENT else [("gpu", LOCK), ("cpu", LOCK)]
+
+
+@pytest.fixture(scope="module")
+def resolutions(tmp_path_factory):
+    """Every extra of this stack resolving at once: each waits mostly on the registry (about half its time here)."""
+    folder = tmp_path_factory.mktemp("resolutions")
+    started = {extra: start_resolving(extra, folder, lock) for extra, lock in EXTRAS}
+    yield started
+    for process, _ in started.values():  # one a deselected test never waited for
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 @pytest.mark.parametrize("extra, tensorflow, cuda, lock", [
     pytest.param("gpu", "tensorflow", True, LOCK, marks=PINNED_ONLY),
     pytest.param("cpu", "tensorflow-cpu", False, LOCK, marks=PINNED_ONLY),
     pytest.param("current,test", "tensorflow-cpu", False, CURRENT_LOCK, marks=CURRENT_ONLY)])
-def test_each_tensorflow_extra_resolves_entirely_from_the_lock(extra, tensorflow, cuda, lock, tmp_path):
+def test_each_tensorflow_extra_resolves_entirely_from_the_lock(extra, tensorflow, cuda, lock, resolutions):
     pins = lock_pins(lock)
-    resolved = resolve(extra, tmp_path, lock)
+    resolved_now = resolved(resolutions[extra])
 
-    assert resolved[tensorflow] == pins[tensorflow]
+    assert resolved_now[tensorflow] == pins[tensorflow]
     other = "tensorflow-cpu" if tensorflow == "tensorflow" else "tensorflow"
-    assert other not in resolved, f"the {extra} extra must not pull {other}"
-    assert any(name.startswith("nvidia-") for name in resolved) == cuda
-    unpinned = {name: version for name, version in resolved.items() if pins.get(name) != version}
+    assert other not in resolved_now, f"the {extra} extra must not pull {other}"
+    assert any(name.startswith("nvidia-") for name in resolved_now) == cuda
+    unpinned = {name: version for name, version in resolved_now.items() if pins.get(name) != version}
     assert not unpinned, f"resolved but not pinned at that version in {lock.name}: {unpinned}"
     if lock == CURRENT_LOCK:
-        assert "horovod" not in resolved and "petastorm" not in resolved
+        assert "horovod" not in resolved_now and "petastorm" not in resolved_now
 
 
 def test_the_wheel_requires_tensorflow_only_through_an_extra(visionlake_wheel):
