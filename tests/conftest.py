@@ -74,20 +74,14 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
         if item.nodeid.startswith(SLOW):
             item.add_marker(pytest.mark.slow)
-    # Longest first (pytest-xdist hands groups out in this order, each to the next worker that is nearly free): the
-    # groups in RUN_FIRST's order, then the other integration modules, then the unit tests that fill the gaps; a
-    # stable sort keeps each module's own order.
+    # Longest first (groups are handed out in this order): the cluster run, then the integration modules, then the
+    # unit tests that fill the gaps; a stable sort keeps each module's own order.
     items.sort(key=lambda item: next((rank for rank, prefix in enumerate(RUN_FIRST) if item.nodeid.startswith(prefix)),
                                      len(RUN_FIRST)))
 
 
-# The longest groups in the order of their seconds in build/test-reports/pinned-durations.tsv (cluster 628, the
-# classifier workspace 456, training 281, the CLI demo 209): one placed last would end the run on one worker while
-# the other idles (test_train.py did, alphabetically last). The lock resolutions wait on the registry, so they run
-# early beside CPU-bound modules.
-RUN_FIRST = ("tests/cluster/", "tests/integration/test_anomaly_scoring.py", "tests/integration/test_generative.py",
-             "tests/integration/test_train.py", "tests/integration/test_console.py",
-             "tests/integration/test_operate.py", "tests/unit/test_packaging.py", "tests/integration/")
+# The lock resolutions wait on the registry, so they start early beside the CPU-bound modules instead of ending a run.
+RUN_FIRST = ("tests/cluster/", "tests/unit/test_packaging.py", "tests/integration/")
 
 # `slow`: what `make test-fast` (-m "not slow") leaves out, a minute or more each (build/test-reports/ has the
 # figures): the cluster, training, the demo, the full DAG run and resolving the lock against the registry.
