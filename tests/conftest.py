@@ -123,6 +123,11 @@ def visionlake_wheel(tmp_path_factory) -> Path:
     return next(folder.glob("visionlake-*.whl"))
 
 
+# The MLflow servers the tests start run no server-side jobs (MLflow's GenAI job runner: eight more processes that
+# took 22 CPU-s a minute while idle); visionlake uses none of them (`make mlflow-ui` and README do the same).
+MLFLOW_SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
 def loopback_job_env(**extra: str) -> dict[str, str]:
     """The environment a local spark-submit gets: the job venv's interpreter and every Spark service on 127.0.0.1."""
     env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": sys.executable,

@@ -6,7 +6,8 @@ tmpfs over ``/tmp`` and over the driver's workspace (this checkout, its venv and
 share only what cluster nodes share: the network, and the shared folder that stands for NFS/HDFS (the lake root and
 the raw data). Spark is "installed" on each node by a read-only bind mount of the pyspark distribution into the
 shared folder's ``node-spark`` mount point, visible only inside the namespaces. Executors get their Python from the
-packed environment that ``spark-submit --archives`` ships.
+packed environment that ``spark-submit --archives`` ships, or from that environment installed on the nodes once
+(``install_job_env``), as a node image would carry it.
 
     python -m tests.cluster.harness up | down | status          (make cluster-up / cluster-down)
 
@@ -29,6 +30,8 @@ import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
+
+from tests.conftest import MLFLOW_SERVER_ENV
 
 REPO = Path(__file__).resolve().parents[2]
 STATE_DIR = REPO / "build" / "cluster"
@@ -109,6 +112,26 @@ def _start(name: str, command: list[str], env: dict[str, str], logs: Path) -> su
                                 start_new_session=True, cwd=str(logs))
 
 
+def install_job_env(archive: Path) -> str:
+    """The job environment installed on every node, as a node image would carry it: the packed environment
+    ``archive`` unpacked once into the shared folder (again only when the archive changes). Returns the executors'
+    interpreter. An application that uses it ships and unpacks nothing, where ``--archives`` costs one unpack on the
+    driver and one on each executor per application."""
+    target = shared_root() / "node-env"
+    stat = archive.stat()
+    identity = f"{archive.resolve()} {stat.st_size} {stat.st_mtime_ns}"
+    stamp = target / ".unpacked-from"
+    if not (stamp.exists() and stamp.read_text() == identity):
+        partial = target.with_name("node-env.partial")
+        for folder in (target, partial):
+            shutil.rmtree(folder, ignore_errors=True)
+        partial.mkdir(parents=True)
+        subprocess.run(["tar", "xzf", str(archive), "-C", str(partial)], check=True)
+        (partial / stamp.name).write_text(identity)
+        partial.rename(target)
+    return str(target / "bin" / "python")
+
+
 def _worker_command(index: int, master_url: str, node_spark: Path) -> list[str]:
     port, ui_port = _free_port(), _free_port()
     # Inside the namespace: Spark "installed" read-only at node_spark, then private tmpfs over the workspace and /tmp
@@ -162,7 +185,8 @@ def up(timeout: float = 120, client_conf: Optional[dict[str, str]] = None) -> Cl
     processes["mlflow"] = _start("mlflow", [
         str(mlflow), "server", "--host", LOOPBACK, "--port", str(mlflow_port), "--workers", "2",
         "--backend-store-uri", f"sqlite:///{shared / 'mlflow' / 'mlflow.db'}",
-        "--serve-artifacts", "--artifacts-destination", str(shared / "mlflow" / "artifacts")], env, logs)
+        "--serve-artifacts", "--artifacts-destination", str(shared / "mlflow" / "artifacts")],
+        {**env, **MLFLOW_SERVER_ENV}, logs)
     cluster.spark_conf_dir = str(_write_client_conf(cluster, client_conf or {}))
     cluster.pids = {name: process.pid for name, process in processes.items()}
     cluster.started = {name: _start_time(process.pid) for name, process in processes.items()}

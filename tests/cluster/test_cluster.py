@@ -48,7 +48,11 @@ def target(cluster) -> Target:
 def pipeline(cluster, target, visionlake_wheel, tmp_path_factory):
     """The pipeline on the cluster, run once for every test below, the way users run it: the README's cluster
     commands (the ingest), then the Airflow DAG (ingest again, which finds nothing new, the classifier, the VAE
-    detector, the cDCGAN, scoring), then the synthetic images through spark-submit. Returns what each part left."""
+    detector, the cDCGAN, scoring), then the synthetic images through spark-submit. Returns what each part left.
+
+    The README's commands and the synthetic stage ship the packed environment (``--archives``); the DAG's tasks
+    use it installed on the nodes (its ``visionlake_executor_python`` variable), the other way to give executors
+    the job stack, which spares each of its five applications three unpacks of the archive."""
     files = write_raw(target)
     workdir = tmp_path_factory.mktemp("driver-workdir")
     seconds = {}
@@ -83,14 +87,13 @@ def pipeline(cluster, target, visionlake_wheel, tmp_path_factory):
 
 def run_dag_on_cluster(cluster, target: Target, wheel: Path, home: Path, workdir: Path) -> str:
     """``airflow dags test`` of the pipeline DAG on dataset demo, every Spark task submitted to the cluster with the
-    wheel and the packed environment, from ``workdir``; returns the log."""
+    wheel, its executors on the job environment installed on the nodes, from ``workdir``; returns the log."""
     env = airflow_env(home)
     env["SPARK_CONF_DIR"] = cluster.spark_conf_dir
     host, port = cluster.master_url.rsplit(":", 1)
     env["AIRFLOW_CONN_VISIONLAKE_SPARK"] = json.dumps({"conn_type": "spark", "host": host, "port": int(port)})
     env["AIRFLOW_VAR_VISIONLAKE_PY_FILES"] = str(wheel)
-    env["AIRFLOW_VAR_VISIONLAKE_ARCHIVES"] = f"{PACKED_ENV}#environment"
-    env["AIRFLOW_VAR_VISIONLAKE_EXECUTOR_PYTHON"] = "./environment/bin/python"
+    env["AIRFLOW_VAR_VISIONLAKE_EXECUTOR_PYTHON"] = harness.install_job_env(PACKED_ENV)  # nothing to ship
     migrate = subprocess.run([str(AIRFLOW_PYTHON), "-m", "airflow", "db", "migrate"], env=env,
                              capture_output=True, text=True, timeout=300)
     assert migrate.returncode == 0, migrate.stderr[-3000:]

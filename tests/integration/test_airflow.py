@@ -24,7 +24,14 @@ from airflow.dag_processing.dagbag import DagBag
 bag = DagBag(dag_folder=sys.argv[1])
 dag = bag.dags.get(sys.argv[2])
 heavy = sorted(m for m in ("pyspark", "tensorflow", "horovod", "mlflow", "visionlake") if m in sys.modules)
+# The ingest task's Spark conf rendered with the job stack installed on the nodes, and with a packed one shipped.
+installed = {"visionlake_python": "/job/bin/python"}
+shipped = {**installed, "visionlake_archives": "env.tar.gz#environment",
+           "visionlake_executor_python": "./environment/bin/python"}
+ingest = dag.get_task("ingest") if dag else None
 print(json.dumps({
+    "spark_conf": {name: ingest.render_template(ingest.conf, {"var": {"value": values}}) if ingest else None
+                   for name, values in (("installed", installed), ("shipped", shipped))},
     "import_errors": {k: str(v) for k, v in bag.import_errors.items()},
     "heavy_imports": heavy,
     "params": sorted(dag.params.keys()) if dag else [],
@@ -60,6 +67,12 @@ def test_dag_loads_without_heavy_imports_and_in_pipeline_order(tmp_path):
     assert upstream == {"ingest": [], "train_classifier": ["ingest"], "train_anomaly": ["train_classifier"],
                         "gan_enabled": ["train_classifier"], "train_gan": ["gan_enabled"],
                         "score": ["train_anomaly", "train_classifier"]}
+    # Executors run the job environment's interpreter, or the packed one's when it is shipped (the cluster test's
+    # DAG run uses the installed one, its README commands the archive).
+    assert described["spark_conf"] == {
+        "installed": {"spark.pyspark.driver.python": "/job/bin/python", "spark.pyspark.python": "/job/bin/python"},
+        "shipped": {"spark.pyspark.driver.python": "/job/bin/python",
+                    "spark.pyspark.python": "./environment/bin/python", "spark.archives": "env.tar.gz#environment"}}
     for task, info in described["tasks"].items():
         assert info["retries"] >= 1 and info["backoff"] > 1, f"{task} must retry with exponential back-off"
         if task != "gan_enabled":

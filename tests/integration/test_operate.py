@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, loopback_job_env
+from tests.conftest import MLFLOW_SERVER_ENV, REPO, loopback_job_env
 from tests.integration.conftest import CLI_DEMO_GROUP
 
 pytestmark = CLI_DEMO_GROUP
@@ -107,7 +107,7 @@ def mlflow_server(demo):
         [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", config.tracking.tracking_uri,
          "--default-artifact-root", str(root / "mlartifacts"), "--host", "127.0.0.1", "--port", str(port),
          "--workers", "1"],
-        env=loopback_job_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        env=loopback_job_env(**MLFLOW_SERVER_ENV), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     try:
