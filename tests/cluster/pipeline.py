@@ -55,18 +55,15 @@ class Target:
 
 
 def submit_command(target: Target, job: str, flags: list[str], wheel: Path,
-                   extra: Optional[list[str]] = None, ship_env: bool = True, node_python: str = "") -> list[str]:
-    """The spark-submit of one stage. On a cluster the executors' Python is the packed environment shipped with
-    ``--archives``, or ``node_python`` (the environment installed on the nodes) when given; ``ship_env=False``
-    gives them neither (for a job that stops before any executor runs Python)."""
+                   extra: Optional[list[str]] = None, ship_env: bool = True) -> list[str]:
+    """The spark-submit of one stage; ``ship_env=False`` leaves the packed environment out (for a job that stops
+    before any executor runs Python)."""
     command = [str(SPARK_SUBMIT), "--master", target.master, "--conf", "spark.ui.enabled=false",
                "--py-files", str(wheel)]
     if target.is_cluster:
         command += ["--total-executor-cores", "2", "--executor-cores", "1", "--executor-memory", "2g",
                     "--conf", f"spark.pyspark.driver.python={sys.executable}"]
-        if node_python:
-            command += ["--conf", f"spark.pyspark.python={node_python}"]
-        elif ship_env:
+        if ship_env:
             command += ["--archives", f"{PACKED_ENV}#environment", "--conf",
                         "spark.pyspark.python=./environment/bin/python"]
     return [*command, str(REPO / "jobs" / f"{job}.py"), *flags, *target.overrides(), *(extra or [])]
@@ -84,11 +81,9 @@ def job_env(target: Target) -> dict[str, str]:
 
 
 def run_stage(target: Target, job: str, flags: list[str], wheel: Path, cwd: Path,
-              extra: Optional[list[str]] = None, ship_env: bool = True,
-              node_python: str = "") -> tuple[subprocess.CompletedProcess, float]:
+              extra: Optional[list[str]] = None, ship_env: bool = True) -> tuple[subprocess.CompletedProcess, float]:
     started = time.perf_counter()
-    result = subprocess.run(submit_command(target, job, flags, wheel, extra, ship_env, node_python), cwd=cwd,
-                            env=job_env(target),
+    result = subprocess.run(submit_command(target, job, flags, wheel, extra, ship_env), cwd=cwd, env=job_env(target),
                             capture_output=True, text=True, timeout=1200)
     return result, time.perf_counter() - started
 
