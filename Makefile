@@ -29,6 +29,7 @@ $(STAMP): constraints.txt pyproject.toml setup.py
 	$(PIP) install --no-build-isolation -c constraints.txt -e '.[cpu,test]'
 	$(HOROVOD_BUILD) $(PIP) install --no-build-isolation -c constraints.txt horovod==0.28.1
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -c "import horovod.tensorflow as hvd; assert hvd.gloo_built(), 'Horovod was built without Gloo'"
+	$(VENV)/bin/visionlake jars --fetch >/dev/null
 	touch $(STAMP)
 
 # The current stack beside the pinned one: Python 3.12, TensorFlow with Keras 3, numpy 2, current pyarrow, locked in
@@ -51,6 +52,7 @@ $(CURRENT_STAMP): constraints-current.txt pyproject.toml setup.py
 	$(CURRENT_PY) -m pip --disable-pip-version-check -q install -c constraints-current.txt pip setuptools wheel
 	$(CURRENT_PY) -m pip --disable-pip-version-check -q install --no-build-isolation -c constraints-current.txt \
 		-e '.[current,test]'
+	$(CURRENT_VENV)/bin/visionlake jars --fetch >/dev/null
 	touch $(CURRENT_STAMP)
 
 # The unit suite and the current stack's integration module (the whole pipeline on tf_distribute + arrow); the
@@ -213,10 +215,13 @@ lock: setup
 # the other setup lanes of `make test` and would pack whatever an earlier build left (moved modules included).
 WHEEL_SOURCES := setup.py pyproject.toml README.md lib
 WHEEL_SRC := build/wheel-src
+# Beside the wheel, Delta Lake's jars for `spark-submit --jars 'dist/jars/*.jar'` (Spark expands the glob).
+JARS := $(VENV)/share/visionlake/jars
 dist: setup
 	rm -rf $(WHEEL_SRC) && mkdir -p $(WHEEL_SRC) dist
 	tar -c --exclude='*.egg-info' --exclude=__pycache__ $(WHEEL_SOURCES) | tar -x -C $(WHEEL_SRC)
 	$(PIP) wheel --no-deps --no-build-isolation -w dist $(WHEEL_SRC)
+	rm -rf dist/jars && cp -r $(JARS) dist/jars
 
 # The packed job environment that cluster runs ship with `spark-submit --archives dist/visionlake-env.tar.gz#environment`
 # (executors: spark.pyspark.python=./environment/bin/python). It holds the job stack from the lock (TensorFlow from
@@ -250,6 +255,7 @@ $(CLUSTER_ENV): constraints.txt pyproject.toml | $(STAMP) dist
 		--no-build-isolation $(HOROVOD_GPU_PIP) -c constraints.txt horovod==0.28.1
 	TF_CPP_MIN_LOG_LEVEL=2 $(CLUSTER_VENV)/bin/python -c \
 		"import horovod.tensorflow as hvd, petastorm, mlflow; assert hvd.gloo_built()"
+	mkdir -p $(CLUSTER_VENV)/share/visionlake && cp -r $(JARS) $(CLUSTER_VENV)/share/visionlake/jars
 	mkdir -p dist && $(VENV)/bin/venv-pack --quiet --force -p $(CLUSTER_VENV) -o $(CLUSTER_ENV) \
 		$(foreach pattern,$(CLUSTER_ENV_EXCLUDE),--exclude '$(pattern)')
 	@echo "packed job environment: $(CLUSTER_ENV) ($$(du -h $(CLUSTER_ENV) | cut -f1))"

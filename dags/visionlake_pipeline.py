@@ -9,6 +9,8 @@ Deployment settings are Airflow objects, read when a task runs (not when the sch
 * variable ``visionlake_home``: the folder holding ``jobs/`` and ``conf/`` (default: the checkout this file is in);
 * variable ``visionlake_python``: the job environment's interpreter (default ``<home>/.venv/bin/python``);
 * variable ``visionlake_py_files``: the wheel to ship (``make dist``), empty when the package is installed there;
+* variable ``visionlake_jars``: Delta Lake's jars for ``--jars`` (default: the job environment's own,
+  ``<its prefix>/share/visionlake/jars/*.jar``, which ``make setup`` fills);
 * variables ``visionlake_archives`` and ``visionlake_executor_python``: on a cluster whose nodes lack the job stack,
   the packed environment (``make cluster-env``: ``<path>/visionlake-env.tar.gz#environment``) and the executors'
   interpreter inside it (``./environment/bin/python``); empty = the executors use ``visionlake_python``.
@@ -33,6 +35,9 @@ HOME = "{{ " + _HOME + " }}"
 _PYTHON = "var.value.get('visionlake_python', " + _HOME + " ~ '/.venv/bin/python')"
 _EXECUTOR_PYTHON = f"(var.value.get('visionlake_executor_python', '') or {_PYTHON})"
 _ARCHIVES = "var.value.get('visionlake_archives', '')"
+# Delta Lake's jars beside the job environment's interpreter (<prefix>/bin/python -> <prefix>/share/...).
+JARS = ("{{ var.value.get('visionlake_jars', '') or %s.rsplit('/bin/', 1)[0] ~ '/share/visionlake/jars/*.jar' }}"
+        % _PYTHON)
 _INTERPRETERS = f"'spark.pyspark.driver.python': {_PYTHON}, 'spark.pyspark.python': {_EXECUTOR_PYTHON}"
 # The driver runs the job environment's interpreter; executors the same one, or the packed environment's when one
 # is shipped (spark.archives is only set then). Rendered natively into a dict.
@@ -61,6 +66,7 @@ def spark_job(task_id: str, job: str, *settings: str) -> SparkSubmitOperator:
         application=f"{HOME}/jobs/{job}.py",
         application_args=job_arguments(*settings),
         py_files="{{ var.value.get('visionlake_py_files', '') }}",
+        jars=JARS,
         conf=SPARK_CONF,
         name=f"visionlake-{task_id}")
 

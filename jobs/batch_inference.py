@@ -1,7 +1,8 @@
 """Batch scoring: classify and anomaly-score a lake table (or a raw drop, ingested first) with registered models.
 
-    spark-submit --py-files dist/visionlake-0.1.0-py3-none-any.whl jobs/batch_inference.py --dataset mnist \
-        --conf conf/mnist.yaml score.classifier=models:/visionlake-classifier@champion
+    spark-submit --jars 'dist/jars/*.jar' --py-files dist/visionlake-0.1.0-py3-none-any.whl \
+        jobs/batch_inference.py --dataset mnist --conf conf/mnist.yaml \
+        score.classifier=models:/visionlake-classifier@champion
 """
 import sys
 

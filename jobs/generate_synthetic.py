@@ -1,7 +1,8 @@
 """Generate labelled synthetic images with a registered conditional generator into a dataset's synthetic table.
 
-    spark-submit --py-files dist/visionlake-0.1.0-py3-none-any.whl jobs/generate_synthetic.py \
-        --model visionlake-cdcgan@champion --per-class 1000 --dataset mnist --conf conf/mnist.yaml
+    spark-submit --jars 'dist/jars/*.jar' --py-files dist/visionlake-0.1.0-py3-none-any.whl \
+        jobs/generate_synthetic.py --model visionlake-cdcgan@champion --per-class 1000 --dataset mnist \
+        --conf conf/mnist.yaml
 """
 import sys
 

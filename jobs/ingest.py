@@ -1,7 +1,7 @@
 """Ingest raw images into the lake: validated, normalised Parquet + TFRecord shards, quarantine for bad files.
 
-    spark-submit --py-files dist/visionlake-0.1.0-py3-none-any.whl jobs/ingest.py \
-        --conf conf/mnist.yaml ingest.source.uri=hdfs:///raw/mnist_png lake.root=hdfs:///lake
+    spark-submit --jars 'dist/jars/*.jar' --py-files dist/visionlake-0.1.0-py3-none-any.whl \
+        jobs/ingest.py --conf conf/mnist.yaml ingest.source.uri=hdfs:///raw/mnist_png lake.root=hdfs:///lake
 """
 import sys
 

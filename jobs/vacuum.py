@@ -1,7 +1,7 @@
 """Vacuum: remove a dataset's files that newer versions superseded longer ago than lake.retention_hours.
 
-    spark-submit --py-files dist/visionlake-0.1.0-py3-none-any.whl jobs/vacuum.py --dataset mnist \
-        --conf conf/mnist.yaml --dry-run
+    spark-submit --jars 'dist/jars/*.jar' --py-files dist/visionlake-0.1.0-py3-none-any.whl \
+        jobs/vacuum.py --dataset mnist --conf conf/mnist.yaml --dry-run
 """
 import sys
 

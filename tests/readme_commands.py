@@ -27,7 +27,7 @@ KINDS = {
     "make": "a make target: it must exist, with its prerequisites (`make -n` resolves them, runs nothing)",
     "visionlake": "the CLI: its arguments parsed and its config loaded as `visionlake` does, without Spark",
     "job": "a jobs/*.py entry point run locally (python, or spark-submit with a local or no master): its arguments "
-           "parsed and its config loaded as the job does, its --py-files/--archives built by make, its --conf found",
+           "parsed and its config loaded as the job does, its --py-files/--archives/--jars built by make, its --conf found",
     "cluster": "spark-submit to the two-node cluster on this machine (spark://127.0.0.1:<port>): checked like a job "
                "here; tests/cluster runs these for real through readme_commands('cluster')",
     "remote": "spark-submit to a cluster elsewhere (YARN, Kubernetes, a remote standalone master): checked like a "
@@ -165,7 +165,8 @@ def make_artefacts() -> dict[str, tuple[str, str]]:
     import visionlake
 
     return {f"dist/visionlake-{visionlake.__version__}-py3-none-any.whl": ("dist", "-w dist"),
-            "dist/visionlake-env.tar.gz": ("cluster-env", "visionlake-env.tar.gz")}
+            "dist/visionlake-env.tar.gz": ("cluster-env", "visionlake-env.tar.gz"),
+            "dist/jars/*.jar": ("dist", "dist/jars")}
 
 
 def make_dry_run(*targets: str) -> str:
@@ -227,7 +228,10 @@ def _check_job(command: ShellCommand, base_dir: Path, earlier: tuple[ShellComman
     if not (REPO / "jobs" / f"{job}.py").is_file():
         raise CommandError(f"there is no jobs/{job}.py")
     artefacts = make_artefacts()
-    for option in ("--py-files", "--archives"):
+    in_image = application.startswith("local:")  # an image's own Spark, its jars installed there
+    if PurePosixPath(argv[0]).name == "spark-submit" and "--jars" not in options and not in_image:
+        raise CommandError("spark-submit needs Delta Lake's jars on the driver's classpath: --jars 'dist/jars/*.jar'")
+    for option in ("--py-files", "--archives", "--jars"):
         for value in options.get(option, []):
             for shipped in value.split(","):
                 _check_artefact(shipped.split("#")[0], option, artefacts)

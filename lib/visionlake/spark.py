@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import logging
 import os
 import shutil
 import sys
 import tempfile
+from importlib.metadata import version as installed_version
+from pathlib import Path
 from typing import Iterator, Optional
 
 from pyspark import SparkConf
@@ -32,6 +35,113 @@ SESSION_DEFAULTS = {
 }
 
 
+# Delta Lake is the lake's table format: every session loads its SQL extension and catalog. The jars' version is the
+# installed delta-spark Python package's (one pin for both), resolved once by `visionlake jars --fetch` (make setup).
+DELTA_SESSION_CONF = {
+    "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+    "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+}
+_DELTA_CLASS = "io.delta.tables.DeltaTable"
+# Where `visionlake jars --fetch` puts the jars, inside the environment (so the packed cluster environment has them).
+JARS_FOLDER = ("share", "visionlake", "jars")
+SCALA_BINARY_VERSION = "2.12"  # pyspark 3.5's PyPI build; Delta's jars are built per Scala version
+
+
+class SparkSetupError(RuntimeError):
+    """Spark cannot run visionlake's tables as set up (Delta Lake's jars missing or unresolvable); says what to do."""
+
+
+def delta_package() -> str:
+    """The Maven coordinates of the Delta Lake jars that pair with this environment's delta-spark, for pyspark 3.5's
+    Scala (what delta-spark's own ``configure_spark_with_delta_pip`` resolves)."""
+    return f"io.delta:delta-spark_{SCALA_BINARY_VERSION}:{installed_version('delta-spark')}"
+
+
+def jars_folder(prefix: str = sys.prefix) -> Path:
+    return Path(prefix).joinpath(*JARS_FOLDER)
+
+
+def installed_jars(prefix: str = sys.prefix) -> list[str]:
+    """The Delta Lake jars installed in the environment at ``prefix`` (empty before ``visionlake jars --fetch``)."""
+    return sorted(glob.glob(str(jars_folder(prefix) / "*.jar")))
+
+
+def _missing_jars_message() -> str:
+    return (f"Delta Lake's jars ({delta_package()}) are not installed in {sys.prefix}: run `visionlake jars --fetch` "
+            "(make setup does; it needs Maven Central once), or without network set spark.conf.spark.jars to copies "
+            "of them (README: Running the jobs with spark-submit)")
+
+
+def delta_conf(user_conf: dict[str, str], prefix: str = sys.prefix) -> dict[str, str]:
+    """The Delta settings a session started here adds to the user's ``spark.conf``: the installed jars in
+    ``spark.jars`` (after the user's own), unless the user already names Delta's jars or package, and the extension
+    and catalog, unless set.
+
+    Raises:
+        SparkSetupError: no jars installed and none named.
+    """
+    conf = {key: value for key, value in DELTA_SESSION_CONF.items() if key not in user_conf}
+    named = f"{user_conf.get('spark.jars', '')},{user_conf.get('spark.jars.packages', '')}"
+    if "delta-spark" not in named:
+        jars = installed_jars(prefix)
+        if not jars:
+            raise SparkSetupError(_missing_jars_message())
+        conf["spark.jars"] = ",".join(filter(None, [user_conf.get("spark.jars", ""), *jars]))
+    return conf
+
+
+def check_delta_loaded(spark: SparkSession) -> None:
+    """Under spark-submit the driver's classpath comes from the submit: fail early, and say how, without Delta's
+    jars (a table write would otherwise fail deep inside a job with ``ClassNotFoundException``)."""
+    jvm = spark.sparkContext._jvm
+    try:
+        jvm.java.lang.Class.forName(_DELTA_CLASS, False, jvm.java.lang.Thread.currentThread().getContextClassLoader())
+    except Exception as error:  # noqa: BLE001 - py4j wraps the JVM's ClassNotFoundException
+        raise SparkSetupError(
+            f"Delta Lake's jars are not on this application's classpath: add --jars '{jars_folder()}/*.jar' (or "
+            f"--packages {delta_package()}) to spark-submit; `visionlake jars` prints the installed ones (README: "
+            "Running the jobs with spark-submit)") from error
+
+
+def fetch_jars(prefix: str = sys.prefix, log_file: Optional[str] = None) -> list[str]:
+    """Resolves Delta Lake's jars (``delta_package()`` and its dependencies) from Maven Central with Spark's own Ivy,
+    into ``jars_folder(prefix)``; a no-op when they are there. The folder is replaced whole, so a failed fetch
+    leaves no partial set. Returns the jars.
+
+    Raises:
+        SparkSetupError: the resolution failed (no network, no such version); names the log with Ivy's output.
+    """
+    wanted = delta_package()
+    jars = installed_jars(prefix)
+    _, artifact, release = wanted.split(":")
+    if any(os.path.basename(jar).endswith(f"{artifact}-{release}.jar") for jar in jars):  # Ivy's file names
+        return jars
+    target = jars_folder(prefix)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="visionlake-ivy-", dir=target.parent) as ivy:
+        os.environ["SPARK_LOCAL_IP"] = LOOPBACK
+        builder = (SparkSession.builder.master("local[1]").appName("visionlake-fetch-jars")
+                   .config("spark.jars.packages", wanted).config("spark.jars.ivy", ivy)
+                   .config("spark.ui.enabled", "false")
+                   .config("spark.driver.host", LOOPBACK).config("spark.driver.bindAddress", LOOPBACK))
+        try:
+            with child_output_to(log_file):
+                builder.getOrCreate().stop()
+        except Exception as error:  # noqa: BLE001 - the gateway fails with a generic error; Ivy's log says why
+            where = f"; Ivy's output is in {log_file}" if log_file else ""
+            raise SparkSetupError(f"could not resolve {wanted} from Maven Central{where}. Without network, copy "
+                                  f"the jars into {target} or set spark.conf.spark.jars") from error
+        resolved = Path(ivy) / "jars"
+        staged = Path(ivy) / "staged"
+        staged.mkdir()
+        for jar in sorted(resolved.glob("*.jar")):
+            shutil.copy2(jar, staged / jar.name)
+        if target.exists():
+            shutil.rmtree(target)
+        staged.rename(target)
+    return installed_jars(prefix)
+
+
 def launched_by_spark_submit() -> bool:
     """spark-submit starts the JVM first and hands PySpark its gateway port."""
     return "PYSPARK_GATEWAY_PORT" in os.environ
@@ -51,10 +161,13 @@ def start_session(config: SparkConfig, jvm_log: Optional[str] = None) -> SparkSe
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         builder = (builder.master(config.master)
                    .config("spark.driver.host", LOOPBACK).config("spark.driver.bindAddress", LOOPBACK))
-        for key, value in config.conf.items():
+        for key, value in {**config.conf, **delta_conf(config.conf)}.items():
             builder = builder.config(key, value)
     else:
         submitted = SparkConf()
+        for key, value in DELTA_SESSION_CONF.items():
+            if not submitted.contains(key):
+                builder = builder.config(key, value)
         if submitted.get("spark.master", "").startswith("local"):
             # A local-master submit is one machine too: keep the driver on loopback unless the submit says otherwise
             # (its UI follows SPARK_LOCAL_IP, which the submitter sets: see README).
@@ -64,6 +177,11 @@ def start_session(config: SparkConfig, jvm_log: Optional[str] = None) -> SparkSe
     with child_output_to(None if launched_by_spark_submit() else jvm_log):
         spark = builder.getOrCreate()
     if launched_by_spark_submit():
+        try:
+            check_delta_loaded(spark)
+        except SparkSetupError:
+            spark.stop()
+            raise
         ship_wheels_to_python_workers(spark)
     chosen = spark.sparkContext.getConf()  # what the builder or spark-submit set explicitly
     for key, value in SESSION_DEFAULTS.items():

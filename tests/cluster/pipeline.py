@@ -58,8 +58,11 @@ def submit_command(target: Target, job: str, flags: list[str], wheel: Path,
                    extra: Optional[list[str]] = None, ship_env: bool = True) -> list[str]:
     """The spark-submit of one stage; ``ship_env=False`` leaves the packed environment out (for a job that stops
     before any executor runs Python)."""
+    from visionlake.spark import jars_folder
+
+    # Delta Lake's jars from the driver's environment: the driver ships them to the executors (README).
     command = [str(SPARK_SUBMIT), "--master", target.master, "--conf", "spark.ui.enabled=false",
-               "--py-files", str(wheel)]
+               "--jars", str(jars_folder() / "*.jar"), "--py-files", str(wheel)]
     if target.is_cluster:
         command += ["--total-executor-cores", "2", "--executor-cores", "1", "--executor-memory", "2g",
                     "--conf", f"spark.pyspark.driver.python={sys.executable}"]

@@ -32,6 +32,8 @@ ingest = dag.get_task("ingest") if dag else None
 print(json.dumps({
     "spark_conf": {name: ingest.render_template(ingest.conf, {"var": {"value": values}}) if ingest else None
                    for name, values in (("installed", installed), ("shipped", shipped))},
+    "jars": {name: ingest.render_template(ingest.jars, {"var": {"value": values}}) if ingest else None
+             for name, values in (("default", installed), ("set", {**installed, "visionlake_jars": "/j/*.jar"}))},
     "import_errors": {k: str(v) for k, v in bag.import_errors.items()},
     "heavy_imports": heavy,
     "params": sorted(dag.params.keys()) if dag else [],
@@ -73,6 +75,8 @@ def test_dag_loads_without_heavy_imports_and_in_pipeline_order(tmp_path):
         "installed": {"spark.pyspark.driver.python": "/job/bin/python", "spark.pyspark.python": "/job/bin/python"},
         "shipped": {"spark.pyspark.driver.python": "/job/bin/python",
                     "spark.pyspark.python": "./environment/bin/python", "spark.archives": "env.tar.gz#environment"}}
+    # Delta Lake's jars: the job environment's own, unless a variable names others.
+    assert described["jars"] == {"default": "/job/share/visionlake/jars/*.jar", "set": "/j/*.jar"}
     for task, info in described["tasks"].items():
         assert info["retries"] >= 1 and info["backoff"] > 1, f"{task} must retry with exponential back-off"
         if task != "gan_enabled":

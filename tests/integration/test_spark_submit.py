@@ -11,8 +11,11 @@ from tests.conftest import REPO, loopback_job_env
 SPARK_SUBMIT = Path(sys.executable).parent / "spark-submit"
 
 
-def spark_submit(job: str, wheel: Path, cwd: Path, *overrides: str) -> subprocess.CompletedProcess:
+def spark_submit(job: str, wheel: Path, cwd: Path, *overrides: str, jars: bool = True) -> subprocess.CompletedProcess:
+    from visionlake.spark import jars_folder
+
     command = [str(SPARK_SUBMIT), "--master", "local[2]", "--conf", "spark.ui.enabled=false",
+               *(["--jars", str(jars_folder() / "*.jar")] if jars else []),  # Spark expands the glob, as in README
                "--py-files", str(wheel), str(REPO / "jobs" / f"{job}.py"), *overrides]
     return subprocess.run(command, cwd=cwd, env=loopback_job_env(), capture_output=True, text=True, timeout=600)
 
@@ -45,3 +48,11 @@ def test_a_missing_source_exits_2_with_what_to_fix(visionlake_wheel, tmp_path):
     assert result.returncode == 2, result.stdout[-3000:]
     assert "does not exist; set ingest.source.uri" in result.stdout
     assert not (tmp_path / "lake" / "demo" / "manifest.json").exists()
+
+
+def test_a_submit_without_delta_lakes_jars_exits_2_saying_how_to_add_them(visionlake_wheel, tmp_path):
+    result = spark_submit("ingest", visionlake_wheel, tmp_path, jars=False)
+
+    assert result.returncode == 2, result.stdout[-3000:]
+    assert "Delta Lake's jars are not on this application's classpath: add --jars" in result.stdout
+    assert not (tmp_path / "lake").exists()

@@ -61,13 +61,16 @@ def test_commands_are_classified_by_what_they_run(text, kind):
     assert parse_command(text).kind == kind
 
 
+JARS = "--jars 'dist/jars/*.jar'"
+
+
 def _check(text: str, tmp_path, *earlier: str) -> None:
     check_command(parse_command(text, "README.md:1"), tmp_path, tuple(parse_command(line) for line in earlier))
 
 
 def test_a_flag_the_job_does_not_take_fails(tmp_path):
     with pytest.raises(CommandError, match="jobs/train_classifier.py rejects its arguments"):
-        _check("spark-submit jobs/train_classifier.py --datasets parts", tmp_path)
+        _check(f"spark-submit {JARS} jobs/train_classifier.py --datasets parts", tmp_path)
 
 
 def test_an_unknown_config_key_fails_through_the_real_loader(tmp_path):
@@ -77,19 +80,25 @@ def test_an_unknown_config_key_fails_through_the_real_loader(tmp_path):
 
 def test_shipped_files_must_be_what_the_makefile_builds(tmp_path):
     with pytest.raises(CommandError, match="not something the Makefile builds"):
-        _check("spark-submit --py-files dist/visionlake-9.9.9-py3-none-any.whl jobs/ingest.py", tmp_path)
+        _check(f"spark-submit {JARS} --py-files dist/visionlake-9.9.9-py3-none-any.whl jobs/ingest.py", tmp_path)
 
 
 def test_a_conf_file_must_exist_or_be_copied_by_an_earlier_command(tmp_path):
     with pytest.raises(CommandError, match="--conf conf/cluster.yaml: no such file"):
-        _check("spark-submit jobs/ingest.py --conf conf/cluster.yaml", tmp_path)
-    _check("spark-submit jobs/ingest.py --conf conf/cluster.yaml", tmp_path,
+        _check(f"spark-submit {JARS} jobs/ingest.py --conf conf/cluster.yaml", tmp_path)
+    _check(f"spark-submit {JARS} jobs/ingest.py --conf conf/cluster.yaml", tmp_path,
            "cp conf/cluster.example.yaml conf/cluster.yaml")
 
 
 def test_a_cluster_submit_whose_executors_cannot_reach_the_store_fails(tmp_path):
     with pytest.raises(CommandError, match="would refuse to start under --master spark://master:7077"):
-        _check("spark-submit --master spark://master:7077 jobs/ingest.py", tmp_path)  # sqlite tracking store
+        _check(f"spark-submit {JARS} --master spark://master:7077 jobs/ingest.py", tmp_path)  # sqlite tracking store
+
+
+def test_a_submit_without_delta_lakes_jars_fails(tmp_path):
+    with pytest.raises(CommandError, match="spark-submit needs Delta Lake's jars"):
+        _check("spark-submit jobs/ingest.py", tmp_path)
+    _check(f"spark-submit {JARS} jobs/ingest.py", tmp_path)
 
 
 def test_unknown_commands_fail_until_classified(tmp_path):

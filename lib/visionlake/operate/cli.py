@@ -11,12 +11,14 @@ Examples:
     visionlake train anomaly --method autoencoder --dataset mnist --conf conf/mnist.yaml anomaly.normal_labels=[zero]
     visionlake score --dataset mnist --conf conf/mnist.yaml      # champion classifier + champion anomaly model
     visionlake vacuum --dataset mnist --conf conf/mnist.yaml --dry-run   # what superseded files vacuum would remove
+    visionlake jars                                   # Delta Lake's jars, for spark-submit --jars
 """
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -49,6 +51,8 @@ _EXAMPLES = {
              "\n  visionlake score --dataset demo --raw /data/new-drop   # ingest the drop, then score it",
     "vacuum": "visionlake vacuum --dataset mnist --conf conf/mnist.yaml --dry-run"
               "\n  visionlake vacuum --dataset demo --retention-hours 24",
+    "jars": "visionlake jars --fetch                # once, with network (make setup does it)"
+            "\n  visionlake jars                        # then: spark-submit --jars \"$(visionlake jars)\" ...",
 }
 
 
@@ -98,6 +102,7 @@ COMMAND_FLAGS: dict[str, tuple[Flag, ...]] = {
 # Switches of a command that are no config key: passed to its job function as keyword arguments.
 COMMAND_SWITCHES: dict[str, tuple[tuple[str, str], ...]] = {
     "vacuum": (("--dry-run", "list what would be removed, and remove nothing"),),
+    "jars": (("--fetch", "resolve them from Maven Central first (Spark's Ivy), unless they are installed"),),
 }
 # Settings a command implies: `train vae` is `train autoencoder --kind vae`.
 COMMAND_SETTINGS = {"train vae": ("generative.model=vae",)}
@@ -158,8 +163,9 @@ def _user_errors() -> tuple[type, ...]:
     from visionlake.ingest.sources import SourceError
     from visionlake.lake.filesystem import StorageError
     from visionlake.tracking import TrackingError
+    from visionlake.spark import SparkSetupError
     # TrainingError is not here: a failed rank deserves its traceback (exit 1).
-    return ConfigError, SourceError, IngestError, LakeError, StorageError, TrackingError
+    return ConfigError, SourceError, IngestError, LakeError, StorageError, TrackingError, SparkSetupError
 
 
 def job_parser(job: str) -> argparse.ArgumentParser:
@@ -318,7 +324,9 @@ _HELPS = {"ingest": "ingest raw images into the lake (Parquet + TFRecord + quara
           "generate": "write labelled synthetic images from a registered conditional generator to the lake",
           "score": "classify and anomaly-score a lake table (or a raw drop) into the predictions table",
           "vacuum": "remove a dataset's files that newer versions superseded longer ago than lake.retention_hours, "
-                    "and what failed runs left"}
+                    "and what failed runs left",
+          "jars": "print Delta Lake's jars as this environment gives them to Spark (comma-separated, for "
+                  "spark-submit --jars)"}
 _TRAIN_HELPS = {"classifier": "train an image classifier (LeNet or a small ResNet)",
                 "gan": "train a DCGAN or a conditional DCGAN; FCD and sample grids in MLflow",
                 "vae": "train a convolutional VAE (the same as: train autoencoder --kind vae)",
@@ -357,6 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_arguments(argv)
+    if args.command == "jars":
+        return jars_command(args.fetch)
     if args.command in ("show-config", "demo-data"):
         configure_logging()
         try:
@@ -370,6 +380,27 @@ def main(argv: Optional[list[str]] = None) -> int:
             demo_data_job(resolved.config)
         return EXIT_OK
     return _run(_COMMAND_JOBS[args.command], args)
+
+
+def jars_command(fetch: bool) -> int:
+    """``visionlake jars``: the installed Delta Lake jars, comma-separated; ``--fetch`` resolves them first."""
+    from visionlake.spark import SparkSetupError, fetch_jars, installed_jars
+
+    configure_logging()
+    try:
+        if fetch:
+            log.info("resolving Delta Lake's jars from Maven Central (once per environment)")
+            fetch_jars(log_file=str(Path(tempfile.gettempdir()) / "visionlake-fetch-jars.log"))
+        jars = installed_jars()
+        if not jars:
+            from visionlake.spark import delta_package
+            raise SparkSetupError(f"no Delta Lake jars in this environment: run `visionlake jars --fetch` "
+                                  f"(needs Maven Central) for {delta_package()}")
+    except SparkSetupError as error:
+        log.error("%s", error)
+        return EXIT_BAD_INPUT
+    print(",".join(jars))
+    return EXIT_OK
 
 
 TRAINERS = {"classifier": train_classifier_job, "gan": train_generative_job, "vae": train_generative_job,
