@@ -45,17 +45,18 @@ def test_roc_auc_is_the_share_of_correctly_ordered_pairs_with_ties_counting_half
 def test_calibration_reaches_the_false_positive_rate_on_the_calibration_set(rate, allowed):
     scores = np.random.default_rng(1).gamma(2.0, size=1000)  # continuous: no two scores equal
     calibration = calibrate(scores, rate)
-    # Exactly floor(rate * n) images are flagged, and the threshold is the score just below them: a lower
-    # threshold would flag one image more than the rate allows.
+    # Exactly floor(rate * n) images are flagged, and the threshold lies halfway between the highest score kept and
+    # the lowest flagged (the highest score when none may be flagged): a rescored image's rounding never crosses it.
     assert int(flag(scores, calibration.threshold).sum()) == allowed
-    assert calibration.threshold in scores and int((scores >= calibration.threshold).sum()) == allowed + 1
+    kept, flagged = scores[scores <= calibration.threshold], scores[scores > calibration.threshold]
+    assert calibration.threshold == ((kept.max() + flagged.min()) / 2 if allowed else scores.max())
     assert calibration.achieved_false_positive_rate == allowed / 1000
     assert calibration.target_false_positive_rate == rate and calibration.calibration_images == 1000
 
 
 def test_calibration_with_tied_scores_flags_fewer_rather_than_more_than_the_rate():
     calibration = calibrate(np.array([3.0, 1.0, 2.0, 2.0, 2.0]), 0.4)  # 2 of 5 allowed; the 2.0s go together
-    assert calibration.threshold == 2.0 and calibration.achieved_false_positive_rate == 0.2
+    assert calibration.threshold == 2.5 and calibration.achieved_false_positive_rate == 0.2
     assert flag(np.array([3.0, 1.0, 2.0, 2.0, 2.0]), calibration.threshold).tolist() == [True, False, False, False,
                                                                                             False]
 
@@ -69,7 +70,7 @@ def test_calibration_summarises_the_scores_by_quantiles_mean_and_spread():
     calibration = calibrate(scores, 0.05)
     assert calibration.quantiles == pytest.approx(expected)
     assert calibration.mean == 50.0 and calibration.std == pytest.approx(850 ** 0.5)  # (101^2 - 1) / 12 = 850
-    assert calibration.to_dict()["threshold"] == calibration.threshold == 95.0  # 5 of 101 allowed above: 96..100
+    assert calibration.to_dict()["threshold"] == calibration.threshold == 95.5  # 5 of 101 allowed above: 96..100
 
 
 def test_calibration_refuses_what_it_cannot_calibrate():

@@ -48,10 +48,12 @@ class Calibration:
 
 
 def calibrate(normal_scores: np.ndarray, false_positive_rate: float) -> Calibration:
-    """The smallest threshold that flags at most ``false_positive_rate`` of the held-out normal images.
+    """A threshold that flags at most ``false_positive_rate`` of the held-out normal images, and as many as that
+    allows: the achieved rate is the largest achievable rate not above the target (it equals it up to 1 / n).
 
-    Flagging is ``score > threshold``; the threshold is one of the calibration scores, so the achieved rate is the
-    largest achievable rate not above the target (it equals the target up to 1 / n).
+    Flagging is ``score > threshold``. The threshold lies halfway between the highest score it keeps and the lowest
+    it flags, not on a calibration score: rescoring the same image elsewhere (another batch, another machine)
+    moves its score by float rounding, which must not move it across the threshold.
 
     Raises:
         ValueError: no calibration scores, non-finite scores, or a rate outside [0, 1).
@@ -64,7 +66,9 @@ def calibrate(normal_scores: np.ndarray, false_positive_rate: float) -> Calibrat
     if not 0 <= false_positive_rate < 1:
         raise ValueError(f"the false-positive rate must be in [0, 1), got {false_positive_rate}")
     allowed = int(np.floor(false_positive_rate * len(scores)))  # images allowed above the threshold
-    threshold = float(scores[len(scores) - 1 - allowed])
+    kept = scores[len(scores) - 1 - allowed]
+    flagged = scores[scores > kept]
+    threshold = float((kept + flagged[0]) / 2) if len(flagged) else float(kept)
     achieved = float((scores > threshold).mean())
     return Calibration(threshold=threshold, target_false_positive_rate=false_positive_rate,
                        achieved_false_positive_rate=achieved, calibration_images=len(scores),
