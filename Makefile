@@ -259,7 +259,8 @@ $(CLUSTER_ENV): constraints.txt pyproject.toml | $(STAMP) dist
 		--no-build-isolation $(HOROVOD_GPU_PIP) -c constraints.txt horovod==0.28.1
 	TF_CPP_MIN_LOG_LEVEL=2 $(CLUSTER_VENV)/bin/python -c \
 		"import horovod.tensorflow as hvd, petastorm, mlflow; assert hvd.gloo_built()"
-	mkdir -p $(CLUSTER_VENV)/share/visionlake && cp -r $(JARS) $(CLUSTER_VENV)/share/visionlake/jars
+	mkdir -p $(CLUSTER_VENV)/share/visionlake && rm -rf $(CLUSTER_VENV)/share/visionlake/jars && \
+		cp -r $(JARS) $(CLUSTER_VENV)/share/visionlake/jars
 	mkdir -p dist && $(VENV)/bin/venv-pack --quiet --force -p $(CLUSTER_VENV) -o $(CLUSTER_ENV) \
 		$(foreach pattern,$(CLUSTER_ENV_EXCLUDE),--exclude '$(pattern)')
 	@echo "packed job environment: $(CLUSTER_ENV) ($$(du -h $(CLUSTER_ENV) | cut -f1))"

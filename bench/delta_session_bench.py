@@ -37,14 +37,14 @@ def measure(rows: int, conf: dict[str, str]) -> dict[str, float]:
     from pyspark.sql import functions as F
 
     from visionlake.config import SparkConfig
-    from visionlake.spark import start_session
+    from visionlake.spark import spark_session
 
     seconds, started = {}, time.perf_counter()
-    spark = start_session(SparkConfig(master="local[2]", conf={"spark.ui.enabled": "false", **conf}))
-    seconds["session"] = time.perf_counter() - started
-    frame = spark.range(rows).select("id", (F.col("id") % 3).cast("string").alias("split"),
-                                     F.expr("repeat('x', 2048)").alias("image"))
-    with tempfile.TemporaryDirectory() as folder:
+    with spark_session(SparkConfig(master="local[2]", conf={"spark.ui.enabled": "false", **conf})) as spark, \
+            tempfile.TemporaryDirectory() as folder:
+        seconds["session"] = time.perf_counter() - started
+        frame = spark.range(rows).select("id", (F.col("id") % 3).cast("string").alias("split"),
+                                         F.expr("repeat('x', 2048)").alias("image"))
         path = f"{folder}/table"
         steps = {"write": lambda: frame.write.format("delta").partitionBy("split").save(path),
                  "read": lambda: spark.read.format("delta").load(path).count(),
@@ -55,7 +55,6 @@ def measure(rows: int, conf: dict[str, str]) -> dict[str, float]:
             started = time.perf_counter()
             run()
             seconds[step] = time.perf_counter() - started
-    spark.stop()
     return seconds
 
 

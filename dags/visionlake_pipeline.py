@@ -35,9 +35,10 @@ HOME = "{{ " + _HOME + " }}"
 _PYTHON = "var.value.get('visionlake_python', " + _HOME + " ~ '/.venv/bin/python')"
 _EXECUTOR_PYTHON = f"(var.value.get('visionlake_executor_python', '') or {_PYTHON})"
 _ARCHIVES = "var.value.get('visionlake_archives', '')"
-# Delta Lake's jars beside the job environment's interpreter (<prefix>/bin/python -> <prefix>/share/...).
-JARS = ("{{ var.value.get('visionlake_jars', '') or %s.rsplit('/bin/', 1)[0] ~ '/share/visionlake/jars/*.jar' }}"
-        % _PYTHON)
+# Delta Lake's jars beside the job environment's interpreter (<prefix>/bin/python -> <prefix>/share/...); an
+# interpreter elsewhere needs the visionlake_jars variable (spark-submit then stops, saying so).
+JARS = ("{{ var.value.get('visionlake_jars', '') or ((%s).rsplit('/bin/', 1)[0] ~ '/share/visionlake/jars/*.jar' "
+        "if '/bin/' in %s else '') }}" % (_PYTHON, _PYTHON))
 _INTERPRETERS = f"'spark.pyspark.driver.python': {_PYTHON}, 'spark.pyspark.python': {_EXECUTOR_PYTHON}"
 # The driver runs the job environment's interpreter; executors the same one, or the packed environment's when one
 # is shipped (spark.archives is only set then). Rendered natively into a dict.

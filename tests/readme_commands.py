@@ -27,7 +27,8 @@ KINDS = {
     "make": "a make target: it must exist, with its prerequisites (`make -n` resolves them, runs nothing)",
     "visionlake": "the CLI: its arguments parsed and its config loaded as `visionlake` does, without Spark",
     "job": "a jobs/*.py entry point run locally (python, or spark-submit with a local or no master): its arguments "
-           "parsed and its config loaded as the job does, its --py-files/--archives/--jars built by make, its --conf found",
+           "parsed and its config loaded as the job does, its --py-files/--archives/--jars built by make, its --conf "
+           "found",
     "cluster": "spark-submit to the two-node cluster on this machine (spark://127.0.0.1:<port>): checked like a job "
                "here; tests/cluster runs these for real through readme_commands('cluster')",
     "remote": "spark-submit to a cluster elsewhere (YARN, Kubernetes, a remote standalone master): checked like a "
@@ -218,7 +219,8 @@ def _check_job(command: ShellCommand, base_dir: Path, earlier: tuple[ShellComman
     from visionlake.config import ConfigError, check_reachable_from_executors
 
     argv = command.resolve(**{name: _sample(name) for name in command.placeholders})
-    if PurePosixPath(argv[0]).name == "spark-submit":
+    submit = PurePosixPath(argv[0]).name == "spark-submit"
+    if submit:
         options, application, arguments = split_spark_submit(argv)
     else:  # python jobs/X.py ...
         options, application, arguments = {}, argv[1], argv[2:]
@@ -229,7 +231,7 @@ def _check_job(command: ShellCommand, base_dir: Path, earlier: tuple[ShellComman
         raise CommandError(f"there is no jobs/{job}.py")
     artefacts = make_artefacts()
     in_image = application.startswith("local:")  # an image's own Spark, its jars installed there
-    if PurePosixPath(argv[0]).name == "spark-submit" and "--jars" not in options and not in_image:
+    if submit and "--jars" not in options and not in_image:
         raise CommandError("spark-submit needs Delta Lake's jars on the driver's classpath: --jars 'dist/jars/*.jar'")
     for option in ("--py-files", "--archives", "--jars"):
         for value in options.get(option, []):

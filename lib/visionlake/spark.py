@@ -40,13 +40,13 @@ SESSION_DEFAULTS = {
 
 # Delta Lake is the lake's table format: every session loads its SQL extension and catalog. The jars' version is the
 # installed delta-spark Python package's (one pin for both), resolved once by `visionlake jars --fetch` (make setup).
-DELTA_SESSION_CONF = {
-    "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
-    "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
-}
+DELTA_EXTENSION = ("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
+DELTA_CATALOG = ("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
 _DELTA_CLASS = "io.delta.tables.DeltaTable"
-# Where `visionlake jars --fetch` puts the jars, inside the environment (so the packed cluster environment has them).
+# Where `visionlake jars --fetch` puts the jars, inside the environment: sessions started here use them, and the
+# packed cluster environment carries them for nodes that run jobs from it (`--jars local:<env>/share/...`).
 JARS_FOLDER = ("share", "visionlake", "jars")
+_RESOLVED = ".resolved"  # in the jars folder: the coordinates the jars were resolved for
 SCALA_BINARY_VERSION = "2.12"  # pyspark 3.5's PyPI build; Delta's jars are built per Scala version
 
 
@@ -64,84 +64,110 @@ def jars_folder(prefix: str = sys.prefix) -> Path:
     return Path(prefix).joinpath(*JARS_FOLDER)
 
 
-def installed_jars(prefix: str = sys.prefix) -> list[str]:
-    """The Delta Lake jars installed in the environment at ``prefix`` (empty before ``visionlake jars --fetch``)."""
-    return sorted(glob.glob(str(jars_folder(prefix) / "*.jar")))
+def installed_jars(prefix: str = sys.prefix, required: bool = False) -> list[str]:
+    """The Delta Lake jars installed in the environment at ``prefix`` (empty before ``visionlake jars --fetch``).
+
+    Raises:
+        SparkSetupError: ``required`` and there are none, or they were resolved for another delta-spark.
+    """
+    jars = sorted(glob.glob(str(jars_folder(prefix) / "*.jar")))
+    if required:
+        resolved = _resolved_for(prefix)
+        if not jars or (resolved and resolved != delta_package()):
+            found = f"jars for {resolved}" if jars else "no jars"
+            raise SparkSetupError(
+                f"Delta Lake's jars for {delta_package()} are not installed in {prefix} ({found}): run "
+                "`visionlake jars --fetch` (make setup does; it needs Maven Central once), or without network set "
+                "spark.conf.spark.jars to copies of them (README: Running the jobs with spark-submit)")
+    return jars
 
 
-def _missing_jars_message() -> str:
-    return (f"Delta Lake's jars ({delta_package()}) are not installed in {sys.prefix}: run `visionlake jars --fetch` "
-            "(make setup does; it needs Maven Central once), or without network set spark.conf.spark.jars to copies "
-            "of them (README: Running the jobs with spark-submit)")
+def _resolved_for(prefix: str) -> str:
+    marker = jars_folder(prefix) / _RESOLVED
+    return marker.read_text().strip() if marker.exists() else ""
 
 
 def delta_conf(user_conf: dict[str, str], prefix: str = sys.prefix) -> dict[str, str]:
-    """The Delta settings a session started here adds to the user's ``spark.conf``: the installed jars in
-    ``spark.jars`` (after the user's own), unless the user already names Delta's jars or package, and the extension
-    and catalog, unless set.
+    """What a session started here adds to the user's ``spark.conf`` for Delta: the installed jars after the user's
+    own ``spark.jars`` (unless the user names Delta's jars or package), and Delta's extension and catalog (see
+    ``delta_settings``).
 
     Raises:
-        SparkSetupError: no jars installed and none named.
+        SparkSetupError: no jars installed (or for another version) and none named.
     """
-    conf = {key: value for key, value in DELTA_SESSION_CONF.items() if key not in user_conf}
+    conf = delta_settings(user_conf.get)
     named = f"{user_conf.get('spark.jars', '')},{user_conf.get('spark.jars.packages', '')}"
     if "delta-spark" not in named:
-        jars = installed_jars(prefix)
-        if not jars:
-            raise SparkSetupError(_missing_jars_message())
+        jars = installed_jars(prefix, required=True)
         conf["spark.jars"] = ",".join(filter(None, [user_conf.get("spark.jars", ""), *jars]))
     return conf
+
+
+def delta_settings(chosen) -> dict[str, str]:
+    """Delta's extension appended to the extensions already chosen (``chosen(key)`` gives a key's value or None),
+    and its catalog unless another ``spark_catalog`` was chosen."""
+    settings = {}
+    key, extension = DELTA_EXTENSION
+    extensions = [name for name in (chosen(key) or "").split(",") if name]
+    if extension not in extensions:
+        settings[key] = ",".join([*extensions, extension])
+    key, catalog = DELTA_CATALOG
+    if not chosen(key):
+        settings[key] = catalog
+    return settings
 
 
 def check_delta_loaded(spark: SparkSession) -> None:
     """Under spark-submit the driver's classpath comes from the submit: fail early, and say how, without Delta's
     jars (a table write would otherwise fail deep inside a job with ``ClassNotFoundException``)."""
+    from py4j.protocol import Py4JJavaError
+
     jvm = spark.sparkContext._jvm
     try:
         jvm.java.lang.Class.forName(_DELTA_CLASS, False, jvm.java.lang.Thread.currentThread().getContextClassLoader())
-    except Exception as error:  # noqa: BLE001 - py4j wraps the JVM's ClassNotFoundException
+    except Py4JJavaError as error:  # the JVM's ClassNotFoundException
         raise SparkSetupError(
-            f"Delta Lake's jars are not on this application's classpath: add --jars '{jars_folder()}/*.jar' (or "
-            f"--packages {delta_package()}) to spark-submit; `visionlake jars` prints the installed ones (README: "
-            "Running the jobs with spark-submit)") from error
+            f"Delta Lake's jars are not on this application's classpath: add --jars 'dist/jars/*.jar' (make dist "
+            f"copies them there) or --packages {delta_package()} to spark-submit; `visionlake jars` prints the "
+            "installed ones (README: Running the jobs with spark-submit)") from error
 
 
 def fetch_jars(prefix: str = sys.prefix, log_file: Optional[str] = None) -> list[str]:
     """Resolves Delta Lake's jars (``delta_package()`` and its dependencies) from Maven Central with Spark's own Ivy,
-    into ``jars_folder(prefix)``; a no-op when they are there. The folder is replaced whole, so a failed fetch
-    leaves no partial set. Returns the jars.
+    into ``jars_folder(prefix)``; a no-op when they were resolved for this version. The new folder replaces the old
+    one by renames, so readers see one whole set or the other. Returns the jars.
 
     Raises:
-        SparkSetupError: the resolution failed (no network, no such version); names the log with Ivy's output.
+        SparkSetupError: a Spark session is already running in this process (it would resolve nothing), or the
+            resolution failed (no network, no such version); names the log with Ivy's output.
     """
     wanted = delta_package()
-    jars = installed_jars(prefix)
-    _, artifact, release = wanted.split(":")
-    if any(os.path.basename(jar).endswith(f"{artifact}-{release}.jar") for jar in jars):  # Ivy's file names
-        return jars
     target = jars_folder(prefix)
+    if _resolved_for(prefix) == wanted and installed_jars(prefix):
+        return installed_jars(prefix)
+    if launched_by_spark_submit() or SparkSession.getActiveSession() is not None:
+        raise SparkSetupError("fetch Delta Lake's jars from a process without a Spark session: `visionlake jars "
+                              "--fetch`")
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="visionlake-ivy-", dir=target.parent) as ivy:
-        os.environ["SPARK_LOCAL_IP"] = LOOPBACK
-        builder = (SparkSession.builder.master("local[1]").appName("visionlake-fetch-jars")
-                   .config("spark.jars.packages", wanted).config("spark.jars.ivy", ivy)
-                   .config("spark.ui.enabled", "false")
-                   .config("spark.driver.host", LOOPBACK).config("spark.driver.bindAddress", LOOPBACK))
+        fetch = SparkConfig(master="local[1]", app_name="visionlake-fetch-jars", conf={
+            "spark.jars.packages": wanted, "spark.jars.ivy": ivy, "spark.ui.enabled": "false"})
         try:
-            with child_output_to(log_file):
-                builder.getOrCreate().stop()
+            with spark_session(fetch, jvm_log=log_file):
+                pass
         except Exception as error:  # noqa: BLE001 - the gateway fails with a generic error; Ivy's log says why
             where = f"; Ivy's output is in {log_file}" if log_file else ""
             raise SparkSetupError(f"could not resolve {wanted} from Maven Central{where}. Without network, copy "
                                   f"the jars into {target} or set spark.conf.spark.jars") from error
         resolved = Path(ivy) / "jars"
-        staged = Path(ivy) / "staged"
-        staged.mkdir()
-        for jar in sorted(resolved.glob("*.jar")):
-            shutil.copy2(jar, staged / jar.name)
+        _, artifact, release = wanted.split(":")
+        if not list(resolved.glob(f"*{artifact}-{release}.jar")):  # Ivy names it <group>_<artifact>-<version>.jar
+            raise SparkSetupError(f"Spark's Ivy resolved no {artifact}-{release}.jar for {wanted}; see {log_file}")
+        (resolved / _RESOLVED).write_text(wanted + "\n")
+        old = Path(ivy) / "previous"
         if target.exists():
-            shutil.rmtree(target)
-        staged.rename(target)
+            target.rename(old)
+        resolved.rename(target)
     return installed_jars(prefix)
 
 
@@ -168,9 +194,8 @@ def start_session(config: SparkConfig, jvm_log: Optional[str] = None) -> SparkSe
             builder = builder.config(key, value)
     else:
         submitted = SparkConf()
-        for key, value in DELTA_SESSION_CONF.items():
-            if not submitted.contains(key):
-                builder = builder.config(key, value)
+        for key, value in delta_settings(lambda key: submitted.get(key, None)).items():
+            builder = builder.config(key, value)
         if submitted.get("spark.master", "").startswith("local"):
             # A local-master submit is one machine too: keep the driver on loopback unless the submit says otherwise
             # (its UI follows SPARK_LOCAL_IP, which the submitter sets: see README).
@@ -179,17 +204,17 @@ def start_session(config: SparkConfig, jvm_log: Optional[str] = None) -> SparkSe
                     builder = builder.config(key, LOOPBACK)
     with child_output_to(None if launched_by_spark_submit() else jvm_log):
         spark = builder.getOrCreate()
-    if launched_by_spark_submit():
-        try:
+    try:
+        if launched_by_spark_submit():
             check_delta_loaded(spark)
-        except SparkSetupError:
-            spark.stop()
-            raise
-        ship_wheels_to_python_workers(spark)
-    chosen = spark.sparkContext.getConf()  # what the builder or spark-submit set explicitly
-    for key, value in SESSION_DEFAULTS.items():
-        if not chosen.contains(key):
-            spark.conf.set(key, value)
+            ship_wheels_to_python_workers(spark)
+        chosen = spark.sparkContext.getConf()  # what the builder or spark-submit set explicitly
+        for key, value in SESSION_DEFAULTS.items():
+            if not chosen.contains(key):
+                spark.conf.set(key, value)
+    except BaseException:
+        spark.stop()
+        raise
     log.info("Spark %s on %s (parallelism %d)", spark.version, spark.sparkContext.master,
              spark.sparkContext.defaultParallelism)
     return spark

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -366,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_arguments(argv)
     if args.command == "jars":
-        return jars_command(args.fetch)
+        return jars_command(args)
     if args.command in ("show-config", "demo-data"):
         configure_logging()
         try:
@@ -382,21 +381,19 @@ def main(argv: Optional[list[str]] = None) -> int:
     return _run(_COMMAND_JOBS[args.command], args)
 
 
-def jars_command(fetch: bool) -> int:
-    """``visionlake jars``: the installed Delta Lake jars, comma-separated; ``--fetch`` resolves them first."""
+def jars_command(args: argparse.Namespace) -> int:
+    """``visionlake jars``: the installed Delta Lake jars, comma-separated; ``--fetch`` resolves them first (Ivy's
+    output goes to ``log.file``, or to the console with ``--verbose``)."""
     from visionlake.spark import SparkSetupError, fetch_jars, installed_jars
 
     configure_logging()
     try:
-        if fetch:
+        config = load_config(args.conf, args.overrides)
+        if args.fetch:
             log.info("resolving Delta Lake's jars from Maven Central (once per environment)")
-            fetch_jars(log_file=str(Path(tempfile.gettempdir()) / "visionlake-fetch-jars.log"))
-        jars = installed_jars()
-        if not jars:
-            from visionlake.spark import delta_package
-            raise SparkSetupError(f"no Delta Lake jars in this environment: run `visionlake jars --fetch` "
-                                  f"(needs Maven Central) for {delta_package()}")
-    except SparkSetupError as error:
+        jars = fetch_jars(log_file=None if config.log.verbose else config.log.file) if args.fetch \
+            else installed_jars(required=True)
+    except (ConfigError, SparkSetupError) as error:
         log.error("%s", error)
         return EXIT_BAD_INPUT
     print(",".join(jars))
