@@ -87,16 +87,17 @@ class LakeConfig:
     # days): readers and training runs still on an older version read it whole until then.
     retention_hours: Annotated[float, Field(
         ge=0, description="hours a superseded file is kept for readers of older versions, e.g. 168")] = 168.0
-    # "" or a folder on a file system with exclusive create (a local/NFS path, hdfs://) where each commit holds
-    # <folder>/<dataset>.lock: makes commits exclusive on object stores (s3a://, gs://, abfs://), which lack one.
+    # "" or a local or NFS folder where each table write holds <folder>/<dataset>.<table>.lock (fcntl): makes one
+    # driver host's writers of a lake on an object store (s3a://, gs://, abfs://) take turns. "" = a lock beside each
+    # table on local and NFS paths, none elsewhere (HDFS renames atomically).
     commit_lock: Text = ""
 
     @model_validator(mode="after")
-    def _lock_has_exclusive_create(self) -> LakeConfig:
+    def _lock_is_local(self) -> LakeConfig:
         lock = self.commit_lock
-        if lock and "://" in lock and not lock.startswith(("file:", "hdfs://")):
-            raise ValueError(f"commit_lock={lock} must be on a file system with exclusive create: a local or NFS "
-                             "path, or an hdfs:// folder (object stores have none; that is what the lock is for)")
+        if lock and "://" in lock and not lock.startswith("file:"):
+            raise ValueError(f"commit_lock={lock} must be a local or NFS folder (the lock is an fcntl lock on a "
+                             "file there)")
         return self
 
 
@@ -212,6 +213,8 @@ class AugmentConfig:
 @dataclass(frozen=True, config=_SECTION)
 class TrainConfig:
     dataset: DatasetName = "demo"
+    # The dataset version to train on (its images table's Delta version; time travel); 0 = the latest.
+    dataset_version: Annotated[int, Field(ge=0)] = 0
     model: Literal["lenet", "resnet_small"] = "lenet"
     # petastorm (the default), tfrecord (the TFRecord copy, tf.data only) or arrow (pyarrow into tf.data, no petastorm:
     # also what the generative trainers and evaluation read Parquet with)
@@ -330,7 +333,7 @@ class AnomalyConfig:
 class ScoreConfig:
     dataset: DatasetName = "demo"
     table: Literal["images", "synthetic"] = "images"
-    dataset_version: int = 0            # 0 = the latest committed version
+    dataset_version: Annotated[int, Field(ge=0)] = 0  # the images table's Delta version to score; 0 = the latest
     raw_uri: Text = ""                  # a raw drop to ingest (ingest.* settings, into `dataset`) before scoring
     classifier: Text = "models:/visionlake-classifier@champion"
     anomaly_model: Text = "models:/visionlake-anomaly@champion"

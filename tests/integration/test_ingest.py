@@ -17,7 +17,7 @@ from visionlake.ingest.job import IngestError, ingest
 from visionlake.lake.store import Lake, LakeError
 from visionlake.lake.schema import IMAGES_SCHEMA, QUARANTINE_REASONS
 from visionlake.ingest.sources import SourceError
-from visionlake.lake.filesystem import HadoopStorage
+from visionlake.lake.delta import DeltaTables
 from visionlake.lake.tfrecord import read_tfrecord_dataset
 
 SMALL = ["ingest.image.mode=L", "ingest.image.height=12", "ingest.image.width=12", "ingest.label.names=[cats, dogs]",
@@ -117,40 +117,45 @@ def test_a_failed_run_leaves_the_previous_version_readable(spark, make_config, t
     assert len(lake.read_table("demo", "images").collect()) == 4
     monkeypatch.undo()
 
-    # The process dies after publishing partitions but before the manifest commit: readers still see version 1,
-    # and the next run rolls the orphaned partitions back.
+    # The process dies between its quarantine and images commits: readers still see version 1, and the next run
+    # adds the images once, without a second quarantine row for the same file.
+    (raw / "dogs" / "empty.png").write_bytes(b"")
+
     def die(*args, **kwargs):
         raise SystemExit("killed")
-    monkeypatch.setattr(HadoopStorage, "publish_text", die)
+    monkeypatch.setattr(DeltaTables, "insert_new", die)
     with pytest.raises(SystemExit):
         ingest(spark, config)
     monkeypatch.undo()
-    assert len(lake.read_table("demo", "images").collect()) == 4
-    orphans = [p for p in (tmp_path / "lake" / "demo" / "images").rglob("run_id=*")]
-    assert len(orphans) > 1  # published but uncommitted partitions exist on disk ...
+    assert lake.latest_version("demo") == 1 and len(lake.read_table("demo", "images").collect()) == 4
+    assert [r.source_path.rsplit("/", 1)[1] for r in lake.read_latest("demo", "quarantine").collect()] == \
+        ["empty.png"]
 
     recovered = ingest(spark, config)
-    assert recovered.version == 2 and recovered.images_added == 4
-    live = set(lake.read_manifest("demo").live_runs)
-    on_disk = {p.name.split("=", 1)[1] for p in (tmp_path / "lake" / "demo").rglob("run_id=*")}
-    assert on_disk == live  # ... and are gone after the next run
+    assert recovered.version == 2 and recovered.images_added == 4 and recovered.quarantined == {}
     assert len(lake.read_table("demo", "images").collect()) == 8
+    assert lake.read_table("demo", "quarantine").count() == 1
+    assert lake.read_manifest("demo").quarantine == {"empty_file": 1}  # counted from the table
 
 
-def test_commit_refuses_to_overwrite_a_version_written_concurrently(spark, make_config, tmp_path, monkeypatch):
+def test_a_commit_based_on_an_older_version_is_refused(spark, make_config, tmp_path, monkeypatch):
     write_class_images(tmp_path / "raw", "cats", 3)
     config = make_config(*SMALL)
-    real_publish = HadoopStorage.publish_text
+    ingest(spark, config)
+    write_class_images(tmp_path / "raw", "dogs", 2)
+    real_commit = Lake.commit_ingest
 
-    def someone_else_commits_first(self, uri, text):
-        real_publish(self, uri, "{}")
-        return real_publish(self, uri, text)
-    monkeypatch.setattr(HadoopStorage, "publish_text", someone_else_commits_first)
-    with pytest.raises(LakeError, match="version 1 of dataset 'demo' was committed by another writer while run "
-                                        "r.*its published partitions were rolled back"):
+    def someone_else_commits_first(self, manifest, images, quarantine, **options):
+        self.delta.insert_new(self._conform(images.limit(0), "images", "other"), self.paths("demo").table("images"),
+                              "id", metadata={"job": "other"})
+        return real_commit(self, manifest, images, quarantine, **options)
+    monkeypatch.setattr(Lake, "commit_ingest", someone_else_commits_first)
+    with pytest.raises(LakeError, match="version 2 of dataset 'demo' was committed by another writer while run "
+                                        r"r.*this run's images were not committed.*Re-run"):
         ingest(spark, config)
-    assert not list((tmp_path / "lake" / "demo" / "images").rglob("*.parquet"))
-    assert not list((tmp_path / "lake" / "demo" / "_staging").iterdir())
+    monkeypatch.undo()
+    assert Lake(spark, config.lake.root).read_table("demo", "images").count() == 3
+    assert ingest(spark, config).images_added == 2
 
 
 def test_archives_are_read_in_memory_and_match_the_folder(spark, make_config, tmp_path):

@@ -1,7 +1,6 @@
 """Jobs as users submit them: the real spark-submit script, the package shipped as a wheel with --py-files."""
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -34,10 +33,9 @@ def test_ingest_job_runs_through_spark_submit_with_the_wheel(visionlake_wheel, t
     assert result.returncode == 0, result.stderr[-3000:]
     # spark-submit merges the Python driver's stderr (our log) into its stdout.
     assert f"from {visionlake_wheel}" in result.stdout, "the job must import visionlake from the shipped wheel"
-    manifest = json.loads((tmp_path / "lake" / "demo" / "manifest.json").read_text())
-    assert manifest["version"] == 1
-    assert sum(sum(labels.values()) for labels in manifest["counts"].values()) == files - len(bad_files())
     lake = Lake(spark, str(tmp_path / "lake"))
+    manifest = lake.read_manifest("demo")
+    assert manifest.version == 1 and sum(manifest.split_totals().values()) == files - len(bad_files())
     assert lake.read_table("demo", "images").count() == files - len(bad_files())
     assert lake.read_table("demo", "quarantine").count() == len(bad_files())
 
@@ -47,7 +45,7 @@ def test_a_missing_source_exits_2_with_what_to_fix(visionlake_wheel, tmp_path):
 
     assert result.returncode == 2, result.stdout[-3000:]
     assert "does not exist; set ingest.source.uri" in result.stdout
-    assert not (tmp_path / "lake" / "demo" / "manifest.json").exists()
+    assert not (tmp_path / "lake" / "demo" / "images").exists()
 
 
 def test_a_submit_without_delta_lakes_jars_exits_2_saying_how_to_add_them(visionlake_wheel, tmp_path):

@@ -1,6 +1,7 @@
 """Anomaly arithmetic and scoring helpers without Spark: AUROC, calibration, top-k, slices, energy."""
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
 
@@ -121,9 +122,8 @@ def test_images_are_accepted_as_uint8_float_or_png_frames():
 
 def test_a_slice_is_a_table_with_one_version_of_each_model():
     classifier, detector = ModelRef("c", "1", "r1"), ModelRef("a", "2", "r2")
-    manifest = a_manifest(runs=({"run_id": "i0"}, {"run_id": "i2"}, {"run_id": "i1"},
-                                {"run_id": "g1", "kind": "synthetic"}, {"run_id": "p1", "kind": "predictions"}),
-                          live_runs=("i2", "i1", "g1", "p1"), synthetic={"live_runs": ["g1"]})
+    manifest = a_manifest(runs=({"run_id": "i0"}, {"run_id": "i2"}, {"run_id": "i1"}),
+                          live_runs=("i2", "i1"), synthetic={"live_runs": ["g1"]})
     assert input_fingerprint(manifest, "images") == "images:i1,i2"  # live ingest runs only (i0 was replaced), sorted
     assert input_fingerprint(manifest, "synthetic") == "synthetic:g1"
     key = slice_id("images", classifier, detector)
@@ -142,15 +142,14 @@ def test_a_slice_is_a_table_with_one_version_of_each_model():
 
 
 def test_rescoring_a_slice_replaces_its_previous_run():
-    now = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
-    manifest = a_manifest(version=2, live_runs=("i1",), runs=({"run_id": "i1"},), tables={"images": "/lake/d/images"})
-    first, replaced = with_predictions_run(manifest, "p1", "s", {"x": 1}, now, "/lake/d/predictions")
-    assert replaced == "" and first.live_runs == ("i1", "p1") and first.version == 3
-    second, replaced = with_predictions_run(first, "p2", "s", {"x": 2}, now, "/lake/d/predictions")
-    assert replaced == "p1" and second.live_runs == ("i1", "p2")
-    assert second.predictions["slices"]["s"]["run_id"] == "p2"
-    other, replaced = with_predictions_run(second, "p3", "t", {}, now, "/lake/d/predictions")
-    assert replaced == "" and other.live_runs == ("i1", "p2", "p3")
+    manifest = a_manifest(version=2, live_runs=("i1",), runs=({"run_id": "i1"},))
+    first, replaced = with_predictions_run(manifest, "p1", "s", {"x": 1})
+    assert replaced == "" and first == {"slices": {"s": {"run_id": "p1", "x": 1}}}
+    second, replaced = with_predictions_run(dataclasses.replace(manifest, predictions=first), "p2", "s", {"x": 2})
+    assert replaced == "p1" and second == {"slices": {"s": {"run_id": "p2", "x": 2}}}
+    other, replaced = with_predictions_run(dataclasses.replace(manifest, predictions=second), "p3", "t", {})
+    assert replaced == "" and set(other["slices"]) == {"s", "t"} and other["slices"]["s"]["run_id"] == "p2"
+    assert manifest.predictions is None  # the input is not modified
 
 
 def _saved(tmp_path, name: str, layer) -> str:

@@ -50,8 +50,9 @@ def test_overrides_are_typed_and_nested(tmp_path):
     ("lake.parquet_compression=gzip", r"lake\.parquet_compression must be one of zstd, snappy, none"),
     ("lake.retention_hours=-1", r"lake\.retention_hours must be >= 0"),
     ("lake.retention_hours=week", r"lake\.retention_hours must be a number"),
-    ("lake.commit_lock=s3a://bucket/locks", r"lake\.commit_lock=s3a://bucket/locks must be on a file system with "
-                                            r"exclusive create"),
+    ("lake.commit_lock=s3a://bucket/locks", r"lake\.commit_lock=s3a://bucket/locks must be a local or NFS folder"),
+    ("lake.commit_lock=hdfs://nn:8020/locks", r"lake\.commit_lock=hdfs://nn:8020/locks must be a local or NFS"),
+    ("train.dataset_version=-1", r"train\.dataset_version must be >= 0"),
     ("generative.gan.average_decay=1", r"generative\.gan\.average_decay must be in \[0, 1\)"),
     ("demo.gan_epochs=0", r"demo\.gan_epochs must be >= 1, got 0"),
     ("nonsense", r"must look like key\.path=value"),
@@ -88,8 +89,8 @@ def test_the_mnist_config_keeps_the_gan_its_figures_were_measured_with_when_the_
 def test_retention_defaults_to_a_week_and_a_local_commit_lock_resolves_against_the_base(tmp_path):
     config = load_config(None, ["lake.commit_lock=locks"], base_dir=str(tmp_path))
     assert config.lake.retention_hours == 168.0 and config.lake.commit_lock == str(tmp_path / "locks")
-    assert load_config(None, ["lake.retention_hours=0", "lake.commit_lock=hdfs://nn:8020/locks"]).lake.commit_lock \
-        == "hdfs://nn:8020/locks"
+    assert load_config(None, ["lake.retention_hours=0", "lake.commit_lock=file:/nfs/locks"]).lake.commit_lock \
+        == "file:/nfs/locks"
 
 
 def test_checkpoints_default_to_the_shared_lake(tmp_path):

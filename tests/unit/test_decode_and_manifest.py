@@ -75,23 +75,20 @@ def test_incremental_manifest_adds_to_its_base(tmp_path):
     assert second.version == 2 and second.live_runs == ("r1", "r2")
     assert second.counts == {"train": {"a": 3, "b": 4}}
     assert second.quarantine == {"truncated": 1}
-    assert second.tfrecord_files["train"] == ("tfrecord/split=train/run_id=r1/part-0.tfrecord",)
+    assert second.tfrecord_files["train"] == ("tfrecord/run_id=r1/split=train/part-0.tfrecord",)
     assert second.source.files == 8 and second.source.digest == f"{9:016x}"
     rebuilt = M.build_manifest(previous=second, base=None, run_id="r3", added={"test": {"b": 1}}, quarantined={},
                                fingerprint=(1, 1), shards=[], **common)
     assert rebuilt.version == 3 and rebuilt.live_runs == ("r3",) and rebuilt.counts == {"test": {"b": 1}}
     assert [run["run_id"] for run in rebuilt.runs] == ["r1", "r2", "r3"]  # the history outlives a rebuild
 
-    # What the generate and score jobs added survives an incremental ingest (and goes with a full rebuild).
-    extended = dataclasses.replace(second, live_runs=second.live_runs + ("g1", "p1"), synthetic={"live_runs": ["g1"]},
-                                   predictions={"slices": {"s": {"run_id": "p1"}}},
-                                   tables={**second.tables, "synthetic": "/l/synthetic", "predictions": "/l/predictions"})
-    third = M.build_manifest(previous=extended, base=extended, run_id="r4", added={"train": {"a": 1}},
-                             quarantined={}, fingerprint=(1, 1), shards=[], **common)
-    assert third.live_runs == ("r1", "r2", "g1", "p1", "r4")
-    assert third.synthetic == extended.synthetic and third.predictions == extended.predictions
-    assert third.tables["predictions"] == "/l/predictions" and third.tables["synthetic"] == "/l/synthetic"
-    assert M.Manifest.from_json(json.loads(json.dumps(third.to_json()))) == third  # what the lake stores reads back
+    # A generation is the run that started what the dataset holds: kept by incremental runs, new with a rebuild.
+    assert (first.generation, second.generation, rebuilt.generation) == ("r1", "r1", "r3")
+    # The sections other jobs keep in their own tables' commits are not part of what an images commit stores.
+    extended = dataclasses.replace(second, synthetic={"live_runs": ["g1"]}, table_versions={"quarantine": 3})
+    stored = extended.to_json()
+    assert "synthetic" not in stored and stored["table_versions"] == {"quarantine": 3}
+    assert M.Manifest.from_json(json.loads(json.dumps(stored))) == dataclasses.replace(extended, synthetic=None)
 
 
 def test_changed_image_settings_need_a_rebuild(tmp_path):
@@ -135,20 +132,11 @@ def test_decoded_batches_are_bounded_by_stored_bytes(tmp_path):
     assert pd.concat(batches, ignore_index=True).equals(decode_records(frame, plan))
 
 
-def test_every_job_numbers_versions_one_way_and_keeps_the_rest_of_the_manifest():
-    now = dt.datetime(2026, 1, 2)
-    previous = a_manifest(version=4, live_runs=("r1",), tables={"images": "/i"}, runs=({"run_id": "r1"},),
-                          counts={"train": {"a": 1}}, committed_at="2026-01-01T00:00:01")
+def test_versions_follow_one_another_and_runs_record_the_table_versions_they_read():
+    previous = a_manifest(version=4, table_versions={"images": 4, "quarantine": 2, "synthetic": None})
     assert M.version_after(None) == 1 and M.version_after(previous) == 5
-
-    following = previous.next_version(run={"run_id": "g1"}, created_at=now, live_runs=["r1", "g1"],
-                                      tables={"synthetic": "/s"}, synthetic={"live_runs": ["g1"]})
-
-    assert following == dataclasses.replace(
-        previous, version=5, created_at=now.isoformat(), live_runs=("r1", "g1"),
-        tables={"images": "/i", "synthetic": "/s"}, runs=({"run_id": "r1"}, {"run_id": "g1"}),
-        synthetic={"live_runs": ["g1"]}, committed_at=None)
-    assert previous.version == 4 and previous.runs == ({"run_id": "r1"},)  # the earlier version is untouched
+    assert previous.version_params(("synthetic",)) == {"lake.images_version": "4", "lake.synthetic_version": "None"}
+    assert previous.version_params(("images",)) == {"lake.images_version": "4"}
 
 
 def test_counts_combine_per_split_and_label_and_total_per_split():
@@ -164,18 +152,11 @@ def test_labels_are_numbered_in_the_order_of_their_names():
     assert a_manifest(label_names=("ring", "circle", "10")).label_map == {"ring": 0, "circle": 1, "10": 2}
 
 
-def test_committed_runs_are_the_run_history_and_the_live_runs():
-    manifest = a_manifest(runs=({"run_id": "r1"}, {"run_id": "r2", "kind": "synthetic"}), live_runs=("r2", "p1"))
-    assert manifest.committed_runs() == {"r1", "r2", "p1"}
-    assert a_manifest().committed_runs() == set()
-
-
 def test_keys_a_newer_writer_added_survive_every_later_commit():
     document = a_manifest(version=3, live_runs=("r1",)).to_json()
     document["lineage"] = {"upstream": "s3a://raw/v7"}  # a section this version does not know
     read = M.Manifest.from_json(json.loads(json.dumps(document)))
-    following = read.next_version(run={"run_id": "p1"}, created_at=dt.datetime(2026, 1, 2), live_runs=["r1", "p1"],
-                                  tables={})
+    following = dataclasses.replace(read, version=4)
     assert following.to_json()["lineage"] == {"upstream": "s3a://raw/v7"}
     assert "label_map" not in read.extra and read.to_json()["label_map"] == {"a": 0, "b": 1}
     with pytest.raises(TypeError, match="new_setting"):  # an image setting this version cannot honour: refused

@@ -13,7 +13,8 @@ def a_plan() -> TrainingPlan:
                    enumerate((40, 44)))
     inputs = TrainingInputs(train=shards, val=shards[:1], test_files=("t.parquet",), train_files=("f1.parquet",),
                             steps=5)
-    manifest = a_manifest(version=7, run_id="ingest-7", source=SourceRecord("file:/raw", None, 84, "00ff"))
+    manifest = a_manifest(version=7, run_id="ingest-7", source=SourceRecord("file:/raw", None, 84, "00ff"),
+                          table_versions={"images": 7, "quarantine": 3})
     return TrainingPlan(manifest, InputSpec(manifest.image.shape, batch_size=8), inputs, num_proc=2,
                         rank_settings=RankSettings(seed=3, threads=1), experiment_id="1",
                         tracking_uri="http://127.0.0.1:5000", checkpoint_root="file:/lake/_checkpoints")
@@ -22,7 +23,7 @@ def a_plan() -> TrainingPlan:
 def test_every_trainer_tags_its_run_with_the_dataset_version_digest_and_sharding():
     assert a_plan().dataset_tags() == {
         "dataset": "d", "dataset.version": 7, "dataset.digest": "00ff", "dataset.run_id": "ingest-7",
-        "horovod.num_proc": 2, "train.engine": "horovod", "data.sharding": "row_group",
+        "horovod.num_proc": 2, "train.engine": "horovod", "lake.images_version": "7", "data.sharding": "row_group",
         "data.rows_per_rank": "40,44",
         "data.steps_per_epoch": "5"}
 

@@ -1,6 +1,7 @@
 """Generative pieces without Spark: network shapes, Fréchet distance, grids, generation planning, model references."""
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from dataclasses import replace
 import math
@@ -382,14 +383,17 @@ def test_generation_tasks_cover_every_class_once_with_distinct_seeds():
     assert {t.seed for t in plan_tasks(3, 250, 100, seed=2)}.isdisjoint(t.seed for t in tasks)
 
 
-def test_a_synthetic_run_is_a_new_version_and_the_same_request_is_found_again():
+def test_a_synthetic_run_is_recorded_and_the_same_request_is_found_again():
     manifest = a_manifest(version=3, live_runs=("r1",), runs=({"run_id": "r1"},),
                           tables={"images": "/lake/demo/images"})
     request = GenerationRequest("visionlake-cdcgan", "2", 10, 0, 256)
     now = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
-    updated = with_synthetic_run(manifest, "r2", request, "mlrun", {"a": 10, "b": 10}, now, "/lake/demo/synthetic")
-    assert updated.version == 4 and updated.live_runs == ("r1", "r2")
-    assert updated.tables["synthetic"] == "/lake/demo/synthetic" and updated.synthetic["counts"] == {"a": 10, "b": 10}
+    section = with_synthetic_run(manifest, "r2", request, "mlrun", {"a": 10, "b": 10}, now)
+    assert section["live_runs"] == ["r2"] and section["counts"] == {"a": 10, "b": 10}
+    updated = dataclasses.replace(manifest, synthetic=section)
+    again = with_synthetic_run(updated, "r3", GenerationRequest("visionlake-cdcgan", "2", 10, 1, 256), "ml2",
+                               {"a": 10, "b": 10}, now)
+    assert again["live_runs"] == ["r2", "r3"] and again["counts"] == {"a": 20, "b": 20}
     assert find_existing(updated, request)["run_id"] == "r2"
     assert find_existing(updated, GenerationRequest("visionlake-cdcgan", "3", 10, 0, 256)) is None
     assert find_existing(updated, GenerationRequest("visionlake-cdcgan", "2", 10, 0, 128)) is None  # other noise

@@ -1,10 +1,12 @@
-"""The ingest job: raw images -> normalised ``images`` table, TFRecord shards, ``quarantine`` table, manifest.
+"""The ingest job: raw images -> normalised ``images`` Delta table, TFRecord shards, ``quarantine`` Delta table,
+and the dataset's description committed with the images.
 
 Every listed source file ends as exactly one ``images`` row or one ``quarantine`` row. Re-runs skip files already
 in the dataset (by source path), so re-running on the same input adds nothing and new files are appended; pixels
-already present under another path are quarantined as ``duplicate``. ``ingest.full_rebuild`` re-reads everything
-and replaces the dataset's contents in one commit (the replaced files stay for readers of older versions until
-``visionlake vacuum``).
+already present under another path are quarantined as ``duplicate``, and the ``images`` commit inserts only ids the
+table lacks, so concurrent runs cannot add one twice. ``ingest.full_rebuild`` re-reads everything and replaces the
+dataset's contents in one commit per table (readers of older versions keep reading them until ``visionlake
+vacuum``).
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from visionlake.lake import manifest as M
 from visionlake.config import Config
 from visionlake.ingest.decode import DecodePlan, decode_partition, discover_label_names
 from visionlake.ingest.labels import merge_label_names
-from visionlake.lake.store import Lake, grouped_by_split, in_shuffled_order, new_run_id, table_writer
+from visionlake.lake.store import Lake, grouped_by_split, in_shuffled_order, new_run_id
 from visionlake.progress import phase
 from visionlake.lake.schema import DECODED_SCHEMA, IMAGE_FIELDS, QUARANTINE_FIELDS
 from visionlake.ingest.sources import read_raw_records
@@ -77,13 +79,15 @@ def ingest(spark: SparkSession, config: Config) -> IngestSummary:
     Raises:
         SourceError: the source or its manifest is missing or malformed.
         IngestError: the configuration conflicts with the dataset already in the lake.
-        LakeError: the commit lost a race with another writer.
+        LakeError: the dataset is in the table format before Delta Lake (and this is not a full rebuild), or a
+            table cannot be written.
     """
     started = time.perf_counter()
     settings = config.ingest
-    lake = Lake(spark, config.lake.root, commit_lock=config.lake.commit_lock)
+    lake = Lake(spark, config.lake.root, commit_lock=config.lake.commit_lock, settings=config.lake)
     paths = lake.paths(settings.dataset)
-    lake.recover(settings.dataset)
+    if settings.full_rebuild:
+        lake.retire_legacy(settings.dataset)
     previous = lake.read_manifest(settings.dataset)
     if previous is not None and not settings.full_rebuild:
         try:
@@ -98,8 +102,10 @@ def ingest(spark: SparkSession, config: Config) -> IngestSummary:
     existing_images = lake.read_table(settings.dataset, "images", base) if base else None
     processed = None
     if base:
+        # The latest quarantine, not the description's: a run that died between its quarantine and images commits
+        # has its rejections skipped, and only its images decoded again.
         processed = existing_images.select("source_path").unionByName(
-            lake.read_table(settings.dataset, "quarantine", base).select("source_path"))
+            lake.read_latest(settings.dataset, "quarantine").select("source_path"))
     with phase("listing + labels", spark):
         raw = read_raw_records(spark, settings.source, settings.limits, processed)
         label_names = _resolve_label_names(raw, settings, base)
@@ -122,24 +128,21 @@ def ingest(spark: SparkSession, config: Config) -> IngestSummary:
                                  paths=_summary_paths(previous, paths), seconds=time.perf_counter() - started)
         images, quarantine = _final_tables(spark, decoded, duplicates, now)
         images = grouped_by_split(images, by="source_path")
-        staging = lake.begin_run(settings.dataset, run_id)
-        with phase("images table", spark):
-            table_writer(images, config.lake, "split").parquet(f"{staging}/images")
-        if quarantined:
-            with phase("quarantine table", spark):
-                table_writer(quarantine.coalesce(1), config.lake).parquet(f"{staging}/quarantine")
+        # Shards first: the images commit lists them, and shards of a run that dies before it are vacuumed.
         with phase("TFRecord shards", spark):
-            shards = _write_tfrecords(images, f"{staging}/tfrecord", config) if settings.tfrecord else []
+            shards = _write_tfrecords(images, paths.tfrecord_run(run_id), config) if settings.tfrecord else []
+        manifest = M.build_manifest(
+            previous=previous, base=base, settings=settings, run_id=run_id, created_at=now, label_names=label_names,
+            added=added, quarantined=quarantined, shards=shards, fingerprint=fingerprint,
+            tables={name: paths.table(name) for name in ("images", "quarantine", "tfrecord")},
+            compression=config.lake.tfrecord_compression, config=config.to_dict())
+        with phase("images and quarantine tables", spark):
+            manifest = lake.commit_ingest(manifest, images, quarantine.coalesce(1) if quarantined else None,
+                                          full_rebuild=settings.full_rebuild,
+                                          based_on=previous.version if previous else 0)
     finally:
         decoded.unpersist()
-
-    manifest = M.build_manifest(
-        previous=previous, base=base, settings=settings, run_id=run_id, created_at=now, label_names=label_names,
-        added=added, quarantined=quarantined, shards=shards, fingerprint=fingerprint,
-        tables={name: paths.table(name) for name in ("images", "quarantine", "tfrecord")},
-        compression=config.lake.tfrecord_compression, config=config.to_dict())
-    with phase("commit", spark):
-        version = lake.publish_and_commit(settings.dataset, run_id, manifest)
+    version = manifest.version
     summary = IngestSummary(
         dataset=settings.dataset, version=version, run_id=run_id, added=added,
         quarantined=quarantined, total=manifest.split_totals(),
@@ -150,7 +153,7 @@ def ingest(spark: SparkSession, config: Config) -> IngestSummary:
 
 
 def _summary_paths(manifest: M.Manifest, paths) -> dict[str, str]:
-    return {**manifest.tables, "manifest": f"{paths.base}/manifest.json"}
+    return dict(manifest.tables)
 
 
 def _resolve_label_names(raw: DataFrame, settings, base: Optional[M.Manifest]) -> list[str]:
@@ -238,9 +241,9 @@ def summarise_statistics(stats: list[dict[str, Any]], duplicates: list[tuple]):
     return ({split: labels for split, labels in added.items() if labels}, dict(sorted(quarantined.items())),
             examples[:8], (files, digest))
 
-def _write_tfrecords(images: DataFrame, staging_uri: str, config: Config) -> list[dict[str, Any]]:
+def _write_tfrecords(images: DataFrame, folder: str, config: Config) -> list[dict[str, Any]]:
     log.info("writing TFRecord shards ...")
-    writer = partial(write_shards, staging_uri=staging_uri, compression=config.lake.tfrecord_compression)
+    writer = partial(write_shards, staging_uri=folder, compression=config.lake.tfrecord_compression)
     rows = (images.select("id", "label", "split", "height", "width", "channels", "image")
             .mapInPandas(writer, _SHARD_RESULT_SCHEMA).collect())
     return [row.asDict() for row in rows]

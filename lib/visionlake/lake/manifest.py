@@ -1,8 +1,9 @@
-"""A dataset's manifest: the typed record each commit writes as JSON, and its pure construction and checks.
+"""A dataset's description (its "manifest"): the typed record each ``images`` commit carries, and its pure
+construction and checks.
 
-Ingest builds a whole version (``build_manifest``); the jobs that add to a dataset (synthetic data, predictions)
-derive the next one from the latest (``Manifest.next_version``). The lake reads and writes the JSON form
-(``Manifest.from_json`` / ``to_json``); everything else works with the typed record.
+Ingest builds a whole description (``build_manifest``); the lake stores its JSON form in the commit's Delta
+``userMetadata`` (``Manifest.to_json`` / ``from_json``) and, when reading it back, adds the versions of the tables
+that go with it and the sections the generate and score jobs keep in their own tables' commits.
 """
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ from typing import Any, Optional
 from visionlake.config import IngestConfig
 
 MANIFEST_FORMAT = 1
-_CARRIED = ("synthetic", "predictions")  # sections written by the generate and score jobs
 _DIGEST_MODULUS = 2 ** 64
 
 
@@ -63,11 +63,13 @@ class SourceRecord:
 
 @dataclass(frozen=True)
 class Manifest:
-    """One committed version of a dataset.
+    """One version of a dataset.
 
-    ``runs`` is the history of every run that committed (ingest, synthetic, predictions; each kind records its own
-    details), ``live_runs`` the runs whose rows readers see. ``synthetic`` and ``predictions`` are the sections the
-    generate and score jobs own.
+    ``version`` is the ``images`` table's Delta version; ``table_versions`` the version of each table that goes with
+    it (None: the table has no rows of this generation). ``runs`` is the history of every ingest run, ``live_runs``
+    the ingest runs whose rows ``images`` holds, ``generation`` the run that started what the table holds (the first
+    ingest or the last full rebuild). ``synthetic`` and ``predictions`` are the records the generate and score jobs
+    keep in their tables' commits.
     """
     dataset: str
     version: int
@@ -86,8 +88,8 @@ class Manifest:
     config: dict[str, Any] = field(default_factory=dict)
     synthetic: Optional[dict[str, Any]] = None
     predictions: Optional[dict[str, Any]] = None
-    committed_at: Optional[str] = None
-    superseded: dict[str, dict[str, Any]] = field(default_factory=dict)
+    generation: str = ""
+    table_versions: dict[str, Optional[int]] = field(default_factory=dict)
     format: int = MANIFEST_FORMAT
     # Top-level keys this version does not know (a newer writer's): kept, and written back by every later commit.
     extra: dict[str, Any] = field(default_factory=dict)
@@ -99,22 +101,15 @@ class Manifest:
     def split_totals(self) -> dict[str, int]:
         return {split: sum(labels.values()) for split, labels in self.counts.items()}
 
-    def committed_runs(self) -> set[str]:
-        """Every run some committed version listed: the run history (kept across full rebuilds) and the live runs."""
-        return {run["run_id"] for run in self.runs} | set(self.live_runs)
-
-    def next_version(self, *, run: dict[str, Any], created_at: dt.datetime, live_runs: list[str],
-                     tables: dict[str, str], **sections: Any) -> "Manifest":
-        """The manifest a job other than ingest commits (synthetic data, predictions): this one with the version and
-        time advanced, ``run`` appended to the history, ``live_runs`` and ``tables`` as given, and ``sections`` (the
-        job's own part of the document) replaced."""
-        return dataclasses.replace(self, version=version_after(self), created_at=created_at.isoformat(),
-                                   live_runs=tuple(live_runs), tables={**self.tables, **tables},
-                                   runs=self.runs + (run,), committed_at=None, **sections)
+    def version_params(self, tables: tuple[str, ...] = ()) -> dict[str, str]:
+        """What an MLflow run records about the table versions it read (``versionAsOf`` reads them again)."""
+        return {f"lake.{table}_version": str(self.table_versions.get(table))
+                for table in dict.fromkeys(("images", *tables))}
 
     def to_json(self) -> dict[str, Any]:
-        """The JSON document (``label_map`` included for readers outside Python; absent sections left out)."""
-        document = dataclasses.asdict(self)
+        """The JSON document (``label_map`` included for readers outside Python; absent sections left out; the
+        sections other jobs keep in their own tables are not part of it)."""
+        document = dataclasses.asdict(dataclasses.replace(self, synthetic=None, predictions=None))
         document["label_map"] = self.label_map
         extra = document.pop("extra")
         return {**extra, **{key: value for key, value in document.items() if value is not None}}
@@ -175,7 +170,7 @@ def build_manifest(*, previous: Optional[Manifest], base: Optional[Manifest], se
     earlier_files, earlier_digest = (base.source.files, int(base.source.digest, 16)) if base else (0, 0)
     new_files: dict[str, list[str]] = {}
     for shard in shards:
-        relative = f"tfrecord/split={shard['split']}/run_id={run_id}/{shard['file']}"
+        relative = f"tfrecord/run_id={run_id}/split={shard['split']}/{shard['file']}"
         new_files.setdefault(shard["split"], []).append(relative)
     tfrecord_files = dict(base.tfrecord_files) if base else {}
     for split, names in new_files.items():
@@ -185,8 +180,6 @@ def build_manifest(*, previous: Optional[Manifest], base: Optional[Manifest], se
         quarantine_total[reason] = quarantine_total.get(reason, 0) + count
     run = {"run_id": run_id, "created_at": created_at.isoformat(), "full_rebuild": settings.full_rebuild,
            "added": added, "quarantined": dict(sorted(quarantined.items())), "source_files": files}
-    # Tables other jobs added (synthetic, predictions) stay listed; their runs stay live through live_runs.
-    carried_tables = {name: path for name, path in base.tables.items() if name in _CARRIED} if base else {}
     return Manifest(
         dataset=settings.dataset,
         version=version_after(previous),
@@ -197,14 +190,14 @@ def build_manifest(*, previous: Optional[Manifest], base: Optional[Manifest], se
         label_names=tuple(label_names),
         counts=combine_counts(base.counts if base else {}, added),
         quarantine=dict(sorted(quarantine_total.items())),
-        tables={**carried_tables, **tables},
+        tables=tables,
         tfrecord_compression=compression,
         tfrecord_files=tfrecord_files,
         source=SourceRecord(uri=settings.source.uri, manifest=settings.source.manifest, files=earlier_files + files,
                             digest=f"{(earlier_digest + digest) % _DIGEST_MODULUS:016x}"),
         runs=(previous.runs if previous else ()) + (run,),
         config=config,
-        # Generated images and scoring results survive incremental ingests; a full rebuild starts afresh.
-        synthetic=base.synthetic if base else None,
-        predictions=base.predictions if base else None,
+        # Generated images and scoring results belong to a generation: they survive incremental ingests, and a full
+        # rebuild starts a new one.
+        generation=base.generation if base else run_id,
     )

@@ -19,7 +19,8 @@ QUARANTINE_REASONS = {
     "duplicate": "same normalised pixels as an image already in the lake or earlier in this run",
 }
 
-# Columns of the `images` table (and, plus lineage, of `synthetic`). `split` and `run_id` are also the Hive partition directories.
+# Columns of the `images` table (and, plus lineage, of `synthetic`). The tables are partitioned by `split`; `run_id`
+# names the run that wrote a row.
 IMAGE_FIELDS = [
     T.StructField("id", T.StringType(), False),  # sha256 of the normalised pixels (content hash)
     T.StructField("label", T.IntegerType(), False),
@@ -43,7 +44,8 @@ LINEAGE_FIELDS = [
 ]
 SYNTHETIC_SCHEMA = T.StructType(IMAGE_FIELDS + LINEAGE_FIELDS + PARTITION_FIELDS)
 
-# The `predictions` table written by the batch scoring job, partitioned by scored_date and run_id.
+# The `predictions` table written by the batch scoring job, partitioned by scored_date; `slice_id` names the (table,
+# classifier version, detector version) a row scores, which a re-score replaces.
 PREDICTION_FIELDS = [
     T.StructField("id", T.StringType(), False),
     T.StructField("source_path", T.StringType(), False),
@@ -65,6 +67,7 @@ PREDICTION_FIELDS = [
     T.StructField("scored_at", T.TimestampType(), False),
 ]
 PREDICTIONS_SCHEMA = T.StructType(PREDICTION_FIELDS + [T.StructField("scored_date", T.StringType(), False),
+                                                       T.StructField("slice_id", T.StringType(), False),
                                                        T.StructField("run_id", T.StringType(), False)])
 
 QUARANTINE_FIELDS = [

@@ -1,78 +1,66 @@
-"""The lake's layout, versioned manifests, atomic publish/commit of a run's tables, and vacuum.
+"""The lake: each dataset's Delta Lake tables, its versioned description, and the commits of every job.
 
 Layout of one dataset under the lake root::
 
     <root>/<dataset>/
-        images/split=<split>/run_id=<run>/part-*.parquet      Hive-partitioned, readable by Spark and petastorm
-        tfrecord/split=<split>/run_id=<run>/part-*.tfrecord   tf.train.Example shards
-        synthetic/split=train/run_id=<run>/part-*.parquet     generated images: the images columns plus lineage
-        predictions/scored_date=<day>/run_id=<run>/*.parquet  batch scoring output with model lineage
-        quarantine/run_id=<run>/part-*.parquet
-        _manifests/v000001.json, v000002.json, ...           the commit log: the highest version is the truth
-        manifest.json                                       a copy of the latest version, for people
-        _staging/<run>/...                                  a run's output until it is published, and
-        _staging/<run>/_writer.json                         which process writes it (host, pid, start time)
-        _vacuumed/<run>                                     a run `vacuum` removed (older versions list it)
+        images/split=<split>/part-*.parquet            Delta table, partitioned by split; the run is a column
+        quarantine/part-*.parquet                      Delta table: every rejected file, with its reason
+        synthetic/split=train/part-*.parquet           Delta table: generated images plus their lineage
+        predictions/scored_date=<day>/part-*.parquet   Delta table: batch scoring output with model lineage
+        tfrecord/run_id=<run>/split=<split>/*.tfrecord tf.train.Example shards, outside every table folder
+                                                       (Delta's VACUUM deletes files a table does not track)
+        _locks/<table>.lock                            each table's write lock, on local and NFS paths
 
-**Commits.** A run writes only under ``_staging``, publishes each partition folder with one rename, then commits by
-creating the next ``_manifests`` version with ``HadoopStorage.publish_text``: whole, and only if absent. On local
-file systems (and NFS) and on HDFS that create is exclusive, so of two writers that commit the same version exactly
-one succeeds; the other rolls its published partitions back and fails with ``LakeError``. Object stores (s3a, gs,
-abfs, ...) have no exclusive create: each commit there logs a warning, unless ``lake.commit_lock`` names a folder on
-a file system that has one, where the commit holds ``<lock>/<dataset>.lock`` (created exclusively, removed after).
+Any engine reads the tables as Delta (``spark.read.format("delta")``, delta-rs, polars, DuckDB); Delta does the
+format: the log, atomic commits, snapshot isolation, time travel, ``VACUUM``. ``lake.delta`` is the I/O edge.
 
-**Snapshot isolation.** A commit never deletes files: partitions that the new version no longer lists (a full
-rebuild's predecessors, a re-scored slice's previous run) stay on disk, so a reader or a training run still on the
-older version reads it to the end, and ``read_table(..., manifest=<older version>)`` works. Each manifest records
-when it was committed (``committed_at``) and when each run left the live runs (``superseded``). ``vacuum`` removes
-partitions superseded longer ago than ``lake.retention_hours`` and what failed runs left behind; it never removes a
-run the latest version lists, and leaves a ``_vacuumed/<run>`` marker so that reading a vacuumed version fails
-with a clear error instead of returning part of it.
+**The dataset's version** is the ``images`` table's Delta version (version 0 is the empty table, so the first
+ingest commits version 1). Each ``images`` commit carries the dataset's description (``Manifest``: image settings,
+labels, counts, TFRecord shards, the ``quarantine`` version it goes with, the source record) as JSON in its
+``userMetadata``, committed in the same atomic step as the rows; ``read_manifest(dataset, version)`` reads it back
+from the table's history.
 
-**Recovery.** At the start of every write, ``recover`` rolls back the leftovers of failed runs (staging, and
-partitions no committed version ever listed) whose writer is known to be gone: this process, or a process on this
-host that no longer runs. A run written from another host, or by a live process here, may still be in flight: it is
-left alone until ``vacuum`` finds it older than the retention. One process runs one write at a time.
+**Generations.** The first ingest and every full rebuild start a generation of the dataset (named by that run's
+id). Synthetic and predictions commits record the generation and the ``images`` version they were made from, and a
+description read at a version pairs only with commits of its own generation, so a rebuild never pairs new images
+with predictions of the old ones, also when it was interrupted before it emptied those tables.
 
-Folders starting with ``_`` are ignored by Spark, pyarrow and petastorm readers.
+**Crash safety.** Ingest commits ``quarantine`` first (an append whose ``txnAppId`` is the run's id) and then
+``images``: a run that dies between the two leaves quarantine rows whose source paths the next run skips, and no
+images, so the re-run decodes only the images again. TFRecord shards are written before the ``images`` commit that
+lists them; shards no version lists are removed by ``vacuum`` once older than the retention.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as dt
-import json
 import logging
-import os
 import re
-import socket
-import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from visionlake.config import LakeConfig
-from visionlake.lake.schema import IMAGES_SCHEMA, PREDICTIONS_SCHEMA, QUARANTINE_SCHEMA, SYNTHETIC_SCHEMA
+from visionlake.lake.delta import Commit, ConcurrentCommitError, DeltaTableError, DeltaTables
+from visionlake.lake.filesystem import HadoopStorage
 from visionlake.lake.manifest import Manifest
-from visionlake.lake.filesystem import HadoopStorage, StorageError, TargetExistsError, is_temporary
+from visionlake.lake.schema import IMAGES_SCHEMA, PREDICTIONS_SCHEMA, QUARANTINE_SCHEMA, SYNTHETIC_SCHEMA
 
 log = logging.getLogger(__name__)
 
-# Tables with one partition level above run_id (split=..., or scored_date=... for predictions).
-PARTITIONED_TABLES = ("images", "tfrecord", "synthetic", "predictions")
 TABLE_SCHEMAS = {"images": IMAGES_SCHEMA, "synthetic": SYNTHETIC_SCHEMA, "predictions": PREDICTIONS_SCHEMA,
                  "quarantine": QUARANTINE_SCHEMA}
-_VERSION_FILE = re.compile(r"^v(\d{6})\.json$")
+# What readers filter on; the run is a column.
+PARTITION_BY = {"images": "split", "quarantine": None, "synthetic": "split", "predictions": "scored_date"}
+# Tables whose commits belong to a generation of the dataset (see the module docstring).
+DERIVED_TABLES = ("synthetic", "predictions")
+DESCRIPTION_KEY = "dataset"  # the key of the description in an images commit's userMetadata
 _RUN_ID = re.compile(r"^r(\d{8}T\d{6})Z-[0-9a-f]+$")
-_WRITER_FILE = "_writer.json"
-# Temporary files a crashed commit left in _manifests are removed by vacuum once at least this old.
-_TEMPORARY_GRACE = dt.timedelta(hours=1)
-# A reader that meets a version file not yet complete JSON (only possible where hard links are unsupported and the
-# commit falls back to O_EXCL) retries for this long before failing.
-_PARTIAL_MANIFEST_RETRY_SECONDS = 2.0
+_LEGACY_LOG = "_manifests"  # the version log of the table format before Delta Lake
+_LEGACY_FOLDER = "_legacy"
 
 
 def in_shuffled_order(frame: DataFrame, partitions: int, by: str = "id") -> DataFrame:
@@ -86,13 +74,6 @@ def in_shuffled_order(frame: DataFrame, partitions: int, by: str = "id") -> Data
     return frame.repartition(partitions, key).sortWithinPartitions(key, by)
 
 
-def table_writer(frame: DataFrame, settings: LakeConfig, partition_by: Optional[str] = None):
-    """How every lake table is written: row groups of ``lake.row_group_bytes`` in ``lake.parquet_compression``."""
-    writer = frame.write.option("parquet.block.size", settings.row_group_bytes).option(
-        "compression", settings.parquet_compression)
-    return writer.partitionBy(partition_by) if partition_by else writer
-
-
 def grouped_by_split(frame: DataFrame, by: str = "id") -> DataFrame:
     """Rows grouped by split for a partitioned write, keeping the ``in_shuffled_order`` order inside each split."""
     return frame.sortWithinPartitions("split", F.xxhash64(by), by)
@@ -103,9 +84,17 @@ class LakeError(RuntimeError):
 
 
 def new_run_id(now: Optional[dt.datetime] = None) -> str:
-    """A sortable, unique run id that Spark never mistakes for a number in partition paths."""
+    """A sortable, unique run id."""
     now = now or dt.datetime.now(dt.timezone.utc)
     return f"r{now:%Y%m%dT%H%M%S}Z-{uuid.uuid4().hex[:6]}"
+
+
+def run_started_at(run_id: str) -> Optional[dt.datetime]:
+    """The start time ``new_run_id`` put in a run id, or None for another form."""
+    match = _RUN_ID.match(run_id)
+    if not match:
+        return None
+    return dt.datetime.strptime(match.group(1), "%Y%m%dT%H%M%S").replace(tzinfo=dt.timezone.utc)
 
 
 @dataclass(frozen=True)
@@ -120,172 +109,107 @@ class DatasetPaths:
     def table(self, name: str) -> str:
         return f"{self.base}/{name}"
 
-    @property
-    def manifests(self) -> str:
-        return f"{self.base}/_manifests"
-
-    def manifest_version(self, version: int) -> str:
-        return f"{self.manifests}/v{version:06d}.json"
-
-    @property
-    def staging_root(self) -> str:
-        return f"{self.base}/_staging"
-
-    def staging(self, run_id: str) -> str:
-        return f"{self.staging_root}/{run_id}"
-
-    @property
-    def vacuumed(self) -> str:
-        return f"{self.base}/_vacuumed"
+    def tfrecord_run(self, run_id: str) -> str:
+        """Where one ingest run writes its TFRecord shards (``split=<split>/`` below)."""
+        return f"{self.table('tfrecord')}/run_id={run_id}"
 
 
 @dataclass
 class VacuumReport:
-    """What ``Lake.vacuum`` removed (or, in a dry run, would remove): (kind, location, bytes) per item."""
+    """What ``Lake.vacuum`` removed (or, in a dry run, would remove): (kind, location) per file or folder."""
     dataset: str
     version: int
     retention_hours: float
     cutoff: dt.datetime
     dry_run: bool
-    removed: list[tuple[str, str, int]] = field(default_factory=list)
-    kept_superseded: list[str] = field(default_factory=list)
+    removed: list[tuple[str, str]] = field(default_factory=list)
 
     def count(self, kind: str) -> int:
         return sum(1 for item in self.removed if item[0] == kind)
 
-    @property
-    def bytes(self) -> int:
-        return sum(item[2] for item in self.removed)
-
     def report(self) -> str:
         verb = "would remove" if self.dry_run else "removed"
+        kinds = sorted({kind for kind, _ in self.removed})
         lines = [f"vacuum of dataset {self.dataset!r} at version {self.version} (retention {self.retention_hours:g} h: "
-                 f"superseded before {self.cutoff:%Y-%m-%d %H:%M:%S}Z){' - dry run' if self.dry_run else ''}",
-                 f"  {verb} {len(self.removed)} item(s), {self.bytes:,} bytes: "
-                 f"{self.count('superseded')} superseded partition(s), {self.count('uncommitted')} partition(s) of "
-                 f"uncommitted runs, {self.count('staging')} staging folder(s), {self.count('temporary')} "
-                 "temporary file(s)"]
-        lines += [f"    {kind:11s} {size:>12,d}  {location}" for kind, location, size in self.removed]
-        if self.kept_superseded:
-            lines.append(f"  kept {len(self.kept_superseded)} superseded partition(s) within the retention")
+                 f"files superseded before {self.cutoff:%Y-%m-%d %H:%M:%S}Z){' - dry run' if self.dry_run else ''}",
+                 f"  {verb} {len(self.removed)} item(s)"
+                 + (": " + ", ".join(f"{self.count(kind)} of {kind}" for kind in kinds) if kinds else "")]
+        lines += [f"    {kind:11s} {location}" for kind, location in self.removed]
         return "\n".join(lines)
-
-
-def run_started_at(run_id: str) -> Optional[dt.datetime]:
-    """The start time ``new_run_id`` put in a run id, or None for another form."""
-    match = _RUN_ID.match(run_id)
-    if not match:
-        return None
-    return dt.datetime.strptime(match.group(1), "%Y%m%dT%H%M%S").replace(tzinfo=dt.timezone.utc)
-
-
-def _timestamp(text: Optional[str]) -> Optional[dt.datetime]:
-    if not text:
-        return None
-    stamp = dt.datetime.fromisoformat(text)
-    return stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.timezone.utc)
-
-
-def _pid_namespace() -> str:
-    try:
-        return os.readlink("/proc/self/ns/pid")
-    except OSError:
-        return ""
-
-
-def _process_started(pid: int) -> Optional[str]:
-    """An identifier of the process's start (Linux: its start time in clock ticks), or None when it is not running.
-    With a pid and this, a reused pid is never mistaken for the process that wrote a run."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[19]
-    except FileNotFoundError:
-        return None
-    except OSError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except OSError:
-        pass
-    return "running"
-
-
-def writer_identity() -> dict[str, Any]:
-    """What a run's ``_writer.json`` records about the process that writes it."""
-    return {"host": socket.gethostname(), "pid_namespace": _pid_namespace(), "pid": os.getpid(),
-            "process_started": _process_started(os.getpid()),
-            "started_at": dt.datetime.now(dt.timezone.utc).isoformat()}
-
-
-def writer_state(writer: Optional[dict[str, Any]]) -> str:
-    """``gone``, ``running`` or ``unknown``: the process that wrote a run's ``_writer.json``.
-
-    Gone: no record, this very process (which runs one write at a time and is starting another), or a process on
-    this host (same pid namespace) that no longer runs, also when its pid was reused. A writer on another host
-    cannot be checked: unknown.
-    """
-    if writer is None:
-        return "gone"
-    if writer.get("host") != socket.gethostname() or writer.get("pid_namespace") != _pid_namespace():
-        return "unknown"
-    if writer.get("pid") == os.getpid():
-        return "gone"
-    started = _process_started(int(writer.get("pid", -1)))
-    if started is None or (started != "running" and started != writer.get("process_started")):
-        return "gone"
-    return "running"
 
 
 class Lake:
     """Reads and commits versions of the lake's datasets."""
 
-    def __init__(self, spark: SparkSession, root: str, commit_lock: str = ""):
-        """``commit_lock``: ``lake.commit_lock``, a folder where commits take ``<dataset>.lock`` ("" = none)."""
+    def __init__(self, spark: SparkSession, root: str, commit_lock: str = "", settings: Optional[LakeConfig] = None):
+        """``commit_lock``: ``lake.commit_lock``, a local or NFS folder for the tables' write locks ("" = beside
+        each table on local and NFS paths). ``settings``: the ``lake`` section, for row groups and compression."""
         self.spark = spark
         self.storage = HadoopStorage(spark)
         self.root = self.storage.qualify(root)
-        self.commit_lock = self.storage.qualify(commit_lock) if commit_lock else ""
+        self.settings = settings or LakeConfig()
+        self.delta = DeltaTables(spark, commit_lock)
 
     def paths(self, dataset: str) -> DatasetPaths:
         return DatasetPaths(self.root, dataset)
 
-    # ---- manifests -------------------------------------------------------------------------------------------------
+    # ---- versions and the description -----------------------------------------------------------------------------
+    def _history(self, dataset: str, table: str) -> list[Commit]:
+        path = self.paths(dataset).table(table)
+        if not self.delta.exists(path):
+            if table == "images":
+                self._refuse_legacy(dataset)
+            return []
+        return self.delta.history(path)
+
+    def _refuse_legacy(self, dataset: str) -> None:
+        if self.storage.exists(f"{self.paths(dataset).base}/{_LEGACY_LOG}"):
+            raise LakeError(f"dataset {dataset!r} under {self.root} is in the table format visionlake wrote before "
+                            f"Delta Lake; rebuild it on Delta with `visionlake ingest --dataset {dataset} "
+                            f"ingest.full_rebuild=true` (its old folders move under "
+                            f"{self.paths(dataset).base}/{_LEGACY_FOLDER}/)")
+
     def latest_version(self, dataset: str) -> int:
-        names = self.storage.list_names(self.paths(dataset).manifests)
-        versions = [int(m.group(1)) for m in map(_VERSION_FILE.match, names) if m]
-        return max(versions, default=0)
+        """The dataset's latest version (its ``images`` table's Delta version; 0 before the first ingest)."""
+        history = self._history(dataset, "images")
+        return history[0].version if history else 0
 
     def read_manifest(self, dataset: str, version: Optional[int] = None) -> Optional[Manifest]:
-        """The dataset's manifest at ``version`` (default: latest), or None when the dataset has no version yet.
+        """The dataset's description at ``version`` (default: latest), with the table versions that go with it;
+        None when nothing was ingested yet.
 
         Raises:
-            LakeError: the version file is not complete JSON (after retrying for a commit still writing it).
+            LakeError: no such version, or the description cannot be read.
         """
-        version = version or self.latest_version(dataset)
-        if version == 0:
+        history = self._history(dataset, "images")
+        if not history:
             return None
-        location = self.paths(dataset).manifest_version(version)
-        deadline = time.monotonic() + _PARTIAL_MANIFEST_RETRY_SECONDS
-        while True:
-            try:
-                document = json.loads(self.storage.read_text(location))
-            except ValueError as error:
-                if time.monotonic() > deadline:
-                    raise LakeError(f"{location} is not a complete manifest ({error}); if no writer is committing "
-                                    f"{dataset!r}, the file is damaged: restore it from a backup") from None
-                time.sleep(0.1)
-                continue
-            try:
-                return Manifest.from_json(document)
-            except (KeyError, TypeError) as error:
-                raise LakeError(f"{location} is not a manifest this visionlake can read (at {error}); it was "
-                                "damaged, or written by a newer visionlake: upgrade, or restore it from a backup") \
-                    from None
+        latest = history[0].version
+        wanted = latest if version is None else version
+        if not 0 <= wanted <= latest:
+            raise LakeError(f"dataset {dataset!r} has no version {version}; its versions are 0-{latest} "
+                            f"(DESCRIBE HISTORY delta.`{self.paths(dataset).table('images')}` lists them)")
+        commit = next((c for c in history if c.version <= wanted and DESCRIPTION_KEY in c.metadata), None)
+        if commit is None:
+            return None
+        try:
+            manifest = Manifest.from_json(commit.metadata[DESCRIPTION_KEY])
+        except (KeyError, TypeError, ValueError) as error:
+            raise LakeError(f"version {commit.version} of {self.paths(dataset).table('images')} carries a dataset "
+                            f"description this visionlake cannot read (at {error}); it was written by a newer "
+                            "visionlake: upgrade") from None
+        versions = {"images": wanted, "quarantine": manifest.table_versions.get("quarantine")}
+        sections: dict[str, Any] = {}
+        for table in DERIVED_TABLES:
+            derived = next((c for c in self._history(dataset, table)
+                            if c.metadata.get("generation") == manifest.generation
+                            and c.metadata.get("images_version", wanted + 1) <= wanted), None)
+            versions[table] = derived.version if derived else None
+            sections[table] = derived.metadata.get(table) if derived else None
+        return dataclasses.replace(manifest, version=wanted, table_versions=versions, **sections)
 
-    def require_manifest(self, dataset: str) -> Manifest:
-        manifest = self.read_manifest(dataset)
+    def require_manifest(self, dataset: str, version: Optional[int] = None) -> Manifest:
+        manifest = self.read_manifest(dataset, version)
         if manifest is None:
             raise LakeError(f"dataset {dataset!r} has no committed version under {self.root}; "
                             "run `visionlake ingest` for it first")
@@ -293,192 +217,160 @@ class Lake:
 
     # ---- reading tables --------------------------------------------------------------------------------------------
     def read_table(self, dataset: str, table: str, manifest: Optional[Manifest] = None) -> DataFrame:
-        """A table restricted to the manifest's live runs (empty with the right schema before the first commit)."""
+        """A table at the version that goes with ``manifest`` (default: the latest); empty, with the table's schema,
+        when it has none."""
         manifest = manifest if manifest is not None else self.read_manifest(dataset)
-        schema = TABLE_SCHEMAS[table]
-        location = self.paths(dataset).table(table)
-        if manifest is None or not self.storage.exists(location):
-            return self.spark.createDataFrame([], schema)
-        self._check_not_vacuumed(dataset, manifest)
-        frame = self.spark.read.option("basePath", location).schema(schema).parquet(location)
-        return frame.filter(F.col("run_id").isin(list(manifest.live_runs)))
+        version = manifest.table_versions.get(table) if manifest is not None else None
+        if version is None:
+            return self.spark.createDataFrame([], TABLE_SCHEMAS[table])
+        return self._read(dataset, table, version)
+
+    def read_latest(self, dataset: str, table: str) -> DataFrame:
+        """A table's latest version, whatever description it goes with (empty when there is no table)."""
+        path = self.paths(dataset).table(table)
+        if not self.delta.exists(path):
+            return self.spark.createDataFrame([], TABLE_SCHEMAS[table])
+        return self._read(dataset, table, None)
+
+    def _read(self, dataset: str, table: str, version: Optional[int]) -> DataFrame:
+        try:
+            return self.delta.read(self.paths(dataset).table(table), version)
+        except DeltaTableError as error:
+            raise LakeError(str(error)) from None
 
     def table_files(self, dataset: str, table: str, split: str, manifest: Manifest) -> list[str]:
-        """The Parquet files of one split of a table, live runs only; listed, nothing read."""
-        folder = f"{self.paths(dataset).table(table)}/split={split}"
-        live = set(manifest.live_runs)
-        self._check_not_vacuumed(dataset, manifest)
-        files = []
-        for run_folder in self.storage.list_names(folder, directories_only=True):
-            if run_folder.startswith("run_id=") and run_folder[len("run_id="):] in live:
-                files += [f"{folder}/{run_folder}/{name}" for name in self.storage.list_names(f"{folder}/{run_folder}")
-                          if name.endswith(".parquet")]
-        return sorted(files)
-
-    def _check_not_vacuumed(self, dataset: str, manifest: Manifest) -> None:
-        """An older version whose superseded runs ``vacuum`` removed cannot be read whole: fail, never read part."""
-        gone = sorted(set(manifest.live_runs) & set(self.storage.list_names(self.paths(dataset).vacuumed)))
-        if gone:
-            raise LakeError(f"version {manifest.version} of dataset {dataset!r} can no longer be read: "
-                            f"`visionlake vacuum` removed its run(s) {', '.join(gone)}, which later versions "
-                            f"superseded; read the latest version (version {self.latest_version(dataset)})")
+        """The Parquet files of one split of a table at the version that goes with ``manifest``, planned from the
+        Delta log; nothing is listed or read."""
+        version = manifest.table_versions.get(table)
+        if version is None:
+            return []
+        try:
+            return self.delta.files(self.paths(dataset).table(table), version, where=f"split = '{split}'")
+        except DeltaTableError as error:
+            raise LakeError(str(error)) from None
 
     # ---- writing ---------------------------------------------------------------------------------------------------
-    def begin_run(self, dataset: str, run_id: str) -> str:
-        """Marks ``run_id``'s staging folder as written by this process (``recover`` in other processes leaves it
-        alone while this one runs); returns the staging folder. Call before the run's first staging write."""
-        staging = self.paths(dataset).staging(run_id)
-        self.storage.write_text(f"{staging}/{_WRITER_FILE}", json.dumps(writer_identity()), overwrite=True)
-        return staging
+    def _write_options(self, table: str) -> dict[str, Any]:
+        return {"partition_by": PARTITION_BY[table], "row_group_bytes": self.settings.row_group_bytes,
+                "compression": self.settings.parquet_compression}
 
-    def _staged_runs(self, paths: DatasetPaths) -> dict[str, Optional[dict[str, Any]]]:
-        """run id -> its ``_writer.json`` (None when absent or unreadable), for each folder under ``_staging``."""
-        return {name: self.storage.read_json(f"{paths.staging(name)}/{_WRITER_FILE}")
-                for name in self.storage.list_names(paths.staging_root, directories_only=True)}
+    def _ensure(self, dataset: str, table: str) -> str:
+        path = self.paths(dataset).table(table)
+        self.delta.create(path, TABLE_SCHEMAS[table], PARTITION_BY[table])
+        return path
 
-    def _runs_in_flight(self, paths: DatasetPaths) -> set[str]:
-        return {run for run, writer in self._staged_runs(paths).items() if writer_state(writer) != "gone"}
+    def _conform(self, frame: DataFrame, table: str, run_id: str) -> DataFrame:
+        """``frame`` with the run's id and the table's columns in the table's order."""
+        if "run_id" not in frame.columns:
+            frame = frame.withColumn("run_id", F.lit(run_id))
+        return frame.select([f.name for f in TABLE_SCHEMAS[table].fields])
 
-    def recover(self, dataset: str) -> list[str]:
-        """Rolls back what failed runs left: partitions no committed version lists, and staging folders, of runs
-        whose writer is gone (``writer_state``); returns what was removed. Superseded partitions (listed by an
-        older version) are kept for readers of that version until ``vacuum``."""
+    def _empty(self, table: str) -> DataFrame:
+        return self.spark.createDataFrame([], TABLE_SCHEMAS[table])
+
+    def retire_legacy(self, dataset: str) -> None:
+        """Moves a dataset in the table format before Delta Lake under ``<dataset>/_legacy/<time>/`` (a full rebuild
+        then writes it on Delta); nothing happens to a Delta dataset."""
         paths = self.paths(dataset)
-        latest = self.read_manifest(dataset)
-        committed = latest.committed_runs() if latest else set()
-        in_flight = self._runs_in_flight(paths)
-        removed = [folder for folder in self._run_partitions(paths)
-                   if _run_of(folder) not in committed and _run_of(folder) not in in_flight]
-        for folder in removed:
-            self.storage.delete(folder)
-        for run in self.storage.list_names(paths.staging_root, directories_only=True):
-            if run not in in_flight or run in committed:  # a committed run's staging is only its writer record
-                self.storage.delete(paths.staging(run))
-        if removed:
-            log.warning("rolled back %d partition(s) of uncommitted runs in %s", len(removed), paths.base)
-        if in_flight:
-            log.info("left %d run(s) another process may still be writing in %s: %s", len(in_flight), paths.base,
-                     ", ".join(sorted(in_flight)))
-        return removed
+        if self.delta.exists(paths.table("images")) or not self.storage.exists(f"{paths.base}/{_LEGACY_LOG}"):
+            return
+        target = f"{paths.base}/{_LEGACY_FOLDER}/{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}"
+        for name in self.storage.list_names(paths.base):
+            if name not in (_LEGACY_FOLDER, "_locks"):
+                self.storage.rename(f"{paths.base}/{name}", f"{target}/{name}")
+        log.warning("moved dataset %r's folders in the table format before Delta Lake to %s; this run rebuilds it "
+                    "on Delta (delete that folder once nothing reads it)", dataset, target)
 
-    def _run_partitions(self, paths: DatasetPaths) -> list[str]:
-        folders = []
-        for table in PARTITIONED_TABLES:
-            for split_dir in self.storage.list_names(paths.table(table), directories_only=True):
-                parent = f"{paths.table(table)}/{split_dir}"
-                folders += [f"{parent}/{name}" for name in self.storage.list_names(parent, True)
-                            if name.startswith("run_id=")]
-        quarantine = paths.table("quarantine")
-        folders += [f"{quarantine}/{name}" for name in self.storage.list_names(quarantine, True)
-                    if name.startswith("run_id=")]
-        return folders
+    def commit_ingest(self, manifest: Manifest, images: DataFrame, quarantine: Optional[DataFrame], *,
+                      full_rebuild: bool, based_on: int) -> Manifest:
+        """Commits an ingest run: its quarantine rows, then its images with ``manifest`` as the description; returns
+        the description as committed (with its version). ``based_on``: the dataset version the run started from.
 
-    def publish_and_commit(self, dataset: str, run_id: str, manifest: Manifest) -> int:
-        """Moves the run's staged partitions into the tables and commits ``manifest`` as the next version.
-
-        Nothing is deleted: partitions the new version no longer lists stay for readers of older versions, and the
-        manifest records when they were superseded (``vacuum`` removes them after the retention).
+        Incremental: the quarantine rows are appended once per run (``txnAppId``), the images inserted unless their
+        id (content hash) is already in the table (``MERGE``), so concurrent runs never duplicate an image. Full
+        rebuild: each table is overwritten in one commit, and synthetic and predictions, made from the replaced
+        images, are emptied.
 
         Raises:
-            LakeError: another writer committed this version first (this run's partitions are rolled back), the
-                commit lock is held, or the version file cannot be written.
+            LakeError: another writer committed ``images`` since ``based_on`` (the description would lose its
+                work): nothing of this run's images is committed, and a re-run adds them.
         """
-        paths = self.paths(dataset)
-        staging = paths.staging(run_id)
+        dataset, run_id = manifest.dataset, manifest.run_id
+        images_path, quarantine_path = self._ensure(dataset, "images"), self._ensure(dataset, "quarantine")
+        note = {"job": "ingest", "run_id": run_id, "generation": manifest.generation}
+        if full_rebuild:
+            rows = self._conform(quarantine, "quarantine", run_id) if quarantine is not None else self._empty(
+                "quarantine")
+            self.delta.overwrite(rows, quarantine_path, metadata=note, **self._write_options("quarantine"))
+        elif quarantine is not None:
+            self.delta.append(self._conform(quarantine, "quarantine", run_id), quarantine_path, metadata=note,
+                              txn=(f"visionlake-ingest-{run_id}", 0), **self._write_options("quarantine"))
+        quarantine_version = self.delta.latest_version(quarantine_path)
+        # Counted from the table, so rows a run that died before its images commit left are counted too.
+        counts = self.delta.read(quarantine_path, quarantine_version).groupBy("reason").count().collect()
+        described = dataclasses.replace(manifest, table_versions={"quarantine": quarantine_version},
+                                        quarantine={row["reason"]: row["count"] for row in sorted(counts)})
+        metadata = {**note, DESCRIPTION_KEY: described.to_json()}
+        rows = self._conform(images, "images", run_id)
         try:
-            with self._commit_lock(dataset, run_id):
-                manifest = self._commit(paths, run_id, manifest)
-        except LakeError:
-            # The run is over: without its staging folder, recover() rolls back whatever it left published.
-            self.storage.delete(staging)
-            raise
-        self.storage.delete(staging)
-        self.storage.write_text(f"{paths.base}/manifest.json", json.dumps(manifest.to_json(), indent=2, default=str),
-                                overwrite=True)
-        return manifest.version
+            if full_rebuild:
+                self.delta.overwrite(rows, images_path, metadata=metadata, based_on=based_on,
+                                     **self._write_options("images"))
+            else:
+                self.delta.insert_new(rows, images_path, "id", metadata=metadata, based_on=based_on,
+                                      **self._write_options("images"))
+        except ConcurrentCommitError:
+            raise LakeError(f"version {based_on + 1} of dataset {dataset!r} was committed by another writer while "
+                            f"run {run_id} was running; this run's images were not committed, and the dataset holds "
+                            "the other writer's version. Re-run to add this run's work on top of it (its rejected "
+                            "files are recorded already), and run one writer per dataset at a time") from None
+        version = self.delta.latest_version(images_path)
+        if full_rebuild:
+            for table in DERIVED_TABLES:
+                path = self.paths(dataset).table(table)
+                if self.delta.exists(path):
+                    self.delta.overwrite(self._empty(table), path, metadata={
+                        **note, "images_version": version, table: None}, **self._write_options(table))
+        return self.require_manifest(dataset, version)
 
-    def _commit(self, paths: DatasetPaths, run_id: str, manifest: Manifest) -> Manifest:
-        """Publishes the run's partitions and creates the version file; returns the manifest as committed."""
-        version = manifest.version
-        target = paths.manifest_version(version)
-        if self.storage.exists(target):
-            raise self._lost_race(paths.dataset, version, run_id, "nothing of it was published")
-        previous = self.read_manifest(paths.dataset, version - 1) if version > 1 else None
-        manifest = _with_commit_record(manifest, previous)
-        published = self._publish_partitions(paths, run_id)
-        self.storage.mkdirs(paths.manifests)
-        try:
-            self.storage.publish_text(target, json.dumps(manifest.to_json(), indent=2, default=str))
-        except TargetExistsError:
-            for folder in published:
-                self.storage.delete(folder)
-            raise self._lost_race(paths.dataset, version, run_id, "its published partitions were rolled back") \
-                from None
-        except StorageError as error:
-            raise LakeError(f"could not commit version {version} of {paths.dataset!r}: {error}. The dataset stays "
-                            "at its previous version; re-run (the next run rolls this one's partitions back)") \
-                from None
-        return manifest
+    def commit_synthetic(self, manifest: Manifest, frame: DataFrame, run_id: str, section: dict[str, Any]) -> int:
+        """Appends generated images (with their lineage columns) made from ``manifest``'s images; ``section`` is
+        the synthetic table's record (its runs and counts) after this commit. Returns the table's version."""
+        path = self._ensure(manifest.dataset, "synthetic")
+        metadata = {"job": "generate", "run_id": run_id, "generation": manifest.generation,
+                    "images_version": manifest.version, "synthetic": section}
+        rows = self._conform(frame, "synthetic", run_id)
+        if manifest.table_versions.get("synthetic") is None:  # rows of another generation go
+            self.delta.overwrite(rows, path, metadata=metadata, **self._write_options("synthetic"))
+        else:
+            self.delta.append(rows, path, metadata=metadata, **self._write_options("synthetic"))
+        return self.delta.latest_version(path)
 
-    def _publish_partitions(self, paths: DatasetPaths, run_id: str) -> list[str]:
-        staging = paths.staging(run_id)
-        published = []
-        for table in PARTITIONED_TABLES:
-            for split_dir in self.storage.list_names(f"{staging}/{table}", directories_only=True):
-                target = f"{paths.table(table)}/{split_dir}/run_id={run_id}"
-                self.storage.rename(f"{staging}/{table}/{split_dir}", target)
-                published.append(target)
-        if self.storage.exists(f"{staging}/quarantine"):
-            target = f"{paths.table('quarantine')}/run_id={run_id}"
-            self.storage.rename(f"{staging}/quarantine", target)
-            published.append(target)
-        return published
+    def commit_predictions(self, manifest: Manifest, frame: DataFrame, run_id: str, slice_key: str,
+                           section: dict[str, Any]) -> int:
+        """Replaces the rows of one scoring slice (``slice_id``) with ``frame`` in one commit; ``section`` is the
+        predictions table's record (its slices) after it. Returns the table's version."""
+        path = self._ensure(manifest.dataset, "predictions")
+        metadata = {"job": "score", "run_id": run_id, "generation": manifest.generation,
+                    "images_version": manifest.version, "predictions": section}
+        rows = self._conform(frame, "predictions", run_id)
+        replace_where = None if manifest.table_versions.get("predictions") is None else f"slice_id = '{slice_key}'"
+        self.delta.overwrite(rows, path, metadata=metadata, replace_where=replace_where,
+                             **self._write_options("predictions"))
+        return self.delta.latest_version(path)
 
-    @staticmethod
-    def _lost_race(dataset: str, version: int, run_id: str, undone: str) -> LakeError:
-        return LakeError(f"version {version} of dataset {dataset!r} was committed by another writer while run "
-                         f"{run_id} was running; {undone}, and the dataset holds the other writer's version. "
-                         "Re-run to add this run's work on top of it, and run one writer per dataset at a time")
-
-    @contextlib.contextmanager
-    def _commit_lock(self, dataset: str, run_id: str) -> Iterator[None]:
-        """Holds ``<lake.commit_lock>/<dataset>.lock`` during the commit, when configured; warns when commits to
-        this lake are not exclusive and no lock is configured."""
-        if not self.commit_lock:
-            if self.storage.exclusive_create(self.root) is None:
-                log.warning("commits to %s are not exclusive on %s: two concurrent writers of %r could both "
-                            "commit; run one writer per dataset or configure lake.commit_lock", self.root,
-                            self.storage.scheme(self.root), dataset)
-            yield
-            return
-        if self.storage.exclusive_create(self.commit_lock) is None:
-            raise LakeError(f"lake.commit_lock={self.commit_lock} is on {self.storage.scheme(self.commit_lock)}, "
-                            "which has no exclusive create: use a folder on a local or NFS path or on hdfs://")
-        lock = f"{self.commit_lock.rstrip('/')}/{dataset}.lock"
-        owner = {**writer_identity(), "dataset": dataset, "run_id": run_id, "lake": self.root}
-        try:
-            self.storage.publish_text(lock, json.dumps(owner))
-        except TargetExistsError:
-            holder = self.storage.read_json(lock) or {}
-            raise LakeError(f"the commit lock {lock} is held by run {holder.get('run_id', '?')} (process "
-                            f"{holder.get('pid', '?')} on {holder.get('host', '?')}, since "
-                            f"{holder.get('started_at', '?')}): another writer of {dataset!r} is committing. Re-run "
-                            f"when it has finished; if that process is no longer running, delete {lock}") from None
-        try:
-            yield
-        finally:
-            self.storage.delete(lock)
+    def append_quarantine(self, dataset: str, frame: DataFrame, run_id: str, job: str) -> None:
+        """Adds rows another job rejected (e.g. lake images scoring could not decode), once per run."""
+        path = self._ensure(dataset, "quarantine")
+        self.delta.append(self._conform(frame, "quarantine", run_id), path, metadata={"job": job, "run_id": run_id},
+                          txn=(f"visionlake-{job}-{run_id}", 0), **self._write_options("quarantine"))
 
     # ---- vacuum ----------------------------------------------------------------------------------------------------
     def vacuum(self, dataset: str, retention_hours: float, dry_run: bool = False,
                now: Optional[dt.datetime] = None) -> VacuumReport:
-        """Removes what the latest version no longer needs, once old enough; never anything it lists.
-
-        Removed: partitions of runs an older version listed and a later one superseded more than
-        ``retention_hours`` ago (a ``_vacuumed/<run>`` marker is written first, so reading such an older version
-        fails clearly); partitions and staging folders of runs no version committed, when their writer is gone, or
-        started more than ``retention_hours`` ago on another host (a live writer on this host keeps its run);
-        staging folders of committed runs; temporary files of crashed commits.
+        """Delta ``VACUUM`` of each table with ``retention_hours``, and removal of TFRecord shards of runs no version
+        within the retention lists, once their run is older than it. Reading a version whose files were removed
+        fails clearly.
 
         Raises:
             LakeError: the dataset has no committed version.
@@ -489,68 +381,31 @@ class Lake:
         manifest = self.require_manifest(dataset)
         now = now or dt.datetime.now(dt.timezone.utc)
         cutoff = now - dt.timedelta(hours=retention_hours)
-        paths = self.paths(dataset)
-        live, committed = set(manifest.live_runs), manifest.committed_runs()
-        superseded = manifest.superseded
-        # Versions written before `superseded` was recorded: the latest commit is the latest time it can have been.
-        latest_commit = _timestamp(manifest.committed_at) or _timestamp(manifest.created_at)
-        staged = self._staged_runs(paths)
         report = VacuumReport(dataset, manifest.version, retention_hours, cutoff, dry_run)
-
-        marked = set(self.storage.list_names(paths.vacuumed))
-        for folder in self._run_partitions(paths):
-            run = _run_of(folder)
-            if run in live:
-                continue
-            if run in committed:
-                left_at = _timestamp(superseded.get(run, {}).get("committed_at")) or latest_commit
-                if left_at > cutoff:
-                    report.kept_superseded.append(folder)
-                    continue
-                if not dry_run and run not in marked:
-                    self.storage.write_text(f"{paths.vacuumed}/{run}", json.dumps(
-                        {"removed_at": now.isoformat(), "superseded_at": left_at.isoformat(),
-                         "latest_version": manifest.version}), overwrite=True)
-                    marked.add(run)
-                report.removed.append(("superseded", folder, self.storage.size(folder)))
-            elif _uncommitted_expired(run, staged, cutoff):
-                report.removed.append(("uncommitted", folder, self.storage.size(folder)))
-        for run in staged:
-            if run in committed or _uncommitted_expired(run, staged, cutoff):
-                report.removed.append(("staging", paths.staging(run), self.storage.size(paths.staging(run))))
-        for name in self.storage.list_names(paths.manifests):
-            location = f"{paths.manifests}/{name}"
-            modified = self.storage.modified_at(location)
-            if is_temporary(name) and modified is not None and dt.datetime.fromtimestamp(
-                    modified, dt.timezone.utc) <= min(cutoff, now - _TEMPORARY_GRACE):
-                report.removed.append(("temporary", location, self.storage.size(location)))
-        if not dry_run:
-            for _, location, _ in report.removed:
-                self.storage.delete(location)
+        for table in TABLE_SCHEMAS:
+            path = self.paths(dataset).table(table)
+            if self.delta.exists(path):
+                report.removed += [(table, location) for location in
+                                   self.delta.vacuum(path, retention_hours, dry_run=dry_run)]
+        for folder in self._unlisted_shard_runs(dataset, manifest, cutoff):
+            report.removed.append(("tfrecord", folder))
+            if not dry_run:
+                self.storage.delete(folder)
         log.info("%s", report.report())
         return report
 
-
-def _uncommitted_expired(run: str, staged: dict[str, Optional[dict[str, Any]]], cutoff: dt.datetime) -> bool:
-    """A run no version committed may go when its writer is gone, or when it started before ``cutoff`` and its
-    writer is not known to be running (a live process on this host keeps its run, whatever its age)."""
-    writer = staged.get(run)
-    state = writer_state(writer) if run in staged else "unknown"
-    if state != "unknown":
-        return state == "gone"
-    started = _timestamp((writer or {}).get("started_at")) or run_started_at(run)
-    return started is not None and started <= cutoff
-
-
-def _run_of(folder: str) -> str:
-    return folder.rsplit("run_id=", 1)[1]
-
-
-def _with_commit_record(manifest: Manifest, previous: Optional[Manifest]) -> Manifest:
-    """``manifest`` with its commit time, and the runs it supersedes (live in ``previous``, not in it) recorded
-    with that time next to those older versions superseded."""
-    committed_at = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
-    superseded = dict(previous.superseded) if previous else {}
-    for run in sorted(set(previous.live_runs if previous else ()) - set(manifest.live_runs)):
-        superseded[run] = {"version": manifest.version, "committed_at": committed_at}
-    return dataclasses.replace(manifest, committed_at=committed_at, superseded=superseded)
+    def _unlisted_shard_runs(self, dataset: str, latest: Manifest, cutoff: dt.datetime) -> list[str]:
+        """TFRecord run folders that neither the latest description nor one committed after ``cutoff`` lists,
+        whose run started before ``cutoff`` (a run still writing its shards has not committed yet)."""
+        listed = {f.split("/", 2)[1] for files in latest.tfrecord_files.values() for f in files}
+        for commit in self._history(dataset, "images"):
+            if commit.timestamp.astimezone(dt.timezone.utc) > cutoff and DESCRIPTION_KEY in commit.metadata:
+                for files in commit.metadata[DESCRIPTION_KEY].get("tfrecord_files", {}).values():
+                    listed |= {f.split("/", 2)[1] for f in files}
+        folder = self.paths(dataset).table("tfrecord")
+        unlisted = []
+        for name in self.storage.list_names(folder, directories_only=True):
+            started = run_started_at(name.split("=", 1)[-1])
+            if name.startswith("run_id=") and name not in listed and started is not None and started <= cutoff:
+                unlisted.append(f"{folder}/{name}")
+        return unlisted

@@ -10,7 +10,7 @@ Examples:
     visionlake generate --model visionlake-cdcgan@champion --per-class 1000 --dataset mnist --conf conf/mnist.yaml
     visionlake train anomaly --method autoencoder --dataset mnist --conf conf/mnist.yaml anomaly.normal_labels=[zero]
     visionlake score --dataset mnist --conf conf/mnist.yaml      # champion classifier + champion anomaly model
-    visionlake vacuum --dataset mnist --conf conf/mnist.yaml --dry-run   # what superseded files vacuum would remove
+    visionlake vacuum --dataset mnist --conf conf/mnist.yaml --dry-run   # what vacuum would remove
     visionlake jars                                   # Delta Lake's jars, for spark-submit --jars
 """
 from __future__ import annotations
@@ -299,7 +299,8 @@ def vacuum_job(spark, config: Config, dry_run: bool = False) -> None:
     if hours < 1:
         log.warning("lake.retention_hours=%g: readers and training runs still on a superseded version of %r will "
                     "fail once its files are removed", hours, config.ingest.dataset)
-    print(Lake(spark, config.lake.root).vacuum(config.ingest.dataset, hours, dry_run=dry_run).report())
+    lake = Lake(spark, config.lake.root, commit_lock=config.lake.commit_lock)
+    print(lake.vacuum(config.ingest.dataset, hours, dry_run=dry_run).report())
 
 
 def demo_data_job(config: Config) -> Path:
@@ -322,8 +323,8 @@ _HELPS = {"ingest": "ingest raw images into the lake (Parquet + TFRecord + quara
           "train": "train a model with Horovod on Spark, track it in MLflow, register and gate it",
           "generate": "write labelled synthetic images from a registered conditional generator to the lake",
           "score": "classify and anomaly-score a lake table (or a raw drop) into the predictions table",
-          "vacuum": "remove a dataset's files that newer versions superseded longer ago than lake.retention_hours, "
-                    "and what failed runs left",
+          "vacuum": "remove a dataset's files that newer versions superseded longer ago than lake.retention_hours "
+                    "(Delta VACUUM of each table), and TFRecord shards no version lists",
           "jars": "print Delta Lake's jars as this environment gives them to Spark (comma-separated, for "
                   "spark-submit --jars)"}
 _TRAIN_HELPS = {"classifier": "train an image classifier (LeNet or a small ResNet)",

@@ -5,11 +5,10 @@ the anomaly threshold stored with the detector, and picks the input: a committed
 version, or a raw drop that is first ingested by the ingest job's code. Python workers load each model once and
 score their partition in batches (``mapInPandas``); nothing is collected to the driver except the summary.
 
-Output: the dataset's ``predictions`` table, partitioned by scoring date, committed atomically with the dataset's
-next manifest version. A *slice* is (table, classifier version, detector version); every run scores the whole table,
-so scoring a slice again replaces its rows (no duplicates, also after new ingests; the replaced run's files stay for
-readers of older versions until ``visionlake vacuum``); rows that cannot be decoded go to the quarantine table with a
-reason.
+Output: the dataset's ``predictions`` Delta table, partitioned by scoring date. A *slice* is (table, classifier
+version, detector version); every run scores the whole table, so scoring a slice again replaces its rows in one
+commit (``replaceWhere`` on ``slice_id``: no duplicates, also after new ingests; readers of older versions keep the
+replaced rows until ``visionlake vacuum``); rows that cannot be decoded go to the quarantine table with a reason.
 """
 from __future__ import annotations
 
@@ -33,7 +32,7 @@ from pyspark.sql import types as T
 
 from visionlake import tracking
 from visionlake.config import Config, ConfigError
-from visionlake.lake.store import Lake, LakeError, new_run_id, table_writer
+from visionlake.lake.store import Lake, LakeError, new_run_id
 from visionlake.lake.manifest import Manifest
 from visionlake.progress import phase
 from visionlake.lake.schema import PREDICTION_FIELDS, QUARANTINE_FIELDS
@@ -74,6 +73,7 @@ class ScoreSummary:
     seconds: float
     replaced_run: str = ""
     path: str = ""
+    table_version: int = -1  # the predictions table's Delta version this run committed
 
     @property
     def anomaly_rate(self) -> float:
@@ -104,25 +104,18 @@ def slice_id(table: str, classifier: tracking.ModelRef, detector: tracking.Model
 
 
 def input_fingerprint(manifest: Manifest, table: str) -> str:
-    """What the table's content is, independent of the manifest version (scoring itself adds versions)."""
+    """What the table's content is: the runs whose rows it holds, independent of the table versions."""
     if table == "synthetic":
         return "synthetic:" + ",".join(sorted((manifest.synthetic or {}).get("live_runs", [])))
-    ingest_runs = sorted(run["run_id"] for run in manifest.runs if run.get("kind", "ingest") == "ingest"
-                         and run["run_id"] in manifest.live_runs)
-    return "images:" + ",".join(ingest_runs)
+    return "images:" + ",".join(sorted(manifest.live_runs))
 
 
-def with_predictions_run(manifest: Manifest, run_id: str, slice_key: str, record: dict[str, Any],
-                         created_at: dt.datetime, table_path: str) -> tuple[Manifest, str]:
-    """The next manifest: this run live for its slice, and the slice's previous run (returned) no longer live."""
+def with_predictions_run(manifest: Manifest, run_id: str, slice_key: str,
+                         record: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """The predictions table's record after this run (its slice now this run's) and the slice's replaced run."""
     predictions = manifest.predictions or {"slices": {}}
     replaced = predictions["slices"].get(slice_key, {}).get("run_id", "")
-    live = [r for r in manifest.live_runs if r != replaced] + [run_id]
-    run = {"run_id": run_id, "kind": "predictions", "created_at": created_at.isoformat(), "slice": slice_key,
-           "replaces": replaced or None}
-    slices = {**predictions["slices"], slice_key: {"run_id": run_id, **record}}
-    return manifest.next_version(run=run, created_at=created_at, live_runs=live, tables={"predictions": table_path},
-                                 predictions={"slices": slices}), replaced
+    return {"slices": {**predictions["slices"], slice_key: {"run_id": run_id, **record}}}, replaced
 
 
 # ---- the worker side ----------------------------------------------------------------------------------------------
@@ -213,7 +206,7 @@ def score_dataset(spark: SparkSession, config: Config) -> ScoreSummary:
     Raises:
         TrackingError: a model or alias is missing (before any Spark work).
         ConfigError: the models do not fit the dataset, or the detector has no threshold.
-        LakeError: no committed version, or a concurrent writer committed first.
+        LakeError: no committed version, or the version asked for does not exist.
     """
     import mlflow
 
@@ -225,10 +218,9 @@ def score_dataset(spark: SparkSession, config: Config) -> ScoreSummary:
     classifier = tracking.resolve_model(settings.classifier, "score.classifier")
     detector = tracking.resolve_model(settings.anomaly_model, "score.anomaly_model")
     threshold = threshold_of(detector)
-    lake = Lake(spark, config.lake.root, commit_lock=config.lake.commit_lock)
+    lake = Lake(spark, config.lake.root, commit_lock=config.lake.commit_lock, settings=config.lake)
     if settings.raw_uri:
         _ingest_raw_drop(spark, config)
-    lake.recover(settings.dataset)
     manifest = lake.read_manifest(settings.dataset, settings.dataset_version or None)
     if manifest is None:
         raise LakeError(f"dataset {settings.dataset!r} has no committed version under {lake.root}; ingest it first "
@@ -244,7 +236,8 @@ def score_dataset(spark: SparkSession, config: Config) -> ScoreSummary:
                                tuple(manifest.label_names), image_shape, settings.batch_size, settings.top_k,
                                run.info.run_id, now)
         mlflow.log_params({"score.dataset": settings.dataset, "score.table": settings.table,
-                           "score.dataset_version": manifest.version, "score.batch_size": settings.batch_size})
+                           "score.dataset_version": manifest.version, "score.batch_size": settings.batch_size,
+                           **manifest.version_params((settings.table,))})
         mlflow.set_tags({"job": "score", "classifier.uri": classifier.uri, "anomaly.uri": detector.uri,
                          "anomaly.threshold": repr(threshold), "lake.run_id": run_id, "slice": key})
         table = lake.read_table(settings.dataset, settings.table, manifest)
@@ -253,23 +246,22 @@ def score_dataset(spark: SparkSession, config: Config) -> ScoreSummary:
         scored = (table.select("id", "source_path", "split", "label", "image")
                   .mapInPandas(partial(score_partition, models=models), SCORED_SCHEMA)
                   .persist(StorageLevel.MEMORY_AND_DISK))
-        try:
-            lake.begin_run(settings.dataset, run_id)
-            with phase("scoring", spark):
-                counts = _write_staging(lake, settings.dataset, run_id, scored, now, config)
-        finally:
-            scored.unpersist()
         record = {"table": settings.table, "dataset_version": manifest.version,
                   "input": input_fingerprint(manifest, settings.table), "classifier": classifier.uri,
                   "detector": detector.uri, "threshold": threshold, "mlflow_run_id": run.info.run_id,
                   "scored_at": now.isoformat()}
-        next_manifest, replaced = with_predictions_run(latest, run_id, key, record, now,
-                                                       lake.paths(settings.dataset).table("predictions"))
-        version = lake.publish_and_commit(settings.dataset, run_id, next_manifest)
+        section, replaced = with_predictions_run(latest, run_id, key, record)
+        try:
+            with phase("scoring", spark):
+                counts = _write_predictions(lake, latest, run_id, key, section, scored, now)
+        finally:
+            scored.unpersist()
+        version = manifest.version
         summary = ScoreSummary(settings.dataset, version, run_id, run.info.run_id, key, counts["scored"],
                                counts["quarantined"], counts["anomalies"], counts["per_label"],
                                {"classifier": classifier.uri, "detector": detector.uri},
-                               time.perf_counter() - started, replaced, lake.paths(settings.dataset).table("predictions"))
+                               time.perf_counter() - started, replaced, lake.paths(settings.dataset).table("predictions"),
+                               counts["table_version"])
         _log_summary(summary)
         if settings.anomaly_maps and summary.anomalies:
             try:  # the predictions are committed: a failed extra must not mark the run failed
@@ -297,12 +289,11 @@ def _check_classifier(classifier: tracking.ModelRef, image_shape, num_classes: i
                           f"has {list(image_shape)} images and {num_classes} classes")
 
 
-def _write_staging(lake: Lake, dataset: str, run_id: str, scored: DataFrame, now: dt.datetime,
-                   config: Config) -> dict[str, Any]:
-    staging = lake.paths(dataset).staging(run_id)
+def _write_predictions(lake: Lake, latest: Manifest, run_id: str, key: str, section: dict[str, Any],
+                       scored: DataFrame, now: dt.datetime) -> dict[str, Any]:
     good = scored.filter(F.col("reason").isNull()).drop("reason", "detail")
-    table_writer(good.withColumn("scored_date", F.lit(now.date().isoformat())), config.lake,
-                 "scored_date").parquet(f"{staging}/predictions")
+    version = lake.commit_predictions(latest, good.withColumn("scored_date", F.lit(now.date().isoformat()))
+                            .withColumn("slice_id", F.lit(key)), run_id, key, section)
     bad = scored.filter(F.col("reason").isNotNull())
     quarantine = bad.select("source_path", "reason", F.concat(F.lit("scoring lake image "), F.col("id"),
                                                               F.lit(": "), F.col("detail")).alias("detail"),
@@ -312,9 +303,10 @@ def _write_staging(lake: Lake, dataset: str, run_id: str, scored: DataFrame, now
                                            F.sum(F.col("is_anomaly").cast("int")).alias("anomalies")).collect()
     quarantined = bad.count()
     if quarantined:
-        table_writer(quarantine.coalesce(1), config.lake).parquet(f"{staging}/quarantine")
+        lake.append_quarantine(latest.dataset, quarantine.coalesce(1), run_id, "score")
     scored_count = sum(row["n"] for row in stats)
     return {"scored": scored_count, "anomalies": sum(row["anomalies"] for row in stats), "quarantined": quarantined,
+            "table_version": version,
             "per_label": {row["label_name"]: row["anomalies"] / row["n"] for row in stats}}
 
 
@@ -338,7 +330,7 @@ def _log_anomaly_maps(lake: Lake, settings, run_id: str, models: ScoringModels) 
     from visionlake.models.scorers import anomaly_map_png, load_scorer
 
     scorer = load_scorer(models.detector.uri)
-    predictions = lake.read_table(settings.dataset, "predictions")
+    predictions = lake.read_latest(settings.dataset, "predictions")
     flagged = (predictions.filter((F.col("run_id") == run_id) & F.col("is_anomaly"))
                .orderBy(F.col("anomaly_score").desc()).limit(settings.max_anomaly_maps).select("id").collect())
     ids = [row["id"] for row in flagged]

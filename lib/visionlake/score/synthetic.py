@@ -23,7 +23,7 @@ from pyspark.sql import types as T
 from visionlake.lake import manifest as M
 from visionlake import tracking
 from visionlake.config import Config, ConfigError
-from visionlake.lake.store import Lake, grouped_by_split, in_shuffled_order, new_run_id, table_writer
+from visionlake.lake.store import Lake, grouped_by_split, in_shuffled_order, new_run_id
 from visionlake.lake.schema import IMAGE_FIELDS, LINEAGE_FIELDS
 
 log = logging.getLogger(__name__)
@@ -103,20 +103,16 @@ def find_existing(manifest: M.Manifest, request: GenerationRequest):
 
 
 def with_synthetic_run(manifest: M.Manifest, run_id: str, request: GenerationRequest, mlflow_run_id: str,
-                       counts: dict[str, int], created_at: dt.datetime, table_path: str) -> M.Manifest:
-    """The next manifest version: ``manifest`` plus one live synthetic run."""
+                       counts: dict[str, int], created_at: dt.datetime) -> dict[str, Any]:
+    """The synthetic table's record after this run: ``manifest``'s plus one live run."""
     synthetic = manifest.synthetic or {"live_runs": [], "runs": [], "counts": {}}
     totals = dict(synthetic["counts"])
     for name, count in counts.items():
         totals[name] = totals.get(name, 0) + count
     record = {"run_id": run_id, "created_at": created_at.isoformat(), "request": request.key(),
               "mlflow_run_id": mlflow_run_id, "added": counts}
-    run = {"run_id": run_id, "kind": "synthetic", "created_at": created_at.isoformat(),
-           "added": {SYNTHETIC_SPLIT: counts}}
-    section = {"live_runs": synthetic["live_runs"] + [run_id], "runs": synthetic["runs"] + [record],
-               "counts": dict(sorted(totals.items()))}
-    return manifest.next_version(run=run, created_at=created_at, live_runs=[*manifest.live_runs, run_id],
-                                 tables={"synthetic": table_path}, synthetic=section)
+    return {"live_runs": synthetic["live_runs"] + [run_id], "runs": synthetic["runs"] + [record],
+            "counts": dict(sorted(totals.items()))}
 
 
 # ---- the worker side ----------------------------------------------------------------------------------------------
@@ -154,7 +150,7 @@ def generate_synthetic(spark: SparkSession, config: Config) -> SyntheticSummary:
     """Generates ``synthetic.per_class`` images per class into ``train.dataset``'s ``synthetic`` table.
 
     Raises:
-        LakeError: the dataset has no committed version, or a concurrent writer committed first.
+        LakeError: the dataset has no committed version.
         TrackingError: the MLflow store is unusable, or the model is not registered.
         ConfigError: the model is not a conditional generator of this dataset's images and classes.
     """
@@ -162,8 +158,7 @@ def generate_synthetic(spark: SparkSession, config: Config) -> SyntheticSummary:
 
     started = time.perf_counter()
     settings, dataset = config.synthetic, config.train.dataset
-    lake = Lake(spark, config.lake.root, commit_lock=config.lake.commit_lock)
-    lake.recover(dataset)
+    lake = Lake(spark, config.lake.root, commit_lock=config.lake.commit_lock, settings=config.lake)
     manifest = lake.require_manifest(dataset)
     experiment_id = tracking.connect(config.tracking)
     model = tracking.resolve_model(settings.model, "synthetic.model (--model)")
@@ -180,7 +175,8 @@ def generate_synthetic(spark: SparkSession, config: Config) -> SyntheticSummary:
     run_id, now = new_run_id(), dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
     tasks = plan_tasks(len(label_names), settings.per_class, settings.batch_size, settings.seed)
     with tracking.tracked_run(experiment_id, f"generate-{dataset}") as run:
-        mlflow.log_params({**{f"synthetic.{k}": v for k, v in request.key().items()}, "dataset": dataset})
+        mlflow.log_params({**{f"synthetic.{k}": v for k, v in request.key().items()}, "dataset": dataset,
+                           **manifest.version_params()})
         mlflow.set_tags({"job": "generate", "dataset": dataset, "lake.run_id": run_id, "source.model": model.name,
                          "source.model_version": model.version, "source.run_id": model.run_id})
         log.info("generating %d images per class x %d classes with %s in %d task(s) (lake run %s)",
@@ -193,18 +189,25 @@ def generate_synthetic(spark: SparkSession, config: Config) -> SyntheticSummary:
             label_names=label_names, codec=manifest.image.stored_codec(), created_at=now),
             GENERATED_SCHEMA)
         generated = grouped_by_split(in_shuffled_order(generated, partitions))  # tasks are per label: mix them
-        staging = lake.begin_run(dataset, run_id)
-        table_writer(generated, config.lake, "split").parquet(f"{staging}/synthetic")
-        written = spark.read.parquet(f"{staging}/synthetic").groupBy("label_name").count().collect()
-        counts = dict(sorted((row["label_name"], row["count"]) for row in written))
-        version = lake.publish_and_commit(dataset, run_id, with_synthetic_run(
-            manifest, run_id, request, run.info.run_id, counts, now, paths.table("synthetic")))
+        # The per-class counts are the plan's (every task yields its count), so the commit's record is known
+        # before the rows are written, and the table is written once.
+        counts = dict(sorted(_planned_counts(tasks, label_names).items()))
+        lake.commit_synthetic(manifest, generated, run_id, with_synthetic_run(
+            manifest, run_id, request, run.info.run_id, counts, now))
+        version = manifest.version
         mlflow.log_metrics({"synthetic_images": sum(counts.values()), "seconds": time.perf_counter() - started})
         mlflow_run_id = run.info.run_id
     summary = SyntheticSummary(dataset, version, run_id, mlflow_run_id, model.name, model.version, counts,
                                paths.table("synthetic"), time.perf_counter() - started)
     log.info("%s", summary.report())
     return summary
+
+
+def _planned_counts(tasks: list[GenerationTask], label_names: tuple[str, ...]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for task in tasks:
+        counts[label_names[task.label]] = counts.get(label_names[task.label], 0) + task.count
+    return counts
 
 
 def _check_generator(model: tracking.ModelRef, manifest: M.Manifest) -> None:

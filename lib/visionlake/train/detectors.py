@@ -142,7 +142,7 @@ def train_detector(spark: SparkSession, config: Config) -> DetectorSummary:
     started = time.perf_counter()
     settings = config.anomaly
     lake = Lake(spark, config.lake.root)
-    manifest = lake.require_manifest(config.train.dataset)
+    manifest = lake.require_manifest(config.train.dataset, config.train.dataset_version or None)
     experiment_id = tracking.connect(config.tracking)
     normal = normal_label_ids(manifest, settings.normal_labels)
     image = manifest.image
@@ -161,7 +161,8 @@ def train_detector(spark: SparkSession, config: Config) -> DetectorSummary:
         run_id = run.info.run_id
         mlflow.log_params(tracking.flatten({"anomaly": config.to_dict()["anomaly"]}))
         mlflow.set_tags({"job": "train_anomaly", "dataset": config.train.dataset,
-                         "dataset.version": manifest.version, "anomaly.method": settings.method,
+                         "dataset.version": manifest.version, **manifest.version_params(),
+                         "anomaly.method": settings.method,
                          "anomaly.normal_labels": ",".join(settings.normal_labels) or "all"})
         with tempfile.TemporaryDirectory() as folder:
             artifacts = _train_networks(spark, config, plan, classifier, run_id, Path(folder))

@@ -43,6 +43,7 @@ class TrainingPlan:
         return {"dataset": manifest.dataset, "dataset.version": manifest.version,
                 "dataset.digest": manifest.source.digest if manifest.source else "", "dataset.run_id": manifest.run_id,
                 "horovod.num_proc": self.num_proc, "train.engine": self.rank_settings.engine,
+                **manifest.version_params(("synthetic",) if self.inputs.synthetic else ()),
                 **self.inputs.sharding_tags()}
 
     def loop(self, run_id: str, epochs: int, **options: Any) -> LoopJob:
@@ -62,14 +63,15 @@ class OpenDataset:
 
 
 def open_dataset(spark: SparkSession, config: Config) -> OpenDataset:
-    """Reads ``config.train.dataset``'s manifest and connects to the tracking store (no Spark job).
+    """Reads ``config.train.dataset``'s description at ``train.dataset_version`` (0: the latest) and connects to the
+    tracking store.
 
     Raises:
         LakeError: the dataset has no committed version.
         TrackingError: the MLflow store is unusable.
     """
     lake = Lake(spark, config.lake.root)
-    manifest = lake.require_manifest(config.train.dataset)
+    manifest = lake.require_manifest(config.train.dataset, config.train.dataset_version or None)
     return OpenDataset(lake, manifest, tracking.connect(config.tracking))
 
 
