@@ -78,7 +78,7 @@ def test_every_file_becomes_an_image_or_a_quarantine_row_with_its_reason(spark, 
     assert [f.name for f in read_back.schema.fields] == [f.name for f in IMAGES_SCHEMA.fields]
 
 
-def test_reruns_add_nothing_and_new_files_are_appended(spark, make_config, tmp_path):
+def test_reruns_add_nothing_and_new_files_are_appended(spark, make_config, tmp_path, capsys):
     raw = tmp_path / "raw"
     write_class_images(raw, "cats", 6)
     write_class_images(raw, "dogs", 6)
@@ -98,6 +98,25 @@ def test_reruns_add_nothing_and_new_files_are_appended(spark, make_config, tmp_p
     assert sum(third.total.values()) == 15
     manifest = Lake(spark, config.lake.root).read_manifest("demo")
     assert manifest.version == 2 and len(manifest.live_runs) == 2
+
+    # Maintenance: `optimize` compacts each run's files in one commit, rows and description unchanged; `history`
+    # lists every version.
+    from visionlake.operate.cli import history_job, optimize_job
+    lake = Lake(spark, config.lake.root)
+    files = {split: lake.table_files("demo", "images", split, manifest) for split in manifest.counts}
+    optimize_job(spark, config)
+    compacted = lake.read_manifest("demo")
+    assert compacted.version == 3 and compacted.counts == manifest.counts
+    after = {split: lake.table_files("demo", "images", split, compacted) for split in manifest.counts}
+    assert all(len(after[split]) == 1 < len(files[split]) for split in files if len(files[split]) > 1)
+    assert sorted(r.id for r in lake.read_table("demo", "images", compacted).collect()) == sorted(r.id for r in images)
+    assert "optimize of dataset 'demo'" in capsys.readouterr().out
+    history_job(spark, config)
+    listed = capsys.readouterr().out.splitlines()
+    assert [line.split()[:2] for line in listed if line.split()[:1] == ["images"]] == [
+        ["images", "3"], ["images", "2"], ["images", "1"], ["images", "0"]]
+    assert any(third.run_id in line and "MERGE" in line for line in listed)
+    assert any("OPTIMIZE" in line and "optimize" in line for line in listed)
 
 
 def test_a_failed_run_leaves_the_previous_version_readable(spark, make_config, tmp_path, monkeypatch):

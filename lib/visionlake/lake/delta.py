@@ -268,6 +268,16 @@ class DeltaTables:
              .whenNotMatchedInsertAll().execute())
 
     # ---- maintenance -------------------------------------------------------------------------------------------
+    def optimize(self, path: str, *, metadata: dict[str, Any], row_group_bytes: Optional[int] = None,
+                 compression: Optional[str] = None) -> dict[str, str]:
+        """Delta ``OPTIMIZE``: compacts small files in one commit (readers of earlier versions keep theirs until
+        ``vacuum``); returns Delta's metrics (``numFilesRemoved``, ``numFilesAdded``, ...). The compacted files keep
+        ``row_group_bytes`` row groups, and each input file's rows stay together in their order."""
+        with self._writing(path, metadata, row_group_bytes, compression):
+            row = self.spark.sql(f"OPTIMIZE delta.`{path}`").first()
+        metrics = row.metrics.asDict() if row is not None and row.metrics is not None else {}
+        return {key: str(value) for key, value in metrics.items() if not hasattr(value, "asDict")}
+
     def vacuum(self, path: str, retention_hours: float, dry_run: bool = False) -> list[str]:
         """Delta ``VACUUM``: removes the files no version within ``retention_hours`` needs (0: all but the latest's);
         returns them (``dry_run``: only lists them)."""

@@ -138,6 +138,47 @@ class VacuumReport:
         return "\n".join(lines)
 
 
+@dataclass
+class OptimizeReport:
+    """What ``Lake.optimize`` compacted: per table, (files removed, files added)."""
+    dataset: str
+    tables: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    def report(self) -> str:
+        lines = [f"optimize of dataset {self.dataset!r}: {sum(r for r, _ in self.tables.values())} file(s) compacted "
+                 f"into {sum(a for _, a in self.tables.values())}"]
+        lines += [f"  {table:11s} {removed} -> {added} file(s)" for table, (removed, added) in self.tables.items()]
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class TableVersion:
+    """One version of one of a dataset's tables, as ``visionlake history`` lists it."""
+    table: str
+    version: int
+    timestamp: dt.datetime
+    operation: str
+    job: str
+    run_id: str
+    rows: str
+
+    @classmethod
+    def of(cls, table: str, commit: Commit) -> "TableVersion":
+        rows = commit.metrics.get("numOutputRows") or commit.metrics.get("numTargetRowsInserted") or ""
+        return cls(table, commit.version, commit.timestamp, commit.operation, commit.metadata.get("job", ""),
+                   commit.metadata.get("run_id", ""), rows)
+
+
+def history_report(dataset: str, versions: list[TableVersion]) -> str:
+    """``visionlake history``'s table: one line per version of each table, newest first."""
+    lines = [f"history of dataset {dataset!r} ({len(versions)} table version(s))",
+             f"  {'table':11s} {'version':>7s}  {'committed (UTC)':19s}  {'operation':17s} {'job':9s} "
+             f"{'run':26s} rows"]
+    lines += [f"  {v.table:11s} {v.version:>7d}  {v.timestamp:%Y-%m-%d %H:%M:%S}  {v.operation:17s} {v.job:9s} "
+              f"{v.run_id:26s} {v.rows}" for v in versions]
+    return "\n".join(lines)
+
+
 class Lake:
     """Reads and commits versions of the lake's datasets."""
 
@@ -365,7 +406,36 @@ class Lake:
         self.delta.append(self._conform(frame, "quarantine", run_id), path, metadata={"job": job, "run_id": run_id},
                           txn=(f"visionlake-{job}-{run_id}", 0), **self._write_options("quarantine"))
 
-    # ---- vacuum ----------------------------------------------------------------------------------------------------
+    # ---- maintenance -----------------------------------------------------------------------------------------------
+    def history(self, dataset: str) -> list[TableVersion]:
+        """Every version of each of the dataset's tables, newest first per table.
+
+        Raises:
+            LakeError: the dataset has no committed version.
+        """
+        self.require_manifest(dataset)
+        return [TableVersion.of(table, commit) for table in TABLE_SCHEMAS for commit in self._history(dataset, table)]
+
+    def optimize(self, dataset: str) -> OptimizeReport:
+        """Delta ``OPTIMIZE`` of each table: small files (one set per incremental run) compacted in one commit per
+        table, in ``lake.row_group_bytes`` row groups. Each compacted file holds its input files' rows one file
+        after another, each in its pseudo-random order, so every row group still mixes the labels.
+
+        Raises:
+            LakeError: the dataset has no committed version.
+        """
+        self.require_manifest(dataset)
+        report = OptimizeReport(dataset)
+        for table in TABLE_SCHEMAS:
+            path = self.paths(dataset).table(table)
+            if self.delta.exists(path):
+                metrics = self.delta.optimize(path, metadata={"job": "optimize"},
+                                              row_group_bytes=self.settings.row_group_bytes,
+                                              compression=self.settings.parquet_compression)
+                report.tables[table] = (int(metrics.get("numFilesRemoved", 0)), int(metrics.get("numFilesAdded", 0)))
+        log.info("%s", report.report())
+        return report
+
     def vacuum(self, dataset: str, retention_hours: float, dry_run: bool = False,
                now: Optional[dt.datetime] = None) -> VacuumReport:
         """Delta ``VACUUM`` of each table with ``retention_hours``, and removal of TFRecord shards of runs no version

@@ -11,6 +11,8 @@ Examples:
     visionlake train anomaly --method autoencoder --dataset mnist --conf conf/mnist.yaml anomaly.normal_labels=[zero]
     visionlake score --dataset mnist --conf conf/mnist.yaml      # champion classifier + champion anomaly model
     visionlake vacuum --dataset mnist --conf conf/mnist.yaml --dry-run   # what vacuum would remove
+    visionlake optimize --dataset mnist --conf conf/mnist.yaml  # compact the small files of incremental runs
+    visionlake history --dataset demo                 # every version of the dataset's Delta tables
     visionlake jars                                   # Delta Lake's jars, for spark-submit --jars
 """
 from __future__ import annotations
@@ -50,6 +52,8 @@ _EXAMPLES = {
              "\n  visionlake score --dataset demo --raw /data/new-drop   # ingest the drop, then score it",
     "vacuum": "visionlake vacuum --dataset mnist --conf conf/mnist.yaml --dry-run"
               "\n  visionlake vacuum --dataset demo --retention-hours 24",
+    "optimize": "visionlake optimize --dataset mnist --conf conf/mnist.yaml",
+    "history": "visionlake history --dataset demo",
     "jars": "visionlake jars --fetch                # once, with network (make setup does it)"
             "\n  visionlake jars                        # then: spark-submit --jars \"$(visionlake jars)\" ...",
 }
@@ -94,6 +98,8 @@ COMMAND_FLAGS: dict[str, tuple[Flag, ...]] = {
                  Flag("--per-class", "synthetic.per_class", "images per class", type=int)),
     "score": (Flag("--dataset", "score.dataset", "lake dataset to score"),
               Flag("--raw", "score.raw_uri", "a raw drop to ingest into the dataset first")),
+    "optimize": (Flag("--dataset", "ingest.dataset", "lake dataset whose tables to compact"),),
+    "history": (Flag("--dataset", "ingest.dataset", "lake dataset whose versions to list"),),
     "vacuum": (Flag("--dataset", "ingest.dataset", "lake dataset to vacuum"),
                Flag("--retention-hours", "lake.retention_hours", "remove files superseded more than this many "
                     "hours ago (0: all of them; readers of older versions then fail)", type=float)),
@@ -108,7 +114,8 @@ COMMAND_SETTINGS = {"train vae": ("generative.model=vae",)}
 # jobs/<name>.py -> the `visionlake` command it runs (same flags, same overrides, same job function).
 JOB_COMMANDS = {"ingest": "ingest", "train_classifier": "train classifier", "train_gan": "train gan",
                 "train_autoencoder": "train autoencoder", "train_anomaly": "train anomaly",
-                "generate_synthetic": "generate", "batch_inference": "score", "vacuum": "vacuum"}
+                "generate_synthetic": "generate", "batch_inference": "score", "vacuum": "vacuum",
+                "optimize": "optimize"}
 
 
 def flag_overrides(command: str, args: argparse.Namespace) -> list[str]:
@@ -303,6 +310,19 @@ def vacuum_job(spark, config: Config, dry_run: bool = False) -> None:
     print(lake.vacuum(config.ingest.dataset, hours, dry_run=dry_run).report())
 
 
+def optimize_job(spark, config: Config) -> None:
+    from visionlake.lake.store import Lake
+
+    lake = Lake(spark, config.lake.root, commit_lock=config.lake.commit_lock, settings=config.lake)
+    print(lake.optimize(config.ingest.dataset).report())
+
+
+def history_job(spark, config: Config) -> None:
+    from visionlake.lake.store import Lake, history_report
+
+    print(history_report(config.ingest.dataset, Lake(spark, config.lake.root).history(config.ingest.dataset)))
+
+
 def demo_data_job(config: Config) -> Path:
     from visionlake.operate.demo_data import write_demo_source
 
@@ -325,6 +345,9 @@ _HELPS = {"ingest": "ingest raw images into the lake (Parquet + TFRecord + quara
           "score": "classify and anomaly-score a lake table (or a raw drop) into the predictions table",
           "vacuum": "remove a dataset's files that newer versions superseded longer ago than lake.retention_hours "
                     "(Delta VACUUM of each table), and TFRecord shards no version lists",
+          "optimize": "compact a dataset's small files (Delta OPTIMIZE of each table, in lake.row_group_bytes "
+                      "row groups); readers of older versions keep theirs until vacuum",
+          "history": "list every version of a dataset's tables: operation, job, run and rows",
           "jars": "print Delta Lake's jars as this environment gives them to Spark (comma-separated, for "
                   "spark-submit --jars)"}
 _TRAIN_HELPS = {"classifier": "train an image classifier (LeNet or a small ResNet)",
@@ -405,7 +428,8 @@ TRAINERS = {"classifier": train_classifier_job, "gan": train_generative_job, "va
             "autoencoder": train_generative_job, "anomaly": train_anomaly_job}
 # The job function of every command that runs on a Spark session.
 _COMMAND_JOBS = {"ingest": ingest_job, "demo": demo_job, "generate": generate_job, "score": score_job,
-                 "vacuum": vacuum_job, **{f"train {kind}": job for kind, job in TRAINERS.items()}}
+                 "vacuum": vacuum_job, "optimize": optimize_job, "history": history_job,
+                 **{f"train {kind}": job for kind, job in TRAINERS.items()}}
 
 
 if __name__ == "__main__":
