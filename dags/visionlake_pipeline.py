@@ -1,4 +1,5 @@
-"""visionlake pipeline: ingest -> train classifier -> train anomaly model (and GAN when enabled) -> batch scoring.
+"""visionlake pipeline: ingest -> train classifier -> train anomaly model (and GAN when enabled) -> batch scoring
+(-> compaction of the dataset's Delta tables when enabled).
 
 Every task is one ``spark-submit`` of a ``jobs/*.py`` entry point through the Apache Spark provider, so Airflow only
 schedules: the job stack (Spark, TensorFlow, Horovod) lives in its own environment and is never imported here.
@@ -16,7 +17,8 @@ Deployment settings are Airflow objects, read when a task runs (not when the sch
   interpreter inside it (``./environment/bin/python``); empty = the executors use ``visionlake_python``.
 
 Per-run choices are DAG params (dataset, raw path, config file, extra ``key=value`` overrides, whether to train the
-GAN), so one trigger form covers the demo and a production dataset alike.
+GAN, whether to compact the tables afterwards), so one trigger form covers the demo and a production dataset alike.
+Compaction (``visionlake optimize``) is for lakes fed often: each incremental run adds a few files per split.
 """
 from __future__ import annotations
 
@@ -60,6 +62,10 @@ def gan_enabled(params: dict) -> bool:
     return bool(params["train_gan"])
 
 
+def compaction_enabled(params: dict) -> bool:
+    return bool(params["compact"])
+
+
 def spark_job(task_id: str, job: str, *settings: str) -> SparkSubmitOperator:
     return SparkSubmitOperator(
         task_id=task_id,
@@ -90,6 +96,8 @@ with DAG(
         "overrides": Param([], type="array", items={"type": "string", "pattern": "^[A-Za-z0-9_.]+=.*$"},
                            description="extra key.path=value config overrides for every job"),
         "train_gan": Param(False, type="boolean", description="also train the conditional GAN"),
+        "compact": Param(False, type="boolean",
+                         description="compact the dataset's Delta tables after scoring (visionlake optimize)"),
     },
     tags=["visionlake"],
     doc_md=__doc__,
@@ -102,8 +110,11 @@ with DAG(
                                      ignore_downstream_trigger_rules=False)
     train_gan = spark_job("train_gan", "train_gan", "'train.dataset=' ~ params.dataset")
     score = spark_job("score", "batch_inference", "'score.dataset=' ~ params.dataset")
+    check_compact = ShortCircuitOperator(task_id="compact_enabled", python_callable=compaction_enabled,
+                                         ignore_downstream_trigger_rules=False)
+    optimize = spark_job("optimize", "optimize", "'ingest.dataset=' ~ params.dataset")
 
     # The classifier comes first: scoring needs it and the GAN's quality metric (FCD) is measured with it.
     ingest >> train_classifier >> [train_anomaly, check_gan]
     check_gan >> train_gan
-    [train_classifier, train_anomaly] >> score
+    [train_classifier, train_anomaly] >> score >> check_compact >> optimize

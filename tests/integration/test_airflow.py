@@ -64,11 +64,12 @@ def test_dag_loads_without_heavy_imports_and_in_pipeline_order(tmp_path):
 
     assert described["import_errors"] == {}
     assert described["heavy_imports"] == [], "the DAG file must not import the job stack at parse time"
-    assert described["params"] == ["config_file", "dataset", "overrides", "raw_path", "train_gan"]
+    assert described["params"] == ["compact", "config_file", "dataset", "overrides", "raw_path", "train_gan"]
     upstream = {task: info["upstream"] for task, info in described["tasks"].items()}
     assert upstream == {"ingest": [], "train_classifier": ["ingest"], "train_anomaly": ["train_classifier"],
                         "gan_enabled": ["train_classifier"], "train_gan": ["gan_enabled"],
-                        "score": ["train_anomaly", "train_classifier"]}
+                        "score": ["train_anomaly", "train_classifier"], "compact_enabled": ["score"],
+                        "optimize": ["compact_enabled"]}
     # Executors run the job environment's interpreter, or the packed one's when it is shipped (the cluster test's
     # DAG run uses the installed one, its README commands the archive).
     assert described["spark_conf"] == {
@@ -79,7 +80,7 @@ def test_dag_loads_without_heavy_imports_and_in_pipeline_order(tmp_path):
     assert described["jars"] == {"default": "/job/share/visionlake/jars/*.jar", "set": "/j/*.jar"}
     for task, info in described["tasks"].items():
         assert info["retries"] >= 1 and info["backoff"] > 1, f"{task} must retry with exponential back-off"
-        if task != "gan_enabled":
+        if task not in ("gan_enabled", "compact_enabled"):
             assert (info["type"], info["conn_id"]) == ("SparkSubmitOperator", "visionlake_spark")
 
 
@@ -113,12 +114,12 @@ def test_dags_test_runs_the_whole_pipeline_through_spark_submit(tmp_path, vision
                              capture_output=True, text=True, timeout=300)
     assert migrate.returncode == 0, migrate.stderr[-3000:]
 
-    run_conf = {"dataset": "parts", "raw_path": str(raw), "overrides": settings, "train_gan": True}
+    run_conf = {"dataset": "parts", "raw_path": str(raw), "overrides": settings, "train_gan": True, "compact": True}
     result = subprocess.run([str(AIRFLOW_PYTHON), "-m", "airflow", "dags", "test", DAG_ID, "-c", json.dumps(run_conf)],
                             env=env, cwd=tmp_path, capture_output=True, text=True, timeout=1800)
     log = result.stdout + result.stderr
     assert result.returncode == 0 and "state=success" in log, log[-5000:]
-    assert log.count(f"--py-files {visionlake_wheel}") == 5, "every Spark task ships the wheel"
+    assert log.count(f"--py-files {visionlake_wheel}") == 6, "every Spark task ships the wheel"
 
     lake = Lake(spark, str(workspace / "lake"))
     images = lake.read_table("parts", "images").count()
