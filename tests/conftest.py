@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -149,6 +150,16 @@ def shared_mnist() -> Path:
     if not SHARED_MNIST.exists():
         pytest.skip(f"needs the shared MNIST archive at {SHARED_MNIST} (absent outside the team's machines)")
     return SHARED_MNIST
+
+
+def delta_rs_ids(table: str, version: int | None = None) -> list[str]:
+    """The ids delta-rs (the Rust Delta reader, no Spark) finds in a lake table at ``version`` (default: the
+    latest): its file list for that version, read with pyarrow. Sorted, duplicates kept."""
+    import pyarrow.parquet as pq
+    from deltalake import DeltaTable
+
+    files = DeltaTable(re.sub(r"^file:(//)?", "", table), version=version).file_uris()
+    return sorted(i for f in files for i in pq.read_table(f, columns=["id"]).column("id").to_pylist())
 
 
 def png_bytes(pixels: np.ndarray, mode: str | None = None, **save) -> bytes:

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import CLASSIFIER_WORKSPACE_GROUP
+from tests.conftest import CLASSIFIER_WORKSPACE_GROUP, delta_rs_ids
 
 from visionlake.train.detectors import train_detector
 from visionlake.models.scorers import load_scorer
@@ -126,6 +126,8 @@ def test_rescoring_the_same_slice_replaces_it(scored, workspace, spark):
     # `visionlake vacuum`.
     plain = spark.read.format("delta").load(again.path)
     assert plain.count() == plain.select("id").distinct().count() == scored.scored
+    assert delta_rs_ids(again.path) == sorted(row.id for row in plain.select("id").collect())
+    assert len(delta_rs_ids(again.path, version=scored.table_version)) == scored.scored
     before = spark.read.format("delta").option("versionAsOf", scored.table_version).load(again.path)
     assert before.count() == scored.scored and [r["run_id"] for r in before.select("run_id").distinct().collect()] \
         == [scored.run_id]

@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from tests.conftest import CLASSIFIER_WORKSPACE_GROUP
+from tests.conftest import CLASSIFIER_WORKSPACE_GROUP, delta_rs_ids
 
 from visionlake.lake.reader import open_images
 from visionlake.train.generative import train_generative
@@ -170,6 +170,7 @@ def test_synthetic_images_round_trip_through_the_readers_and_mix_into_training(r
 
     again = generate_synthetic(spark, config)  # the same request: nothing new, no duplicates
     assert again.already_present and lake.read_table("demo", "synthetic").count() == 60
+    assert delta_rs_ids(summary.path) == sorted(r["id"] for r in rows)  # what any Delta reader sees
     assert lake.read_manifest("demo").version == summary.version
 
     mixed = train_classifier(spark, workspace("train.synthetic_fraction=0.5", "train.epochs=1"))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import encoded, png_bytes
+from tests.conftest import delta_rs_ids, encoded, png_bytes
 from visionlake.lake.reader import open_batch_reader
 from visionlake.operate.demo_data import bad_files, write_demo_dataset
 from visionlake.lake.images import decode_stored_image, normalise_image
@@ -94,6 +94,7 @@ def test_reruns_add_nothing_and_new_files_are_appended(spark, make_config, tmp_p
     assert third.version == 2 and third.images_added == 3 and third.quarantined == {"duplicate": 1}
     images = table_rows(spark, config, "images")
     assert len(images) == 15 and len({r.id for r in images}) == 15
+    assert delta_rs_ids(f"{config.lake.root}/demo/images") == sorted(r.id for r in images)
     assert len({r.source_path for r in images}) == 15
     assert sum(third.total.values()) == 15
     manifest = Lake(spark, config.lake.root).read_manifest("demo")

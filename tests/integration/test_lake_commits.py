@@ -12,7 +12,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import loopback_job_env
+from tests.conftest import delta_rs_ids, loopback_job_env
 from tests.integration.test_ingest import SMALL, write_class_images
 from visionlake.ingest.job import ingest
 from visionlake.lake.store import Lake, LakeError
@@ -90,6 +90,7 @@ def test_two_concurrent_ingests_commit_once_each_and_never_duplicate_an_image(sp
     assert manifest.quarantine == {"duplicate": 3}
     # Any Delta reader sees the same rows: no superseded or uncommitted files are read.
     assert spark.read.format("delta").load(manifest.tables["images"]).count() == 12
+    assert delta_rs_ids(manifest.tables["images"]) == sorted(row.id for row in images)
     assert (tmp_path / "lake" / "demo" / "_locks" / "images.lock").exists(), "every write took the table's lock"
 
 
@@ -119,6 +120,12 @@ def test_a_reader_of_version_1_reads_it_whole_while_version_2_rebuilds_the_datas
     # Any Delta reader of the latest version sees the rebuilt rows only, once each.
     plain = spark.read.format("delta").load(version_2.tables["images"])
     assert plain.count() == plain.select("id").distinct().count() == sum(rebuilt.total.values())
+    assert spark.sql(f"SELECT count(DISTINCT id) AS n FROM delta.`{version_2.tables['images']}`").first().n == \
+        plain.count()
+    assert delta_rs_ids(version_2.tables["images"]) == sorted(row.id for row in plain.select("id").collect())
+    # Time travel to the previous version returns its rows, in both readers.
+    previous = sorted(row.id for row in lake.read_table("demo", "images", version_1).select("id").collect())
+    assert delta_rs_ids(version_1.tables["images"], version=1) == previous
     # Version 1 stays readable through the lake too (Parquet and its TFRecord copy), until vacuum.
     assert lake.read_table("demo", "images", version_1).count() == sum(first.total.values())
     base = Path(local(version_1.tables["tfrecord"])).parent
