@@ -38,6 +38,16 @@ SESSION_DEFAULTS = {
 }
 
 
+# Spark creates its SQL warehouse folder the first time a statement touches the catalog, in the working directory by
+# default; every Delta statement does (DESCRIBE DETAIL, VACUUM, OPTIMIZE), although the lake's tables are paths and
+# nothing is stored there. A temporary folder keeps it out of the user's (unless they set one).
+WAREHOUSE_KEY = "spark.sql.warehouse.dir"
+
+
+def default_warehouse() -> str:
+    return os.path.join(tempfile.gettempdir(), "visionlake-spark-warehouse")
+
+
 # Delta Lake is the lake's table format: every session loads its SQL extension and catalog. The jars' version is the
 # installed delta-spark Python package's (one pin for both), resolved once by `visionlake jars --fetch` (make setup).
 DELTA_EXTENSION = ("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
@@ -190,10 +200,12 @@ def start_session(config: SparkConfig, jvm_log: Optional[str] = None) -> SparkSe
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         builder = (builder.master(config.master)
                    .config("spark.driver.host", LOOPBACK).config("spark.driver.bindAddress", LOOPBACK))
-        for key, value in {**config.conf, **delta_conf(config.conf)}.items():
+        for key, value in {WAREHOUSE_KEY: default_warehouse(), **config.conf, **delta_conf(config.conf)}.items():
             builder = builder.config(key, value)
     else:
         submitted = SparkConf()
+        if not submitted.contains(WAREHOUSE_KEY):
+            builder = builder.config(WAREHOUSE_KEY, default_warehouse())
         for key, value in delta_settings(lambda key: submitted.get(key, None)).items():
             builder = builder.config(key, value)
         if submitted.get("spark.master", "").startswith("local"):

@@ -25,6 +25,8 @@ def test_a_session_writes_reads_and_time_travels_a_delta_table(spark, tmp_path):
     assert spark.sql(f"SELECT count(*) AS n FROM delta.`{path}`").first().n == 8  # the catalog's SQL path
     assert spark.read.format("delta").option("versionAsOf", 0).load(path).count() == 5
     assert [row.version for row in spark.sql(f"DESCRIBE HISTORY delta.`{path}`").collect()] == [1, 0]
+    # SQL statements touch the catalog, whose warehouse folder stays out of the working directory.
+    assert spark.conf.get("spark.sql.warehouse.dir").endswith("/visionlake-spark-warehouse")
 
 
 def _rows(spark, ids, split="train"):

@@ -162,13 +162,17 @@ class DeltaTables:
         if where:
             frame = frame.where(where)
         files = sorted(frame.inputFiles())
-        storage = self.spark.sparkContext._jvm.org.apache.hadoop.fs.Path
-        if files:
-            first = storage(files[0])
-            if not first.getFileSystem(self.spark.sparkContext._jsc.hadoopConfiguration()).exists(first):
-                raise DeltaTableError(f"version {version} of {path} can no longer be read: `visionlake vacuum` "
-                                      "removed its files, which later versions superseded; read a newer version")
+        self.check_present(path, version, files)
         return files
+
+    def check_present(self, path: str, version: int, files: list[str]) -> None:
+        """Fails when ``VACUUM`` removed the files of ``version`` (``files``: some of them, as ``files`` planned)."""
+        if not files:
+            return
+        first = self.spark.sparkContext._jvm.org.apache.hadoop.fs.Path(files[0])
+        if not first.getFileSystem(self.spark.sparkContext._jsc.hadoopConfiguration()).exists(first):
+            raise DeltaTableError(f"version {version} of {path} can no longer be read: `visionlake vacuum` "
+                                  "removed its files, which later versions superseded; read a newer version")
 
     def check_readable(self, path: str) -> None:
         """Refuses a table whose rows are not simply its Parquet files' rows (``UNREADABLE_FEATURES``)."""

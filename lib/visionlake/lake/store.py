@@ -190,6 +190,9 @@ class Lake:
         self.root = self.storage.qualify(root)
         self.settings = settings or LakeConfig()
         self.delta = DeltaTables(spark, commit_lock)
+        # (dataset, table, version) -> that version's files: a version never changes, and a trainer plans three
+        # splits of it (one planning each cost a table snapshot and a scan plan, about a second).
+        self._planned: dict[tuple[str, str, int], list[str]] = {}
 
     def paths(self, dataset: str) -> DatasetPaths:
         return DatasetPaths(self.root, dataset)
@@ -285,10 +288,15 @@ class Lake:
         version = manifest.table_versions.get(table)
         if version is None:
             return []
+        path = self.paths(dataset).table(table)
         try:
-            return self.delta.files(self.paths(dataset).table(table), version, where=f"split = '{split}'")
+            if (dataset, table, version) not in self._planned:
+                self._planned[dataset, table, version] = self.delta.files(path, version)
+            files = [f for f in self._planned[dataset, table, version] if f"/split={split}/" in f]
+            self.delta.check_present(path, version, files)  # VACUUM may have run since it was planned
         except DeltaTableError as error:
             raise LakeError(str(error)) from None
+        return files
 
     # ---- writing ---------------------------------------------------------------------------------------------------
     def _write_options(self, table: str) -> dict[str, Any]:
