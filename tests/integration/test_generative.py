@@ -112,7 +112,9 @@ def test_fcd_is_zero_for_a_set_against_itself_symmetric_and_grows_with_noise(wor
     images, _ = read_images(InputSpec((32, 32, 3), batch_size=64), files, 200)
     half_a, half_b = judge.features(images[:100]), judge.features(images[100:])
     assert frechet_features_distance(half_a, half_a) == pytest.approx(0.0, abs=1e-6)
-    assert frechet_features_distance(half_a, half_b) == pytest.approx(frechet_features_distance(half_b, half_a))
+    # 100 vectors give singular covariances: clipping their float-noise eigenvalues differs by ~1e-6 each way round
+    assert frechet_features_distance(half_a, half_b) == pytest.approx(frechet_features_distance(half_b, half_a),
+                                                                      rel=1e-4)
     rng = np.random.default_rng(0)
     distances = [frechet_features_distance(judge.features(images), judge.features(
         np.clip(images + rng.normal(0, sigma, images.shape), -1, 1).astype(np.float32)))
