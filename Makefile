@@ -16,7 +16,7 @@ NOTEBOOKS_STAMP := $(VENV)/.notebooks-stamp
 BENCH_STAMP := $(VENV)/.bench-stamp
 
 .PHONY: setup setup-current test-current test-fast demo-current lock-current airflow-setup demo test test-unit cluster-up cluster-down cluster-test airflow-test bench-ingest \
-	bench-train bench-gan bench-anomaly bench-score bench-engines bench-photos bench-cluster bench-ship bench-delta-session dist cluster-env lock clean mlflow-ui \
+	bench-train bench-gan bench-anomaly bench-score bench-engines bench-photos bench-cluster bench-ship bench-delta-session bench-lake dist cluster-env lock clean mlflow-ui \
 	notebooks notebooks-strip airflow-demo browser
 
 setup: $(STAMP)
@@ -168,6 +168,9 @@ bench-ship: setup cluster-env
 # A new session's first Delta Lake write, read and file plan: visionlake's session settings vs Delta's defaults.
 bench-delta-session: setup
 	$(PY) bench/delta_session_bench.py
+
+bench-lake: setup
+	$(PY) bench/lake_bench.py
 
 bench-train: setup
 	$(PY) bench/train_bench.py

@@ -157,6 +157,14 @@ def test_a_reader_of_version_1_reads_it_whole_while_version_2_rebuilds_the_datas
     with pytest.raises(LakeError, match=r"dataset 'demo' has no version 5; its versions are 0-2"):
         lake.read_manifest("demo", 5)
 
+    # Commits without a description (OPTIMIZE, property changes), more than one page of history of them, leave
+    # every version's description readable.
+    for n in range(12):
+        spark.sql(f"ALTER TABLE delta.`{lake.paths('demo').table('images')}` SET TBLPROPERTIES ('test.n' = '{n}')")
+    assert lake.latest_version("demo") == 14
+    assert (lake.read_manifest("demo").version, lake.read_manifest("demo").run_id) == (14, rebuilt.run_id)
+    assert lake.read_manifest("demo", 1).run_id == first.run_id
+
 
 def test_a_lake_in_the_format_before_delta_is_refused_until_a_full_rebuild_moves_it_aside(spark, make_config,
                                                                                          tmp_path):

@@ -134,7 +134,16 @@ class DeltaTables:
         """The newest version, or None when there is no table at ``path``."""
         if not self.exists(path):
             return None
-        return self.history(path, limit=1)[0].version
+        # The table's snapshot, brought up to date from the log, knows its version: about 0.02 s on a warm session,
+        # where DESCRIBE HISTORY (the public API) takes 0.5 s, and a commit looks the version up four times.
+        # DeltaLog is Delta's internal Scala API: on any mismatch of its signature the public one answers.
+        try:
+            jvm = self.spark.sparkContext._jvm
+            empty = jvm.scala.Option.empty()
+            return int(jvm.org.apache.spark.sql.delta.DeltaLog.forTable(self.spark._jsparkSession, path)
+                       .update(False, empty, empty).version())
+        except Exception:  # noqa: BLE001 - py4j errors of another Delta release's signature
+            return self.history(path, limit=1)[0].version
 
     def read(self, path: str, version: Optional[int] = None) -> DataFrame:
         """The table at ``version`` (default: the latest).

@@ -38,7 +38,7 @@ import logging
 import re
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -61,6 +61,8 @@ DESCRIPTION_KEY = "dataset"  # the key of the description in an images commit's 
 _RUN_ID = re.compile(r"^r(\d{8}T\d{6})Z-[0-9a-f]+$")
 _LEGACY_LOG = "_manifests"  # the version log of the table format before Delta Lake
 _LEGACY_FOLDER = "_legacy"
+# Commits a description lookup reads first: the one it needs is almost always among the newest few.
+_HISTORY_PAGE = 10
 
 
 def in_shuffled_order(frame: DataFrame, partitions: int, by: str = "id") -> DataFrame:
@@ -198,13 +200,24 @@ class Lake:
         return DatasetPaths(self.root, dataset)
 
     # ---- versions and the description -----------------------------------------------------------------------------
-    def _history(self, dataset: str, table: str) -> list[Commit]:
+    def _history(self, dataset: str, table: str, limit: Optional[int] = None) -> list[Commit]:
+        """The table's commits, newest first (``limit``: only the newest ``limit``); none when there is no table."""
         path = self.paths(dataset).table(table)
         if not self.delta.exists(path):
             if table == "images":
                 self._refuse_legacy(dataset)
             return []
-        return self.delta.history(path)
+        return self.delta.history(path, limit)
+
+    def _newest(self, dataset: str, table: str, wanted: Callable[[Commit], bool],
+                skip: int = 0) -> Optional[Commit]:
+        """The newest commit of ``table`` that ``wanted`` accepts, passing over the newest ``skip``. Reads the newest
+        commits first: a history of every version costs a read of each of its commit files."""
+        limit = skip + _HISTORY_PAGE
+        commits = self._history(dataset, table, limit)
+        if len(commits) == limit and not any(wanted(c) for c in commits[skip:]):
+            commits = self._history(dataset, table)
+        return next((c for c in commits[skip:] if wanted(c)), None)
 
     def _refuse_legacy(self, dataset: str) -> None:
         if self.storage.exists(f"{self.paths(dataset).base}/{_LEGACY_LOG}"):
@@ -215,8 +228,11 @@ class Lake:
 
     def latest_version(self, dataset: str) -> int:
         """The dataset's latest version (its ``images`` table's Delta version; 0 before the first ingest)."""
-        history = self._history(dataset, "images")
-        return history[0].version if history else 0
+        path = self.paths(dataset).table("images")
+        if not self.delta.exists(path):
+            self._refuse_legacy(dataset)
+            return 0
+        return self.delta.latest_version(path) or 0
 
     def read_manifest(self, dataset: str, version: Optional[int] = None) -> Optional[Manifest]:
         """The dataset's description at ``version`` (default: latest), with the table versions that go with it;
@@ -225,15 +241,16 @@ class Lake:
         Raises:
             LakeError: no such version, or the description cannot be read.
         """
-        history = self._history(dataset, "images")
-        if not history:
+        if not self.delta.exists(self.paths(dataset).table("images")):
+            self._refuse_legacy(dataset)
             return None
-        latest = history[0].version
+        latest = self.latest_version(dataset)
         wanted = latest if version is None else version
         if not 0 <= wanted <= latest:
             raise LakeError(f"dataset {dataset!r} has no version {version}; its versions are 0-{latest} "
                             f"(DESCRIBE HISTORY delta.`{self.paths(dataset).table('images')}` lists them)")
-        commit = next((c for c in history if c.version <= wanted and DESCRIPTION_KEY in c.metadata), None)
+        commit = self._newest(dataset, "images", lambda c: c.version <= wanted and DESCRIPTION_KEY in c.metadata,
+                              skip=latest - wanted)
         if commit is None:
             return None
         try:
@@ -245,9 +262,8 @@ class Lake:
         versions = {"images": wanted, "quarantine": manifest.table_versions.get("quarantine")}
         sections: dict[str, Any] = {}
         for table in DERIVED_TABLES:
-            derived = next((c for c in self._history(dataset, table)
-                            if c.metadata.get("generation") == manifest.generation
-                            and c.metadata.get("images_version", wanted + 1) <= wanted), None)
+            derived = self._newest(dataset, table, lambda c: c.metadata.get("generation") == manifest.generation
+                                   and c.metadata.get("images_version", wanted + 1) <= wanted)
             versions[table] = derived.version if derived else None
             sections[table] = derived.metadata.get(table) if derived else None
         return dataclasses.replace(manifest, version=wanted, table_versions=versions, **sections)
