@@ -42,6 +42,7 @@ def test_commits_carry_their_metadata_and_a_repeated_transaction_adds_nothing(sp
 
     assert [(c.version, c.metadata) for c in tables.history(path)] == [(1, {"run_id": "b"}), (0, {"run_id": "a"})]
     assert tables.latest_version(path) == 1 and tables.latest_version(str(tmp_path / "none")) is None
+    assert not tables.is_empty(path) and tables.is_empty(str(tmp_path / "none"))
     assert tables.read(path).count() == 15 and tables.read(path, version=0).count() == 10
     assert spark.conf.get("spark.databricks.delta.commitInfo.userMetadata", None) is None, "restored after the write"
     train = tables.files(path, 1, where="split = 'train'")

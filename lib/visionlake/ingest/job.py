@@ -137,7 +137,9 @@ def ingest(spark: SparkSession, config: Config) -> IngestSummary:
             tables={name: paths.table(name) for name in ("images", "quarantine", "tfrecord")},
             compression=config.lake.tfrecord_compression, config=config.to_dict())
         with phase("images and quarantine tables", spark):
-            manifest = lake.commit_ingest(manifest, images, quarantine.coalesce(1) if quarantined else None,
+            # One quarantine file per run; repartition, not coalesce, so the filter over the decoded images stays
+            # parallel and only the rejected rows move.
+            manifest = lake.commit_ingest(manifest, images, quarantine.repartition(1) if quarantined else None,
                                           full_rebuild=settings.full_rebuild,
                                           based_on=previous.version if previous else 0)
     finally:

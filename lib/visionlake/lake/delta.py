@@ -134,16 +134,32 @@ class DeltaTables:
         """The newest version, or None when there is no table at ``path``."""
         if not self.exists(path):
             return None
-        # The table's snapshot, brought up to date from the log, knows its version: about 0.02 s on a warm session,
-        # where DESCRIBE HISTORY (the public API) takes 0.5 s, and a commit looks the version up four times.
-        # DeltaLog is Delta's internal Scala API: on any mismatch of its signature the public one answers.
+        snapshot = self._snapshot(path)
+        return int(snapshot.version()) if snapshot is not None else self.history(path, limit=1)[0].version
+
+    def is_empty(self, path: str) -> bool:
+        """True when the table's latest version has no file (or there is no table)."""
+        if not self.exists(path):
+            return True
+        snapshot = self._snapshot(path)
+        if snapshot is not None:
+            return int(snapshot.numOfFiles()) == 0
+        from delta.tables import DeltaTable
+
+        return DeltaTable.forPath(self.spark, path).detail().first().numFiles == 0
+
+    def _snapshot(self, path: str):
+        """The table's latest snapshot (a JVM object), brought up to date from the log; None if this Delta release's
+        internal API differs. It knows the version in about 0.02 s on a warm session, where DESCRIBE HISTORY (the
+        public API) takes 0.5 s and reading the table to count its rows up to 1.6 s, and a commit asks four times."""
         try:
             jvm = self.spark.sparkContext._jvm
             empty = jvm.scala.Option.empty()
-            return int(jvm.org.apache.spark.sql.delta.DeltaLog.forTable(self.spark._jsparkSession, path)
-                       .update(False, empty, empty).version())
+            return jvm.org.apache.spark.sql.delta.DeltaLog.forTable(self.spark._jsparkSession, path).update(
+                False, empty, empty)
         except Exception:  # noqa: BLE001 - py4j errors of another Delta release's signature
-            return self.history(path, limit=1)[0].version
+            log.debug("no DeltaLog snapshot API in this Delta release; using the public API", exc_info=True)
+            return None
 
     def read(self, path: str, version: Optional[int] = None) -> DataFrame:
         """The table at ``version`` (default: the latest).

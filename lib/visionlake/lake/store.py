@@ -372,7 +372,8 @@ class Lake:
                               txn=(f"visionlake-ingest-{run_id}", 0), **self._write_options("quarantine"))
         quarantine_version = self.delta.latest_version(quarantine_path)
         # Counted from the table, so rows a run that died before its images commit left are counted too.
-        counts = self.delta.read(quarantine_path, quarantine_version).groupBy("reason").count().collect()
+        counts = [] if self.delta.is_empty(quarantine_path) else \
+            self.delta.read(quarantine_path, quarantine_version).groupBy("reason").count().collect()
         described = dataclasses.replace(manifest, table_versions={"quarantine": quarantine_version},
                                         quarantine={row["reason"]: row["count"] for row in sorted(counts)})
         metadata = {**note, DESCRIPTION_KEY: described.to_json()}
