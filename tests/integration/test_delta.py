@@ -2,6 +2,7 @@
 ``visionlake.lake.delta`` is the lake's writer and pinned reader on real tables."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -41,8 +42,17 @@ def test_commits_carry_their_metadata_and_a_repeated_transaction_adds_nothing(sp
                   txn=("ingest", 2))
 
     assert [(c.version, c.metadata) for c in tables.history(path)] == [(1, {"run_id": "b"}), (0, {"run_id": "a"})]
+    # The commits read from the table's log are what the public DESCRIBE HISTORY returns, field by field.
+    public = [(r.version, r.timestamp, r.operation, json.loads(r.userMetadata), dict(r.operationMetrics))
+              for r in spark.sql(f"DESCRIBE HISTORY delta.`{path}`").collect()]
+    assert [(c.version, c.timestamp, c.operation, c.metadata, c.metrics)
+            for c in tables.history(path)] == public
+    assert [c.version for c in tables.history(path, limit=1)] == [1]
+    assert tables._log_history(path, None) is not None, "this Delta release still has the log API the lake uses"
     assert tables.latest_version(path) == 1 and tables.latest_version(str(tmp_path / "none")) is None
     assert not tables.is_empty(path) and tables.is_empty(str(tmp_path / "none"))
+    tables.create(str(tmp_path / "empty"), _rows(spark, []).schema, partition_by="split")
+    assert tables.is_empty(str(tmp_path / "empty"))
     assert tables.read(path).count() == 15 and tables.read(path, version=0).count() == 10
     assert spark.conf.get("spark.databricks.delta.commitInfo.userMetadata", None) is None, "restored after the write"
     train = tables.files(path, 1, where="split = 'train'")

@@ -121,6 +121,9 @@ class DeltaTables:
 
     def history(self, path: str, limit: Optional[int] = None) -> list[Commit]:
         """The table's versions, newest first (``limit``: only the newest ``limit``)."""
+        commits = self._log_history(path, limit)
+        if commits is not None:
+            return commits
         from delta.tables import DeltaTable
 
         frame = DeltaTable.forPath(self.spark, path).history(limit)
@@ -129,6 +132,34 @@ class DeltaTables:
                        metrics=dict(row.operationMetrics or {}))
                 for row in frame.select("version", "timestamp", "operation", "userMetadata",
                                         "operationMetrics").collect()]
+
+    def _log_history(self, path: str, limit: Optional[int]) -> Optional[list[Commit]]:
+        """The commits ``DESCRIBE HISTORY`` returns, read from the table's ``DeltaLog`` without the SQL command and
+        its DataFrame: 0.25 s for ten commits on a warm session against 0.33-0.44 s (0.28 against 0.9 s for a new
+        session's first), and the lake reads history for every description lookup. None if this Delta release's
+        internal API differs."""
+        try:
+            jvm = self.spark.sparkContext._jvm
+            scala = jvm.scala.collection.JavaConverters
+            limit_option = jvm.scala.Some(int(limit)) if limit is not None else jvm.scala.Option.empty()
+            infos = jvm.org.apache.spark.sql.delta.DeltaLog.forTable(self.spark._jsparkSession, path) \
+                .history().getHistory(limit_option)
+            commits = []
+            for info in scala.seqAsJavaList(infos):
+                millis = int(info.timestamp().getTime())
+                user_metadata, metrics = info.userMetadata(), info.operationMetrics()
+                commits.append(Commit(
+                    version=int(info.getVersion()),
+                    # naive local time, as Spark returns DESCRIBE HISTORY's timestamps to Python
+                    timestamp=dt.datetime.fromtimestamp(millis // 1000).replace(microsecond=millis % 1000 * 1000),
+                    operation=str(info.operation()),
+                    metadata=json.loads(user_metadata.get()) if user_metadata.isDefined() and user_metadata.get()
+                    else {},
+                    metrics=dict(scala.mapAsJavaMap(metrics.get()).items()) if metrics.isDefined() else {}))
+            return commits
+        except Exception:  # noqa: BLE001 - py4j errors of another Delta release's signature
+            log.debug("no DeltaLog history API in this Delta release; using DESCRIBE HISTORY", exc_info=True)
+            return None
 
     def latest_version(self, path: str) -> Optional[int]:
         """The newest version, or None when there is no table at ``path``."""
@@ -143,7 +174,10 @@ class DeltaTables:
             return True
         snapshot = self._snapshot(path)
         if snapshot is not None:
-            return int(snapshot.numOfFiles()) == 0
+            # The commit's checksum knows the file count (0.02 s); counting from the snapshot's state rebuilds
+            # it from the log in a Spark job (1.3-2 s on a warm session).
+            checksum = snapshot.checksumOpt()
+            return int(checksum.get().numFiles() if checksum.isDefined() else snapshot.numOfFiles()) == 0
         from delta.tables import DeltaTable
 
         return DeltaTable.forPath(self.spark, path).detail().first().numFiles == 0
