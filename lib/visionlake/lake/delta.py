@@ -135,9 +135,8 @@ class DeltaTables:
 
     def _log_history(self, path: str, limit: Optional[int]) -> Optional[list[Commit]]:
         """The commits ``DESCRIBE HISTORY`` returns, read from the table's ``DeltaLog`` without the SQL command and
-        its DataFrame: 0.25 s for ten commits on a warm session against 0.33-0.44 s (0.28 against 0.9 s for a new
-        session's first), and the lake reads history for every description lookup. None if this Delta release's
-        internal API differs."""
+        its DataFrame: 0.25 s for ten commits on a warm session against 0.33-0.44 s, and the lake reads history for
+        every description lookup. None if this Delta release's internal API differs."""
         try:
             jvm = self.spark.sparkContext._jvm
             scala = jvm.scala.collection.JavaConverters
